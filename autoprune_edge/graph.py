@@ -1,0 +1,257 @@
+"""Channel dependency groups: which channels must be removed together.
+
+A thin layer over Torch-Pruning's DependencyGraph. Everything downstream (gates, budgets, compaction,
+plans) speaks in terms of `ChannelGroup`s: one group is a set of coupled channel dimensions (a conv's
+output, the BN after it, the next conv's input, every branch of a residual add...) that is pruned as
+one unit, indexed by the channels of its root layer.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .errors import GraphError
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class Member:
+    """One coupled dimension inside a group."""
+
+    module: str  # qualified module name
+    role: str  # "out" | "in" | "norm" | "other"
+    multiplier: float  # elements of this dimension per root channel (HW for conv->flatten->linear)
+
+
+@dataclass
+class ChannelGroup:
+    index: int
+    root: str
+    size: int
+    members: list[Member]
+    min_keep: int = 1
+    round_to: int = 1
+    tp_group: Any = field(default=None, repr=False)
+
+    def member_modules(self, role: str) -> list[str]:
+        return [m.module for m in self.members if m.role == role]
+
+
+@dataclass
+class LayerShape:
+    """What the cost model needs to know about one conv/linear layer."""
+
+    name: str
+    kind: str  # "conv" | "linear"
+    in_features: int
+    out_features: int
+    groups: int
+    kernel_elems: int  # kh*kw (1 for linear)
+    positions: int  # output spatial positions (x batch rows for linear)
+    depthwise: bool
+    has_bias: bool
+
+
+def _trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerShape], torch.Tensor, list[str]]:
+    """Record conv/linear output shapes in execution order."""
+    shapes: dict[str, LayerShape] = {}
+    order: list[str] = []
+    hooks = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        name = names[mod]
+        order.append(name)
+        if not isinstance(out, torch.Tensor):
+            return
+        if isinstance(mod, _CONV):
+            positions = int(out.numel() // (out.shape[0] * out.shape[1])) * out.shape[0]
+            k = 1
+            for s in mod.kernel_size:
+                k *= s
+            dw = mod.groups > 1 and mod.groups == mod.in_channels
+            shapes[name] = LayerShape(name, "conv", mod.in_channels, mod.out_channels, mod.groups, k, positions, dw,
+                                      mod.bias is not None)
+        elif isinstance(mod, nn.Linear):
+            positions = int(out.numel() // out.shape[-1])
+            shapes[name] = LayerShape(name, "linear", mod.in_features, mod.out_features, 1, 1, positions, False,
+                                      mod.bias is not None)
+
+    for m in model.modules():
+        if not list(m.children()):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    ordered = [shapes[n] for n in dict.fromkeys(order) if n in shapes]
+    return ordered, out, list(dict.fromkeys(order))
+
+
+def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Layers whose output channels are the model's output (the classifier): they keep their size."""
+    layers, out, _ = _trace_layers(model, example)
+    if not isinstance(out, torch.Tensor):
+        raise GraphError("the model must return a single tensor (got %s); wrap it so forward() returns the logits"
+                         % type(out).__name__)
+    n_out = out.shape[-1] if out.dim() == 2 else out.shape[1]
+    for layer in reversed(layers):
+        if layer.out_features == n_out:
+            return [layer.name]
+    return [layers[-1].name] if layers else []
+
+
+class PruningGraph:
+    """The dependency graph of one model plus its prunable channel groups and layer shapes.
+
+    The graph owns `model` and mutates it when compacting; pass a copy if the original must survive.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored_layers: list[str] | None = None,
+                 round_to: int = 1, max_prune_ratio: float = 0.9) -> None:
+        self.model = model
+        self.example = example
+        was_training = model.training
+        model.eval()
+        try:
+            self.output_layers = find_output_layers(model, example)
+            self.layers, out, self.exec_order = _trace_layers(model, example)
+            self.output_shape = tuple(out.shape)
+            named = dict(model.named_modules())
+            ignored = [named[n] for n in self.output_layers + list(ignored_layers or []) if n in named]
+            try:
+                with torch.enable_grad():
+                    self.DG = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            except Exception as e:  # tracing failures come from arbitrary user code
+                raise GraphError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from e
+            self._names = {m: n for n, m in model.named_modules()}
+            self.groups: list[ChannelGroup] = []
+            for g in self.DG.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Conv1d,
+                                                                                         nn.Linear]):
+                self._add_group(g, round_to, max_prune_ratio)
+        finally:
+            model.train(was_training)
+
+    # -- construction -------------------------------------------------------------------------
+    def _add_group(self, g: Any, round_to: int, max_prune_ratio: float) -> None:
+        root_mod = g[0].dep.target.module
+        size = len(g[0].idxs)
+        if size < 2:
+            return
+        members: list[Member] = []
+        for dep, idxs in g:
+            mod = dep.target.module
+            if not isinstance(mod, nn.Module) or mod not in self._names:
+                continue
+            name = self._names[mod]
+            mult = len(idxs) / size
+            if isinstance(mod, _CONV + (nn.Linear,)):
+                if self.DG.is_out_channel_pruning_fn(dep.handler):
+                    role = "out"
+                elif self.DG.is_in_channel_pruning_fn(dep.handler):
+                    role = "in"
+                else:
+                    role = "other"
+                if isinstance(mod, _CONV) and mod.groups > 1 and mod.groups == mod.in_channels and role == "in":
+                    role = "out"  # a depthwise conv's input and output channels are the same channels
+            elif isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+                role = "norm"
+            else:
+                role = "other"
+            if any(m.module == name and m.role == role for m in members):
+                continue
+            members.append(Member(name, role, mult))
+        step = round_to if size >= round_to and size % round_to == 0 else 1
+        min_keep = max(step, int(-(-size * (1.0 - max_prune_ratio) // 1)))
+        min_keep = min(size, -(-min_keep // step) * step)
+        if min_keep >= size:
+            return
+        self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g))
+
+    # -- queries ------------------------------------------------------------------------------
+    def module(self, name: str) -> nn.Module:
+        return dict(self.model.named_modules())[name]
+
+    def full_keep(self) -> list[torch.Tensor]:
+        return [torch.ones(g.size, dtype=torch.bool) for g in self.groups]
+
+    def widths(self, model: nn.Module | None = None) -> dict[str, list[int]]:
+        """[in, out] channels of every conv/linear layer (for reports and plans)."""
+        model = model if model is not None else self.model
+        out = {}
+        for name, m in model.named_modules():
+            if isinstance(m, _CONV):
+                out[name] = [m.in_channels, m.out_channels]
+            elif isinstance(m, nn.Linear):
+                out[name] = [m.in_features, m.out_features]
+        return out
+
+    # -- masking and compaction ----------------------------------------------------------------
+    def masked_copy(self, keep: list[torch.Tensor]) -> nn.Module:
+        """A dense copy whose removed channels are silenced where they are consumed.
+
+        Zeroing the input weights of every channel-mixing consumer (conv, linear) is exactly what removal
+        does, wherever the channel was produced (BN shifts and activations make output-side zeroing
+        inexact). Equality with the compacted model is then a real check of the compaction.
+        """
+        masked = copy.deepcopy(self.model)
+        mods = dict(masked.named_modules())
+        with torch.no_grad():
+            for g, k in zip(self.groups, keep):
+                removed = (~k).nonzero().flatten()
+                if removed.numel() == 0:
+                    continue
+                sub = self.DG.get_pruning_group(g.tp_group[0].dep.target.module, g.tp_group[0].dep.handler,
+                                                removed.tolist())
+                for dep, idxs in sub:
+                    mod = dep.target.module
+                    if mod not in self._names or not self.DG.is_in_channel_pruning_fn(dep.handler):
+                        continue
+                    tgt = mods[self._names[mod]]
+                    idx = torch.as_tensor(list(idxs), dtype=torch.long)
+                    if isinstance(tgt, nn.Linear):
+                        tgt.weight[:, idx] = 0
+                    elif isinstance(tgt, _CONV) and not (tgt.groups > 1 and tgt.groups == tgt.in_channels):
+                        per = tgt.in_channels // tgt.groups
+                        outs_per = tgt.out_channels // tgt.groups
+                        for i in idx.tolist():
+                            grp = i // per
+                            tgt.weight[grp * outs_per:(grp + 1) * outs_per, i % per] = 0
+        return masked
+
+    def compact(self, keep: list[torch.Tensor]) -> list[list[Any]]:
+        """Physically remove the channels not kept, in place on `self.model`; returns the pruning history."""
+        self.DG._pruning_history = []
+        for g, k in zip(self.groups, keep):
+            removed = (~k).nonzero().flatten().tolist()
+            if not removed:
+                continue
+            root = g.tp_group[0].dep.target.module
+            sub = self.DG.get_pruning_group(root, g.tp_group[0].dep.handler, removed)
+            if not self.DG.check_pruning_group(sub):
+                raise GraphError(f"pruning {len(removed)} of {g.size} channels of {g.root} would empty a layer")
+            sub.prune()
+        return [[n, bool(o), [int(i) for i in idx]] for n, o, idx in self.DG.pruning_history()]
+
+
+def apply_history(model: nn.Module, example: torch.Tensor, history: list[list[Any]]) -> nn.Module:
+    """Re-apply a saved pruning history to a freshly built original model (in place)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+        dg.load_pruning_history([[n, o, list(i)] for n, o, i in history])
+    except Exception as e:
+        raise GraphError(f"cannot re-apply the pruning plan to the original architecture: {e}") from e
+    finally:
+        model.train(was_training)
+    return model

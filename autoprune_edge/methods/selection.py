@@ -1,0 +1,95 @@
+"""Turn per-channel scores into keep masks that meet every budget with as little removed as possible.
+
+A global score threshold is bisected (fewer channels kept as it rises, so every cost falls
+monotonically); each group then keeps its top channels, rounded down to the target's channel multiple
+and never below its minimum. A greedy pass adds back whole blocks of channels, best scores first, while
+all budgets still hold, which closes most of the gap that rounding leaves.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..budget import Budget, format_budget_value
+from ..errors import BudgetUnreachableError
+from ..graph import PruningGraph
+
+Evaluator = Callable[[list[torch.Tensor]], dict[str, float]]
+
+
+def _keep_top(scores: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[torch.argsort(scores, descending=True, stable=True)[:n]] = True
+    return keep
+
+
+def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float) -> list[int]:
+    counts = []
+    for g, s in zip(graph.groups, scores):
+        n = int((s >= t).sum())
+        n = (n // g.round_to) * g.round_to
+        counts.append(min(g.size, max(g.min_keep, n)))
+    return counts
+
+
+def _fits(metrics: dict[str, float], budgets: list[Budget]) -> bool:
+    return all(metrics[b.kind] <= b.value for b in budgets)
+
+
+def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget],
+           evaluate: Evaluator, *, fill: bool = True) -> list[torch.Tensor]:
+    """Keep masks (one bool vector per group) meeting all budgets; raises if none can.
+
+    `fill` runs the greedy add-back pass; leave it off when `evaluate` is slow (it may call it often).
+    """
+
+    def masks(counts: list[int]) -> list[torch.Tensor]:
+        return [_keep_top(s, n) for s, n in zip(scores, counts)]
+
+    full = [g.size for g in graph.groups]
+    if _fits(evaluate(masks(full)), budgets):
+        return masks(full)
+    floor = [g.min_keep for g in graph.groups]
+    m_floor = evaluate(masks(floor))
+    if not _fits(m_floor, budgets):
+        worst = [b for b in budgets if m_floor[b.kind] > b.value][0]
+        raise BudgetUnreachableError(
+            f"budget {worst.text} cannot be reached: removing every prunable channel this method allows still "
+            f"leaves {format_budget_value(worst.kind, m_floor[worst.kind])}; raise the budget or pick a smaller model")
+    thresholds = torch.unique(torch.cat(scores)).sort().values
+    lo, hi = 0, thresholds.numel()  # counts_for(thresholds[hi]) is taken as the floor
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _fits(evaluate(masks(_counts_for(graph, scores, float(thresholds[mid])))), budgets):
+            hi = mid
+        else:
+            lo = mid + 1
+    counts = floor if lo >= thresholds.numel() else _counts_for(graph, scores, float(thresholds[lo]))
+    if fill:
+        counts = _fill(graph, scores, counts, budgets, evaluate)
+    return masks(counts)
+
+
+def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], budgets: list[Budget],
+          evaluate: Evaluator) -> list[int]:
+    """Greedily add back one block of channels at a time (best next score first) while budgets hold."""
+    counts = list(counts)
+    sorted_scores = [torch.sort(s, descending=True).values for s in scores]
+    blocked: set[int] = set()
+    while True:
+        best, best_score = None, None
+        for i, g in enumerate(graph.groups):
+            if i in blocked or counts[i] + g.round_to > g.size:
+                continue
+            score = float(sorted_scores[i][counts[i]])
+            if best_score is None or score > best_score:
+                best, best_score = i, score
+        if best is None:
+            return counts
+        trial = list(counts)
+        trial[best] += graph.groups[best].round_to
+        if _fits(evaluate([_keep_top(s, n) for s, n in zip(scores, trial)]), budgets):
+            counts = trial
+        else:
+            blocked.add(best)

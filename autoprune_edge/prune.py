@@ -1,0 +1,186 @@
+"""`prune()`: graph -> channel selection to a budget -> compaction -> equality check -> fine-tune."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import progress
+from .budget import Budget, format_budget_value, parse_budgets
+from .cost import GroupCostModel
+from .errors import BudgetError, EquivalenceError
+from .graph import PruningGraph
+from .methods import channel_scores
+from .methods.selection import select
+from .profiles.counting import count_macs
+from .train import TrainConfig, evaluate, train
+
+FAST_KINDS = {"macs", "params"}
+EQUIVALENCE_REL_TOL = 1e-4
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the compacted (physically smaller) model
+    history: list[list[Any]]  # Torch-Pruning history: [root layer, is_out_channels, removed indices]
+    method: str
+    budgets: list[Budget]
+    input_shape: tuple[int, ...]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    equivalence_max_abs: float
+    equivalence_rel: float
+    widths_before: dict[str, list[int]]
+    widths_after: dict[str, list[int]]
+    groups_total: int
+    groups_pruned: int
+    accuracy_before: float | None = None
+    accuracy_pruned: float | None = None  # after compaction, before fine-tuning
+    accuracy_after: float | None = None
+    train_log: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    round_to: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "budgets": [b.text for b in self.budgets],
+            "input_shape": list(self.input_shape),
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "equivalence_max_abs": self.equivalence_max_abs,
+            "equivalence_rel": self.equivalence_rel,
+            "accuracy_before": self.accuracy_before,
+            "accuracy_pruned": self.accuracy_pruned,
+            "accuracy_after": self.accuracy_after,
+            "groups_total": self.groups_total,
+            "groups_pruned": self.groups_pruned,
+            "round_to": self.round_to,
+            "notes": self.notes,
+        }
+
+
+def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Budget], target: Any,
+                    input_shape: tuple[int, ...]):
+    slow = [b for b in budgets if b.kind not in FAST_KINDS]
+
+    def evaluate_keep(keep: list[torch.Tensor]) -> dict[str, float]:
+        kept = torch.tensor([float(k.sum()) for k in keep])
+        metrics = {"macs": float(cost.macs(kept)), "params": float(cost.params(kept))}
+        if slow:
+            from .profiles.profile import profile
+
+            trial = copy.deepcopy(graph)
+            trial.compact(keep)
+            p = profile(trial.model, input_shape, target)
+            metrics.update(latency_ms=p.latency_ms, memory_bytes=p.peak_memory_bytes, size_bytes=p.model_bytes)
+        return metrics
+
+    return evaluate_keep, not slow
+
+
+@torch.no_grad()
+def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Tensor) -> tuple[float, float]:
+    """Max abs difference of outputs, and the same relative to the reference's output scale."""
+    reference.eval()
+    compact.eval()
+    a, b = reference(inputs), compact(inputs)
+    if a.shape != b.shape:
+        raise EquivalenceError(f"compacted model changed the output shape from {tuple(a.shape)} to {tuple(b.shape)}")
+    max_abs = float((a - b).abs().max())
+    scale = float(a.abs().max()) or 1.0
+    return max_abs, max_abs / scale
+
+
+def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
+          target: Any = None, method: str = "l1", input_shape: tuple[int, ...] | None = None,
+          finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32, distill: bool = False,
+          round_to: int | None = None, max_prune_ratio: float = 0.9, evaluate_accuracy: bool = True,
+          seed: int = 0) -> PruneResult:
+    """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle)."""
+    budgets = budget if budget and isinstance(budget[0], Budget) else parse_budgets(budget)  # type: ignore[index]
+    if not budgets:
+        raise BudgetError("no budget given; pass e.g. --budget 100MFLOPs")
+    if target is not None and isinstance(target, str):
+        from .targets import load_target
+
+        target = load_target(target)
+    if any(b.kind not in FAST_KINDS for b in budgets) and target is None:
+        raise BudgetError("latency, memory and size budgets need a target device; pass --target")
+    if input_shape is None:
+        if data is None:
+            raise BudgetError("pass input_shape or data so the model can be traced")
+        input_shape = (1, *data.input_shape)
+    if round_to is None:
+        round_to = int(getattr(target, "channel_multiple", 1) or 1) if target is not None else 1
+    torch.manual_seed(seed)
+    model.eval()
+    example = torch.randn(*input_shape)
+    dense = copy.deepcopy(model)
+    before = count_macs(model, example)
+    widths_before = {}
+
+    acc_before = None
+    if data is not None and evaluate_accuracy:
+        acc_before = evaluate(model, data.val, desc="accuracy (dense)")
+
+    graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio)
+    widths_before = graph.widths()
+    cost = GroupCostModel(graph)
+    evaluator, cheap = _make_evaluator(graph, cost, budgets, target, input_shape)
+    notes: list[str] = []
+    with progress.task(f"select channels ({method})", total=None):
+        scores = channel_scores(graph, method, seed=seed)
+        keep = select(graph, scores, budgets, evaluator, fill=cheap)
+    full_kept = all(bool(k.all()) for k in keep)
+    if full_kept:
+        for b in budgets:
+            metric = {"macs": before.macs, "params": before.params}.get(b.kind)
+            value = format_budget_value(b.kind, metric) if metric is not None else "its cost"
+            notes.append(f"the dense model ({value}) already meets budget {b.text}; nothing was pruned")
+
+    masked = graph.masked_copy(keep)
+    history = graph.compact(keep)
+    compact = graph.model
+    probe = torch.randn(4, *input_shape[1:], generator=torch.Generator().manual_seed(seed + 1))
+    if data is not None:
+        probe = torch.cat([probe, torch.stack([data.val[i][0] for i in range(min(4, len(data.val)))])])
+    max_abs, rel = check_equivalence(masked, compact, probe)
+    if rel > EQUIVALENCE_REL_TOL:
+        raise EquivalenceError(
+            f"the compacted model differs from the masked model by {max_abs:.3g} ({rel:.2%} of the output scale); "
+            "a layer in this model is not pruned consistently - report it with the model definition")
+    after = count_macs(compact, example)
+    for b in budgets:
+        achieved = {"macs": after.macs, "params": after.params}.get(b.kind)
+        if achieved is not None and achieved > b.value:
+            raise BudgetError(f"internal: compacted model has {format_budget_value(b.kind, achieved)}, above "
+                              f"{b.text}; please report this")
+
+    acc_pruned = acc_after = None
+    log: list[dict[str, float]] = []
+    if data is not None and evaluate_accuracy:
+        acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)")
+    if data is not None and finetune_epochs > 0 and not full_kept:
+        cfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                          kd_alpha=0.5 if distill else 0.0)
+        log = train(compact, data.train, cfg, teacher=dense if distill else None, desc="fine-tune")
+        if evaluate_accuracy:
+            acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)")
+    elif evaluate_accuracy:
+        acc_after = acc_pruned
+    compact.eval()
+    return PruneResult(
+        model=compact, history=history, method=method, budgets=budgets, input_shape=tuple(input_shape),
+        macs_before=before.macs, macs_after=after.macs, params_before=before.params, params_after=after.params,
+        equivalence_max_abs=max_abs, equivalence_rel=rel, widths_before=widths_before,
+        widths_after=graph.widths(), groups_total=len(graph.groups),
+        groups_pruned=sum(1 for k in keep if not bool(k.all())), accuracy_before=acc_before,
+        accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log, notes=notes, round_to=round_to)
