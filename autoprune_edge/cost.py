@@ -1,7 +1,9 @@
-"""MACs and parameters of a model as a function of how many channels each group keeps.
+"""MACs and parameters of a model as a function of which channels each group keeps.
 
-Bilinear in the kept counts (a conv's MACs scale with kept inputs x kept outputs), so it is exact for
-hard keep masks and differentiable for soft ones (the AutoPrune gates' expected widths). Work that the
+The input is one keep vector per group (1 = kept; floats allowed). Cost is bilinear in kept widths (a
+conv's MACs scale with kept inputs x kept outputs), so it is exact for hard masks and differentiable for
+soft ones (AutoPrune's gates). Where a group's channels split across layers (the branches of a concat),
+each layer counts only the channels that land in it. Work that the
 groups do not touch (the stem's input channels, attention matmuls...) enters as a constant measured
 once with torch's FLOP counter, so `macs(full)` equals the exact count of the dense model.
 """
@@ -25,22 +27,23 @@ class _Layer:
     groups: int
     kernel_elems: int
     bias: bool
-    out_terms: list[tuple[int, float]]  # (group index, multiplier)
-    in_terms: list[tuple[int, float]]
+    out_terms: list[tuple[int, float, torch.Tensor | None]]  # (group index, multiplier, root channel subset)
+    in_terms: list[tuple[int, float, torch.Tensor | None]]
 
 
 class GroupCostModel:
     def __init__(self, graph: PruningGraph) -> None:
         self.sizes = torch.tensor([float(g.size) for g in graph.groups])
         by_name = {layer.name: layer for layer in graph.layers}
-        out_terms: dict[str, list[tuple[int, float]]] = {}
-        in_terms: dict[str, list[tuple[int, float]]] = {}
-        norm_terms: dict[str, list[tuple[int, float]]] = {}
+        out_terms: dict[str, list] = {}
+        in_terms: dict[str, list] = {}
+        norm_terms: dict[str, list] = {}
         for g in graph.groups:
             for m in g.members:
                 target = {"out": out_terms, "in": in_terms, "norm": norm_terms}.get(m.role)
                 if target is not None:
-                    target.setdefault(m.module, []).append((g.index, m.multiplier))
+                    sub = torch.as_tensor(m.root_idxs, dtype=torch.long) if m.root_idxs is not None else None
+                    target.setdefault(m.module, []).append((g.index, m.multiplier, sub))
         self.layers: list[_Layer] = []
         for s in graph.layers:
             in_eff_div = 1 if s.depthwise else s.groups
@@ -56,52 +59,56 @@ class GroupCostModel:
             full = float(getattr(m, "num_features", None) or getattr(m, "num_channels", None)
                          or m.normalized_shape[0])
             self.norms.append((full, n_affine, terms))
-        full = torch.ones(len(graph.groups))
+        full = [torch.ones(g.size) for g in graph.groups]
         counts = count_macs(graph.model, graph.example)
-        self.macs_offset = counts.macs - float(self._macs(full * self.sizes))
-        self.params_offset = count_params(graph.model) - float(self._params(full * self.sizes))
+        self.macs_offset = counts.macs - float(self._macs(full))
+        self.params_offset = count_params(graph.model) - float(self._params(full))
 
-    def _dims(self, layer: _Layer, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = torch.as_tensor(layer.out_full, dtype=kept.dtype)
-        for gi, mult in layer.out_terms:
-            out = out - mult * (self.sizes[gi] - kept[gi])
+    @staticmethod
+    def _removed(terms: list, keep: list[torch.Tensor]) -> torch.Tensor | float:
+        removed: torch.Tensor | float = 0.0
+        for gi, mult, sub in terms:
+            k = keep[gi] if sub is None else keep[gi][sub]
+            removed = removed + mult * (k.numel() - k.sum())
+        return removed
+
+    def _dims(self, layer: _Layer, keep: list[torch.Tensor]):
+        out = layer.out_full - self._removed(layer.out_terms, keep)
         if layer.depthwise:
-            return out, torch.ones((), dtype=kept.dtype)
-        inp = torch.as_tensor(layer.in_full, dtype=kept.dtype)
-        for gi, mult in layer.in_terms:
-            inp = inp - mult * (self.sizes[gi] - kept[gi])
-        return out, inp
+            return out, 1.0
+        return out, layer.in_full - self._removed(layer.in_terms, keep)
 
-    def _macs(self, kept: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros((), dtype=kept.dtype)
+    def _macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(())
         for layer in self.layers:
-            out, inp = self._dims(layer, kept)
+            out, inp = self._dims(layer, keep)
             total = total + layer.coeff * out * inp
         return total
 
-    def _params(self, kept: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros((), dtype=kept.dtype)
+    def _params(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(())
         for layer in self.layers:
-            out, inp = self._dims(layer, kept)
+            out, inp = self._dims(layer, keep)
             in_per = inp if layer.depthwise else inp / layer.groups
             total = total + out * in_per * layer.kernel_elems + (out if layer.bias else 0)
         for full, n_affine, terms in self.norms:
-            c = torch.as_tensor(full, dtype=kept.dtype)
-            for gi, mult in terms:
-                c = c - mult * (self.sizes[gi] - kept[gi])
-            total = total + n_affine * c
+            total = total + n_affine * (full - self._removed(terms, keep))
         return total
 
-    def macs(self, kept: torch.Tensor) -> torch.Tensor:
-        """MACs for kept channel counts per group (float tensor, differentiable)."""
-        return self._macs(kept) + self.macs_offset
+    @staticmethod
+    def _as_float(keep: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [k if k.is_floating_point() else k.float() for k in keep]
 
-    def params(self, kept: torch.Tensor) -> torch.Tensor:
-        return self._params(kept) + self.params_offset
+    def macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        """MACs when group g keeps the channels where keep[g] is 1 (floats allowed; differentiable)."""
+        return self._macs(self._as_float(keep)) + self.macs_offset
 
-    def evaluate(self, kind: str, kept: torch.Tensor) -> torch.Tensor:
+    def params(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        return self._params(self._as_float(keep)) + self.params_offset
+
+    def evaluate(self, kind: str, keep: list[torch.Tensor]) -> torch.Tensor:
         if kind == "macs":
-            return self.macs(kept)
+            return self.macs(keep)
         if kind == "params":
-            return self.params(kept)
+            return self.params(keep)
         raise KeyError(kind)

@@ -27,6 +27,7 @@ class Member:
     module: str  # qualified module name
     role: str  # "out" | "in" | "norm" | "other"
     multiplier: float  # elements of this dimension per root channel (HW for conv->flatten->linear)
+    root_idxs: list[int] | None = None  # the root channels that land here (None: all of them)
 
 
 @dataclass
@@ -38,6 +39,21 @@ class ChannelGroup:
     min_keep: int = 1
     round_to: int = 1
     tp_group: Any = field(default=None, repr=False)
+    # Root-channel subsets that land in different layers (e.g. the branches of a concat): each must keep
+    # at least `segment_min` channels or a layer would be emptied.
+    segments: list[list[int]] = field(default_factory=list)
+    segment_min: list[int] = field(default_factory=list)
+
+    def protect(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores with each segment's best channels raised to +inf, so that any top-k keeps them."""
+        if not self.segments:
+            return scores
+        out = scores.clone()
+        for seg, m in zip(self.segments, self.segment_min):
+            idx = torch.as_tensor(seg, dtype=torch.long)
+            best = idx[torch.argsort(scores[idx], descending=True, stable=True)[:m]]
+            out[best] = float("inf")
+        return out
 
     def member_modules(self, role: str) -> list[str]:
         return [m.module for m in self.members if m.role == role]
@@ -147,12 +163,19 @@ class PruningGraph:
         if size < 2:
             return
         members: list[Member] = []
-        for dep, idxs in g:
+        segments: dict[tuple[int, ...], None] = {}
+        for item in g:
+            dep, idxs = item
+            root_idxs = getattr(item, "root_idxs", None)
+            sub = None
+            if root_idxs is not None and 0 < len(set(root_idxs)) < size:
+                sub = sorted(set(int(i) for i in root_idxs))
+                segments[tuple(sub)] = None
             mod = dep.target.module
             if not isinstance(mod, nn.Module) or mod not in self._names:
                 continue
             name = self._names[mod]
-            mult = len(idxs) / size
+            mult = len(idxs) / (len(sub) if sub else size)
             if isinstance(mod, _CONV + (nn.Linear,)):
                 if self.DG.is_out_channel_pruning_fn(dep.handler):
                     role = "out"
@@ -168,13 +191,18 @@ class PruningGraph:
                 role = "other"
             if any(m.module == name and m.role == role for m in members):
                 continue
-            members.append(Member(name, role, mult))
+            members.append(Member(name, role, mult, sub))
         step = round_to if size >= round_to and size % round_to == 0 else 1
         min_keep = max(step, int(-(-size * (1.0 - max_prune_ratio) // 1)))
+        # keep only minimal segments (a segment containing a smaller one is implied by it)
+        segs = [list(s) for s in segments if not any(set(o) < set(s) for o in segments)]
+        seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
+        min_keep = max(min_keep, sum(seg_min))
         min_keep = min(size, -(-min_keep // step) * step)
         if min_keep >= size:
             return
-        self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g))
+        self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g,
+                                        segs, seg_min))
 
     # -- queries ------------------------------------------------------------------------------
     def module(self, name: str) -> nn.Module:

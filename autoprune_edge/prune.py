@@ -72,8 +72,7 @@ def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Bud
     slow = [b for b in budgets if b.kind not in FAST_KINDS]
 
     def evaluate_keep(keep: list[torch.Tensor]) -> dict[str, float]:
-        kept = torch.tensor([float(k.sum()) for k in keep])
-        metrics = {"macs": float(cost.macs(kept)), "params": float(cost.params(kept))}
+        metrics = {"macs": float(cost.macs(keep)), "params": float(cost.params(keep))}
         if slow:
             from .profiles.profile import profile
 

@@ -43,6 +43,7 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
 
     `fill` runs the greedy add-back pass; leave it off when `evaluate` is slow (it may call it often).
     """
+    scores = [g.protect(s) for g, s in zip(graph.groups, scores)]
 
     def masks(counts: list[int]) -> list[torch.Tensor]:
         return [_keep_top(s, n) for s, n in zip(scores, counts)]
@@ -57,7 +58,8 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
         raise BudgetUnreachableError(
             f"budget {worst.text} cannot be reached: removing every prunable channel this method allows still "
             f"leaves {format_budget_value(worst.kind, m_floor[worst.kind])}; raise the budget or pick a smaller model")
-    thresholds = torch.unique(torch.cat(scores)).sort().values
+    finite = torch.cat(scores)
+    thresholds = torch.unique(finite[torch.isfinite(finite)]).sort().values
     lo, hi = 0, thresholds.numel()  # counts_for(thresholds[hi]) is taken as the floor
     while lo < hi:
         mid = (lo + hi) // 2

@@ -1,0 +1,419 @@
+"""`autoprune-edge` command line: a thin layer over the Python API.
+
+User errors (AutoPruneEdgeError) print one line on stderr and exit 2; anything else is a bug and keeps
+its traceback. `--json` prints one machine-readable summary on stdout and silences progress output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import progress
+from .errors import AutoPruneEdgeError
+
+EXIT_USER_ERROR = 2
+
+
+def _out(args: argparse.Namespace, summary: dict[str, Any], human) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=1, default=str) + "\n")
+    else:
+        human()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise AutoPruneEdgeError(f"--input-shape {text!r} is not a list of integers; write e.g. 1,3,224,224") from None
+    if len(shape) < 2 or any(v <= 0 for v in shape):
+        raise AutoPruneEdgeError(f"--input-shape {text!r} must be positive integers like 1,3,224,224")
+    return shape
+
+
+def _load_model_ref(ref: str, *, weights: str | None = None, input_shape: tuple[int, ...] | None = None,
+                    num_classes: int | None = None, allow_download: bool = False):
+    """A pruned-model folder (plan.json) or a model name / pkg.module:factory -> (model, input shape, meta)."""
+    import torch
+
+    p = Path(ref)
+    if (p.is_dir() and (p / "plan.json").exists()) or (p.name == "plan.json" and p.exists()):
+        from .plan import load_pruned
+
+        model, plan = load_pruned(p)
+        return model, input_shape or tuple(plan["input_shape"]), plan.get("meta", {})
+    if p.suffix == ".tflite":
+        raise AutoPruneEdgeError(f"{ref} is a .tflite file; this command needs a torch model (a model name or a "
+                                 "folder written by 'autoprune-edge prune')")
+    if p.is_dir():
+        raise AutoPruneEdgeError(f"{ref} is a folder without plan.json; pass a folder written by 'autoprune-edge "
+                                 "prune' or a model name")
+    from .models import build_model, default_input_size, load_weights
+
+    model, _spec = build_model(ref, num_classes=num_classes)
+    if weights:
+        load_weights(model, weights, allow_download=allow_download)
+    if input_shape is None:
+        ch = next((m.in_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)), 3)
+        s = default_input_size(ref)
+        input_shape = (1, ch, s, s)
+    model.eval()
+    return model, input_shape, {}
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import build
+
+    rep = build(model=args.model, data=args.data, target=args.target, budget=args.budget, out_dir=args.out,
+                weights=args.weights, name=args.name, method=args.method, formats=args.formats,
+                pretrain_epochs=args.epochs, finetune_epochs=args.finetune_epochs, input_size=args.input_size,
+                allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed)
+
+    def human() -> None:
+        c = _console()
+        card = rep.card
+        c.print(f"[bold green]wrote[/] {rep.out_dir}")
+        c.print(f"MACs {card['macs']['before'] / 1e6:.1f}M -> {card['macs']['after'] / 1e6:.1f}M, params "
+                f"{card['params']['before'] / 1e6:.2f}M -> {card['params']['after'] / 1e6:.2f}M")
+        for b in card["budget"]:
+            c.print(f"budget {b['text']}: {'met' if b['met'] else 'NOT met'}")
+        for a in card["artifacts"]:
+            lat = ", ".join(f"{t} thread(s) {ms:.2f} ms" for t, ms in a["host_latency_ms"].items())
+            c.print(f"  {a['path']:<20} {a['bytes'] / 1e6:7.2f} MB  parity {'ok' if a['parity_ok'] else 'FAIL'}"
+                    + (f"  host: {lat}" if lat else ""))
+        c.print(f"report: {rep.out_dir / 'report.md'}")
+
+    _out(args, rep.summary(), human)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_data
+    from .models import build_model, default_input_size, load_weights
+    from .outputs import check_writable, staged_dir
+    from .pipeline import _first_conv_channels, _input_size_for, _num_outputs
+    from .plan import save_pruned
+    from .prune import prune
+
+    from .budget import parse_budgets
+
+    budgets = parse_budgets(args.budget)
+    dest = check_writable(Path(args.out))
+    if args.epochs:
+        raise AutoPruneEdgeError(f"--epochs (gate-training epochs) applies to learned methods; method "
+                                 f"{args.method!r} selects channels in one shot: pass --epochs 0")
+    model, spec = build_model(args.model)
+    bundle = None
+    if args.data:
+        bundle = load_data(args.data, input_size=_input_size_for(args.model, args.data, args.input_size),
+                           channels=_first_conv_channels(model) or 3, seed=args.seed)
+        if bundle.num_classes != _num_outputs(model, bundle):
+            model, spec = build_model(args.model, num_classes=bundle.num_classes)
+        input_shape = (1, *bundle.input_shape)
+    else:
+        s = args.input_size or default_input_size(args.model)
+        input_shape = (1, _first_conv_channels(model) or 3, s, s)
+    if args.weights:
+        load_weights(model, args.weights, allow_download=args.allow_download)
+    res = prune(model, bundle, budgets, target=args.target, method=args.method, input_shape=input_shape,
+                finetune_epochs=args.finetune_epochs if bundle is not None else 0, seed=args.seed,
+                evaluate_accuracy=bundle is not None)
+    meta: dict[str, Any] = {}
+    if bundle is not None:
+        meta = {"mean": list(bundle.mean), "std": list(bundle.std), "class_names": bundle.class_names,
+                "layout": "NCHW", "data": bundle.description}
+    with staged_dir(dest) as tmp:
+        save_pruned(tmp, res.model, spec, res.history, input_shape, meta)
+        (tmp / "summary.json").write_text(json.dumps(res.summary(), indent=1))
+    del torch
+
+    def human() -> None:
+        c = _console()
+        s = res.summary()
+        c.print(f"[bold green]wrote[/] {dest} (plan.json + model.safetensors)")
+        c.print(f"MACs {s['macs_before'] / 1e6:.1f}M -> {s['macs_after'] / 1e6:.1f}M; params "
+                f"{s['params_before'] / 1e6:.3f}M -> {s['params_after'] / 1e6:.3f}M; "
+                f"{s['groups_pruned']}/{s['groups_total']} channel groups pruned")
+        c.print(f"compacted = masked within {s['equivalence_max_abs']:.2e} (max abs)")
+        if s["accuracy_after"] is not None:
+            c.print(f"accuracy {100 * s['accuracy_before']:.1f}% -> {100 * s['accuracy_after']:.1f}%")
+        for n in s["notes"]:
+            c.print(f"[yellow]note:[/] {n}")
+
+    _out(args, {"out_dir": str(dest), **res.summary()}, human)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import calibration_batch, heldout_batch, load_data
+    from .outputs import check_writable, staged_dir
+    from .pipeline import convert, parse_formats
+
+    fmts = parse_formats(args.formats)
+    dest = check_writable(Path(args.out))
+    model, input_shape, _meta = _load_model_ref(args.model, weights=args.weights,
+                                                input_shape=_parse_shape(args.input_shape))
+    calib = held = None
+    if args.calib_data:
+        bundle = load_data(args.calib_data, input_size=input_shape[-1], channels=input_shape[1])
+        if tuple(bundle.input_shape) != tuple(input_shape[1:]):
+            raise AutoPruneEdgeError(f"--calib-data images are {bundle.input_shape} but the model takes "
+                                     f"{tuple(input_shape[1:])}")
+        calib = calibration_batch(bundle, args.calib_samples)
+        held = heldout_batch(bundle, 16)
+    elif "tflite-int8" in fmts:
+        raise AutoPruneEdgeError("tflite-int8 needs representative data: pass --calib-data (e.g. "
+                                 "cifar10:PATH or folder:PATH)")
+    with staged_dir(dest) as tmp:
+        arts = convert(model, torch.zeros(input_shape), tmp, formats=fmts, calib=calib, heldout=held,
+                       measure=not args.no_measure)
+        failing = [a for a in arts if a.parity_ok is False]
+        if failing:
+            raise AutoPruneEdgeError("; ".join(f"{a.format} differs from torch: {a.parity}" for a in failing))
+        (tmp / "artifacts.json").write_text(json.dumps([a.__dict__ for a in arts], indent=1))
+
+    def human() -> None:
+        c = _console()
+        c.print(f"[bold green]wrote[/] {dest}")
+        for a in arts:
+            p = a.parity or {}
+            c.print(f"  {a.path:<20} {a.bytes / 1e6:7.2f} MB  max|diff| {p.get('max_abs', float('nan')):.2e}"
+                    f"  cos {p.get('cosine', float('nan')):.5f}"
+                    + (f"  MACs {a.macs_counted / 1e6:.1f}M" if a.macs_counted else "")
+                    + "".join(f"  {t}T {ms:.2f} ms" for t, ms in a.host_latency_ms.items()))
+
+    _out(args, {"out_dir": str(dest), "artifacts": [a.__dict__ for a in arts]}, human)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    if args.model.endswith(".tflite"):
+        return _profile_tflite(args)
+    from .profiles.profile import profile
+
+    model, input_shape, _ = _load_model_ref(args.model, weights=args.weights, input_shape=_parse_shape(args.input_shape))
+    p = profile(model, input_shape, args.target, precision=args.precision, threads=args.threads)
+    summary = {"model": args.model, "target": args.target, "input_shape": list(input_shape), "macs": p.macs,
+               "params": p.params, "latency_ms": p.latency_ms, "peak_memory_bytes": p.peak_memory_bytes,
+               "model_bytes": p.model_bytes, "precision": p.precision, "threads": p.threads,
+               "layers": [getattr(r, "__dict__", r) for r in p.layers]}
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{args.model} on {args.target} ({p.precision}, {p.threads} thread(s)) — predicted")
+        for col in ("MACs", "params", "latency", "peak RAM", "model file"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{p.macs / 1e6:.1f} M", f"{p.params / 1e6:.3f} M", f"{p.latency_ms:.2f} ms",
+                  f"{p.peak_memory_bytes / 1024:.0f} KiB", f"{p.model_bytes / 1e6:.2f} MB")
+        _console().print(t)
+
+    _out(args, summary, human)
+    return 0
+
+
+def _profile_tflite(args: argparse.Namespace) -> int:
+    from .converters.tflite_graph import count_tflite_macs
+    from .profiles.host import measure_all_threads
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise AutoPruneEdgeError(f"{path}: no such .tflite file")
+    counts = count_tflite_macs(path)
+    ms = measure_all_threads(path, runs=args.runs)
+    summary = {"model": str(path), "macs": counts.macs, "bytes": path.stat().st_size,
+               "host_latency_ms": {str(t): m.median_ms for t, m in ms.items()}}
+
+    def human() -> None:
+        c = _console()
+        c.print(f"{path}: {counts.macs / 1e6:.2f} M MACs (counted from the TFLite graph), "
+                f"{path.stat().st_size / 1e6:.2f} MB")
+        for t, m in ms.items():
+            c.print(f"  this host, LiteRT, {t} thread(s): median {m.median_ms:.3f} ms (p10 {m.p10_ms:.3f}, "
+                    f"p90 {m.p90_ms:.3f})")
+
+    _out(args, summary, human)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .profiles.profile import profile
+
+    model, input_shape, _ = _load_model_ref(args.model, weights=args.weights, input_shape=_parse_shape(args.input_shape))
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not names:
+        raise AutoPruneEdgeError("--targets is empty; pass e.g. --targets raspberrypi4,host")
+    rows = []
+    for name in names:
+        p = profile(model, input_shape, name, precision=args.precision)
+        rows.append({"target": name, "latency_ms": p.latency_ms, "peak_memory_bytes": p.peak_memory_bytes,
+                     "model_bytes": p.model_bytes, "macs": p.macs, "threads": p.threads})
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{args.model} ({args.precision}) — predicted per target")
+        for col in ("target", "latency", "peak RAM", "model file", "threads"):
+            t.add_column(col, justify="right")
+        for r in rows:
+            t.add_row(r["target"], f"{r['latency_ms']:.2f} ms", f"{r['peak_memory_bytes'] / 1024:.0f} KiB",
+                      f"{r['model_bytes'] / 1e6:.2f} MB", str(r["threads"]))
+        _console().print(t)
+
+    _out(args, {"model": args.model, "input_shape": list(input_shape), "targets": rows}, human)
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .targets import list_targets, load_target
+
+    if args.action == "show":
+        if not args.name:
+            raise AutoPruneEdgeError("targets show needs a target name, e.g. 'autoprune-edge targets show raspberrypi4'")
+        t = load_target(args.name)
+        data = t.to_dict() if hasattr(t, "to_dict") else t.__dict__
+        _out(args, data, lambda: _console().print_json(json.dumps(data, default=str)))
+        return 0
+    if args.action not in (None, "list"):
+        raise AutoPruneEdgeError(f"unknown targets action {args.action!r}; use 'targets' or 'targets show NAME'")
+    ts = list_targets()
+    rows = [{"name": t.name, "description": getattr(t, "description", "")} for t in ts]
+
+    def human() -> None:
+        from rich.table import Table
+
+        tab = Table(title="target profiles")
+        tab.add_column("name")
+        tab.add_column("description")
+        for r in rows:
+            tab.add_row(r["name"], r["description"])
+        _console().print(tab)
+
+    _out(args, {"targets": rows}, human)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout; no progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="autoprune-edge", description="Prune a PyTorch vision model to a device "
+                                 "budget and ship it as ONNX/TFLite. FLOPs here means multiply-accumulates (MACs).")
+    ap.add_argument("--version", action="version", version=f"autoprune-edge {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="prune, convert, verify and profile in one go (the main job)")
+    b.add_argument("--target", required=True, help="target profile name or path to a .toml file")
+    b.add_argument("--budget", required=True, action="append",
+                   help="e.g. 100MFLOPs, 1.5Mparams, 25ms, 512KB; repeat or comma-separate for several")
+    b.add_argument("--model", default="mobilenet_v2", help="torchvision name, zoo name or pkg.module:factory")
+    b.add_argument("--weights", help="local state-dict file (.pth/.safetensors) or a torchvision weights name")
+    b.add_argument("--data", default="synthetic", help="synthetic | mnist:ROOT | cifar10:ROOT | folder:ROOT")
+    b.add_argument("--out", default="out", help="parent folder; results go to OUT/NAME (default: out)")
+    b.add_argument("--name", help="result folder name (default: MODEL-TARGET)")
+    b.add_argument("--method", default="l1", help="channel selection method (default: l1)")
+    b.add_argument("--formats", help="comma list of onnx,tflite-fp32,tflite-fp16,tflite-int8 (default onnx,tflite-fp32)")
+    b.add_argument("--epochs", type=float, default=None,
+                   help="dense training epochs before pruning (default: 1 without --weights, else 0)")
+    b.add_argument("--finetune-epochs", type=float, default=1.0)
+    b.add_argument("--input-size", type=int, help="square input side (default: the model's or the data's)")
+    b.add_argument("--compare", action="append", help="extra target(s) to predict in the report")
+    b.add_argument("--allow-download", action="store_true", help="allow downloading torchvision weights")
+    b.add_argument("--seed", type=int, default=0)
+    _common(b)
+    b.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("prune", help="prune a model to a budget and save the compact model (plan + safetensors)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--budget", required=True, action="append")
+    p.add_argument("--method", default="l1")
+    p.add_argument("--data", help="data to fine-tune and evaluate on (omit for a structure-only run)")
+    p.add_argument("--epochs", type=float, default=0, help="gate-training epochs (learned methods only)")
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--target", help="target profile (channel rounding, latency/memory budgets)")
+    p.add_argument("--weights")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--allow-download", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_prune)
+
+    c = sub.add_parser("convert", help="export a (pruned) model to ONNX/TFLite and check parity")
+    c.add_argument("model", help="folder written by 'prune', or a model name")
+    c.add_argument("--formats", default="onnx,tflite-fp32")
+    c.add_argument("--calib-data", help="data for int8 calibration and parity (e.g. cifar10:PATH)")
+    c.add_argument("--calib-samples", type=int, default=200)
+    c.add_argument("--weights")
+    c.add_argument("--input-shape", help="e.g. 1,3,224,224 (default: from the plan or the model)")
+    c.add_argument("--no-measure", action="store_true", help="skip host latency measurement")
+    c.add_argument("--out", required=True)
+    _common(c)
+    c.set_defaults(func=cmd_convert)
+
+    pr = sub.add_parser("profile", help="predicted cost on a target (torch model) or counted/measured (.tflite)")
+    pr.add_argument("model", help="model name, folder written by 'prune', or a .tflite file")
+    pr.add_argument("--target", default="host")
+    pr.add_argument("--input-shape")
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    pr.add_argument("--threads", type=int)
+    pr.add_argument("--weights")
+    pr.add_argument("--runs", type=int, default=50, help="timed runs for .tflite measurement")
+    _common(pr)
+    pr.set_defaults(func=cmd_profile)
+
+    cp = sub.add_parser("compare", help="predicted latency/memory/size of one model on several targets")
+    cp.add_argument("model")
+    cp.add_argument("--targets", required=True, help="comma list, e.g. raspberrypi4,host")
+    cp.add_argument("--input-shape")
+    cp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    cp.add_argument("--weights")
+    _common(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    t = sub.add_parser("targets", help="list target profiles, or 'targets show NAME'")
+    t.add_argument("action", nargs="?", choices=["list", "show"])
+    t.add_argument("name", nargs="?")
+    _common(t)
+    t.set_defaults(func=cmd_targets)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    progress.set_quiet(bool(getattr(args, "json", False)))
+    try:
+        return int(args.func(args) or 0)
+    except AutoPruneEdgeError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"autoprune-edge: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("autoprune-edge: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The human-readable summary of a build (Markdown), written from the model card alone."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _m(x: float | None) -> str:
+    return "–" if x is None else f"{x / 1e6:.2f} M"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def render_report(card: dict[str, Any]) -> str:
+    acc = card["accuracy"]
+    lines = [
+        f"# {card['name']} for {card['target']}",
+        "",
+        f"Built by autoprune-edge {card['autoprune_edge']} in {card['build_seconds']} s. "
+        f"Pruning method: `{card['method']}`; channels rounded to multiples of {card['channel_round_to']}.",
+        "",
+        "FLOPs in this report means multiply-accumulates (MACs).",
+        "",
+        "## Budget",
+        "",
+        "| budget | achieved | met |",
+        "|---|---|---|",
+    ]
+    for b in card["budget"]:
+        a = b["achieved"]
+        shown = "–" if a is None else (_m(a) + (" MACs" if b["kind"] == "macs" else "") if b["kind"] in
+                                        ("macs", "params") else f"{a:.2f}")
+        lines.append(f"| {b['text']} | {shown} | {'yes' if b['met'] else 'NO'} |")
+    lines += [
+        "",
+        "## Model",
+        "",
+        "| | before | after |",
+        "|---|---|---|",
+        f"| MACs | {_m(card['macs']['before'])} | {_m(card['macs']['after'])} |",
+        f"| parameters | {_m(card['params']['before'])} | {_m(card['params']['after'])} |",
+        f"| accuracy | {_pct(acc['before'])} | {_pct(acc['after'])} |",
+        "",
+        f"Accuracy is top-1 on the {acc['split']} of: {acc['data']}. "
+        f"Right after compaction, before fine-tuning: {_pct(acc['pruned_no_finetune'])}.",
+    ]
+    if acc.get("synthetic"):
+        lines += ["", "**These accuracies are on synthetic data generated in-process, not on real images.** "
+                      "Pass `--data` and `--weights` for numbers that mean something for your task."]
+    eq = card["equivalence"]
+    lines += ["", f"Compaction check: the physically smaller model matches the masked original within "
+                  f"{eq['max_abs']:.2e} max abs ({eq['rel']:.2e} of the output scale).", "",
+              "## Artifacts", "",
+              "| file | format | size | parity vs torch (max abs / rel / cos / top-1) | MACs in file | host latency "
+              "(median ms, by threads) |",
+              "|---|---|---|---|---|---|"]
+    for a in card["artifacts"]:
+        p = a.get("parity") or {}
+        par = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
+               f" ({'ok' if a['parity_ok'] else 'FAIL'})") if p else "–"
+        lat = ", ".join(f"{t}T: {ms:.2f}" for t, ms in a.get("host_latency_ms", {}).items()) or "–"
+        lines.append(f"| `{a['path']}` | {a['format']} | {a['bytes'] / 1e6:.2f} MB | {par} | "
+                     f"{_m(a.get('macs_counted'))} | {lat} |")
+    if card.get("predicted"):
+        lines += ["", "## Predicted on target devices", "", "| target | latency (ms) | peak RAM | model size |",
+                  "|---|---|---|---|"]
+        for t, p in card["predicted"].items():
+            lines.append(f"| {t} | {p['latency_ms']:.2f} | {p['peak_memory_bytes'] / 1024:.0f} KiB | "
+                         f"{p['model_bytes'] / 1e6:.2f} MB |")
+        lines += ["", "Predicted numbers come from the target profile's cost model; host latencies above are "
+                      "measured with the LiteRT interpreter on the machine that ran the build."]
+    if card.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in card["notes"]]
+    pre = card["preprocessing"]
+    lines += ["", "## Using the model", "",
+              f"Input: {pre['input_shape_nchw']} (N, C, H, W) in torch/ONNX; the TFLite files take NHWC. "
+              f"Scale pixels to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}. "
+              "Class names are in `labels.txt`, one per line, in output order. The pruned torch model "
+              "(`pruned/plan.json` + `pruned/model.safetensors`) reloads with "
+              "`autoprune_edge.load_pruned('pruned')`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(path: Path, card: dict[str, Any]) -> Path:
+    Path(path).write_text(render_report(card))
+    return Path(path)

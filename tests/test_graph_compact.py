@@ -1,0 +1,119 @@
+import copy
+
+import pytest
+import torch
+
+from autoprune_edge.budget import parse_budgets
+from autoprune_edge.cost import GroupCostModel
+from autoprune_edge.errors import BudgetUnreachableError
+from autoprune_edge.graph import PruningGraph
+from autoprune_edge.methods import channel_scores
+from autoprune_edge.methods.selection import select
+from autoprune_edge.profiles.counting import count_macs, count_params
+from autoprune_edge.prune import check_equivalence, prune
+from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
+
+NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8))]
+
+
+def _random_keep(graph, seed):
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for grp in graph.groups:
+        n = int(torch.randint(grp.min_keep, grp.size + 1, (1,), generator=g))
+        scores = grp.protect(torch.rand(grp.size, generator=g))  # keeps every concat branch non-empty
+        k = torch.zeros(grp.size, dtype=torch.bool)
+        k[torch.argsort(scores, descending=True)[:n]] = True
+        keep.append(k)
+    return keep
+
+
+@pytest.mark.parametrize("cls,shape", NETS)
+def test_cost_model_exact_and_compaction_equal(cls, shape):
+    torch.manual_seed(0)
+    model = randomize_bn(cls())
+    x = torch.randn(shape)
+    graph = PruningGraph(model, x)
+    assert graph.groups, "toy nets must have prunable groups"
+    cost = GroupCostModel(graph)
+    assert float(cost.macs(graph.full_keep())) == count_macs(model, x).macs
+    for seed in range(3):
+        m2 = copy.deepcopy(model)
+        g2 = PruningGraph(m2, x)
+        keep = _random_keep(g2, seed)
+        masked = g2.masked_copy(keep)
+        g2.compact(keep)
+        # the prediction is exact, from the group structure alone
+        assert float(cost.macs(keep)) == count_macs(m2, x).macs
+        assert float(cost.params(keep)) == count_params(m2)
+        max_abs, rel = check_equivalence(masked, m2, torch.randn(4, *shape[1:]))
+        assert rel < 1e-5, (max_abs, rel)
+
+
+def test_masking_is_a_real_check():
+    """Zeroing a produced channel after BN+sigmoid is not removal; consumer-side masking is."""
+    model = randomize_bn(ConcatDepthwiseNet())
+    x = torch.randn(1, 3, 8, 8)
+    graph = PruningGraph(model, x)
+    keep = _random_keep(graph, 1)
+    masked = graph.masked_copy(keep)
+    dense_out = model(torch.randn(2, 3, 8, 8))
+    assert dense_out.shape == (2, 10)
+    # masked differs from dense (something was removed) ...
+    xs = torch.randn(2, 3, 8, 8)
+    assert (masked(xs) - model(xs)).abs().max() > 1e-4
+    graph.compact(keep)
+    # ... and equals the compacted model
+    assert (masked(xs) - model(xs)).abs().max() < 1e-5
+
+
+def test_classifier_keeps_its_outputs():
+    model = SmallCNN(n=7)
+    graph = PruningGraph(model, torch.randn(1, 3, 16, 16))
+    assert graph.output_layers == ["fc"]
+    assert all("fc" not in g.member_modules("out") for g in graph.groups)
+
+
+def test_gated_derivative_of_cost():
+    graph = PruningGraph(SmallCNN(), torch.randn(1, 3, 16, 16))
+    cost = GroupCostModel(graph)
+    keep = [torch.ones(g.size, requires_grad=True) for g in graph.groups]
+    cost.macs(keep).backward()
+    assert all((k.grad > 0).all() for k in keep)
+
+
+def test_select_lands_under_budget_with_rounding():
+    torch.manual_seed(0)
+    model = randomize_bn(ResidualNet(w=32))
+    x = torch.randn(1, 3, 12, 12)
+    graph = PruningGraph(model, x, round_to=8)
+    cost = GroupCostModel(graph)
+    dense = count_macs(model, x).macs
+    budgets = parse_budgets(f"{dense * 0.5 / 1e6:.4f}MFLOPs")
+
+    def ev(keep):
+        return {"macs": float(cost.macs(keep)), "params": float(cost.params(keep))}
+
+    keep = select(graph, channel_scores(graph, "l1"), budgets, ev)
+    assert all(int(k.sum()) % 8 == 0 for k in keep)
+    graph.compact(keep)
+    achieved = count_macs(model, x).macs
+    assert achieved <= budgets[0].value
+    assert achieved >= 0.8 * budgets[0].value  # close to the budget, not far under it
+
+
+def test_prune_api_noop_and_unreachable():
+    model = SmallCNN()
+    r = prune(model, None, "1GFLOPs", input_shape=(1, 3, 16, 16), finetune_epochs=0)
+    assert r.macs_after == r.macs_before and r.notes and "already meets" in r.notes[0]
+    with pytest.raises(BudgetUnreachableError, match="cannot be reached"):
+        prune(SmallCNN(), None, "1kFLOPs", input_shape=(1, 3, 16, 16), finetune_epochs=0)
+
+
+def test_prune_api_two_budgets():
+    model = randomize_bn(ResidualNet(w=32))
+    dense = count_macs(model, torch.randn(1, 3, 12, 12))
+    r = prune(model, None, [f"{dense.macs * 0.6 / 1e6:.4f}MFLOPs", f"{dense.params * 0.4 / 1e6:.5f}Mparams"],
+              input_shape=(1, 3, 12, 12), finetune_epochs=0)
+    assert r.macs_after <= dense.macs * 0.6 and r.params_after <= dense.params * 0.4
+    assert r.equivalence_rel < 1e-5

@@ -1,0 +1,66 @@
+"""Tiny networks that exercise the coupling patterns compaction must respect."""
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, c_in=3, n=10, w=16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(2 * w, n)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class ResidualNet(nn.Module):
+    def __init__(self, n=10, w=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                               nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w))
+        self.b = nn.Sequential(nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.Hardswish(),
+                               nn.Conv2d(2 * w, w, 1, bias=False), nn.BatchNorm2d(w))
+        self.head = nn.Linear(w, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.a(x))
+        x = torch.relu(x + self.b(x))
+        return self.head(x.mean((2, 3)))
+
+
+class ConcatDepthwiseNet(nn.Module):
+    """Concat of two branches, a depthwise conv, sigmoid after BN (act(0) != 0), flatten into a linear."""
+
+    def __init__(self, n=10, w=8):
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.SiLU())
+        self.b2 = nn.Sequential(nn.Conv2d(3, 2 * w, 1), nn.BatchNorm2d(2 * w), nn.Sigmoid())
+        self.dw = nn.Sequential(nn.Conv2d(3 * w, 3 * w, 3, padding=1, groups=3 * w, bias=False),
+                                nn.BatchNorm2d(3 * w), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(3 * w, 2 * w, 1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(2 * w * 4, n)
+
+    def forward(self, x):
+        x = torch.cat([self.b1(x), self.b2(x)], 1)
+        x = self.pw(self.dw(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics so that masking and compaction are really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
+    return model.eval()
