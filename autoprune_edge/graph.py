@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .errors import GraphError
+from .layers import custom_pruners_for
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -145,7 +146,8 @@ class PruningGraph:
             ignored = [named[n] for n in self.output_layers + list(ignored_layers or []) if n in named]
             try:
                 with torch.enable_grad():
-                    self.DG = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+                    self.DG = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
+                                                                    customized_pruners=custom_pruners_for(model))
             except Exception as e:  # tracing failures come from arbitrary user code
                 raise GraphError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from e
             self._names = {m: n for n, m in model.named_modules()}
@@ -245,7 +247,9 @@ class PruningGraph:
                         continue
                     tgt = mods[self._names[mod]]
                     idx = torch.as_tensor(list(idxs), dtype=torch.long)
-                    if isinstance(tgt, nn.Linear):
+                    if hasattr(tgt, "mask_in_channels"):
+                        tgt.mask_in_channels(idx.tolist())
+                    elif isinstance(tgt, nn.Linear):
                         tgt.weight[:, idx] = 0
                     elif isinstance(tgt, _CONV) and not (tgt.groups > 1 and tgt.groups == tgt.in_channels):
                         per = tgt.in_channels // tgt.groups
@@ -276,7 +280,8 @@ def apply_history(model: nn.Module, example: torch.Tensor, history: list[list[An
     model.eval()
     try:
         with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
+                                                       customized_pruners=custom_pruners_for(model))
         dg.load_pruning_history([[n, o, list(i)] for n, o, i in history])
     except Exception as e:
         raise GraphError(f"cannot re-apply the pruning plan to the original architecture: {e}") from e

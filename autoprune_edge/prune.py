@@ -90,7 +90,13 @@ def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Te
     """Max abs difference of outputs, and the same relative to the reference's output scale."""
     reference.eval()
     compact.eval()
-    a, b = reference(inputs), compact(inputs)
+    a = reference(inputs)
+    try:
+        b = compact(inputs)
+    except RuntimeError as e:  # a layer whose shape was not updated consistently
+        first = str(e).strip().splitlines()[0]
+        raise EquivalenceError(f"the compacted model no longer runs ({first}); some layer in this model is "
+                               "not pruned consistently - report it with the model definition") from e
     if a.shape != b.shape:
         raise EquivalenceError(f"compacted model changed the output shape from {tuple(a.shape)} to {tuple(b.shape)}")
     max_abs = float((a - b).abs().max())

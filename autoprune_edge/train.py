@@ -81,7 +81,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
                 loss.backward()
                 opt.step()
                 sched.step()
-                loss_sum += float(loss) * len(y)
+                loss_sum += loss.item() * len(y)
                 correct += float((logits.argmax(-1) == y).sum())
                 seen += len(y)
                 step += 1
