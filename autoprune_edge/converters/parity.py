@@ -1,0 +1,78 @@
+"""Numerical parity between a reference output (torch) and a converted artifact's output."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from autoprune_edge.errors import ParityError
+
+
+@dataclass
+class Parity:
+    max_abs: float
+    rel: float  # max_abs / max|ref|
+    cosine: float  # mean per-sample cosine similarity of the flattened outputs
+    top1_agreement: float  # fraction of samples (or positions, for dense outputs) with the same argmax
+    n: int
+
+    def ok(self, max_rel: float) -> bool:
+        return bool(np.isfinite(self.rel) and self.rel <= max_rel)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"max|d|={self.max_abs:.3g} rel={self.rel:.3g} cos={self.cosine:.6f} "
+            f"top1={self.top1_agreement:.1%} (n={self.n})"
+        )
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
+    """Compare outputs of shape (N, ...) sample by sample. Class axis is axis 1."""
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if ref.shape != got.shape:
+        raise ParityError(
+            f"output shapes differ: reference {list(ref.shape)} vs converted {list(got.shape)}; "
+            "check the layout of the converted model's output"
+        )
+    if ref.ndim == 0 or ref.shape[0] == 0:
+        raise ParityError("no samples to compare; pass at least one input")
+    if ref.ndim == 1:
+        ref, got = ref[None], got[None]
+    n = ref.shape[0]
+    r = ref.reshape(n, -1)
+    g = got.reshape(n, -1)
+    diff = np.abs(r - g)
+    max_abs = float(diff.max()) if np.isfinite(diff).all() else math.inf
+    scale = float(np.abs(r).max())
+    if scale > 0:
+        rel = max_abs / scale
+    else:
+        rel = 0.0 if max_abs == 0 else math.inf
+    nr = np.linalg.norm(r, axis=1)
+    ng = np.linalg.norm(g, axis=1)
+    dots = (r * g).sum(axis=1)
+    both_zero = (nr == 0) & (ng == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(both_zero, 1.0, dots / (nr * ng))
+    cos = np.nan_to_num(cos, nan=0.0)
+    if ref.ndim == 2:
+        top1 = float((r.argmax(axis=1) == g.argmax(axis=1)).mean())
+    else:  # dense outputs (N, C, ...): argmax over the class axis at every position
+        top1 = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
+    return Parity(max_abs=max_abs, rel=float(rel), cosine=float(cos.mean()), top1_agreement=top1, n=int(n))
+
+
+def check(ref: np.ndarray, got: np.ndarray, *, max_rel: float, what: str = "converted model") -> Parity:
+    """compare() and raise ParityError when rel exceeds ``max_rel``."""
+    p = compare(ref, got)
+    if not p.ok(max_rel):
+        raise ParityError(
+            f"{what} differs from torch: rel error {p.rel:.3g} > {max_rel:g} (max abs {p.max_abs:.3g}, "
+            f"cosine {p.cosine:.5f}); check the conversion or raise the tolerance"
+        )
+    return p

@@ -1,0 +1,190 @@
+"""Read a .tflite flatbuffer: op list and MACs counted from the graph itself (independent of torch).
+
+Uses the flatbuffer schema module shipped with ai_edge_litert (falls back to tensorflow.lite's copy).
+Only numpy and the schema module are needed, so this also works on a device with just ai-edge-litert.
+
+MAC conventions match ``torch.utils.flop_counter`` (FLOPs / 2): only multiply-accumulates of
+convolutions, fully-connected layers and matmuls are counted, biases, pooling, activations and
+element-wise ops are not.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autoprune_edge.errors import ConversionError
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as s
+    except ImportError:  # pragma: no cover - depends on the installed runtime
+        try:
+            from tensorflow.lite.python import schema_py_generated as s
+        except ImportError as e:
+            raise ConversionError(
+                "no TFLite flatbuffer schema found; pip install ai-edge-litert"
+            ) from e
+    return s
+
+
+_NAMES: dict[int, str] | None = None
+_TYPES: dict[int, str] | None = None
+
+
+def _enum_names(cls) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _names() -> tuple[dict[int, str], dict[int, str]]:
+    global _NAMES, _TYPES
+    if _NAMES is None:
+        s = _schema()
+        _NAMES = _enum_names(s.BuiltinOperator)
+        _TYPES = _enum_names(s.TensorType)
+    return _NAMES, _TYPES  # type: ignore[return-value]
+
+
+@dataclass
+class TfliteOp:
+    index: int
+    name: str
+    macs: int
+    input_types: list[str]
+    output_types: list[str]
+    output_shape: list[int]
+
+
+@dataclass
+class TfliteCounts:
+    macs: int
+    ops: dict[str, int]  # op name -> number of ops
+    op_names: list[str]  # in execution order (main subgraph)
+    macs_by_op: dict[str, int] = field(default_factory=dict)
+    per_op: list[TfliteOp] = field(default_factory=list)
+    n_subgraphs: int = 1
+
+    @property
+    def mmacs(self) -> float:
+        return self.macs / 1e6
+
+
+def _load(path: Path):
+    s = _schema()
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+    except OSError as e:
+        raise ConversionError(f"cannot read TFLite file {path}: {e.strerror}") from e
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ConversionError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier); reconvert the model")
+    model = s.Model.GetRootAs(buf, 0)
+    if model.SubgraphsLength() < 1:
+        raise ConversionError(f"{path} has no subgraph; reconvert the model")
+    return s, model
+
+
+def _op_name(model, op, names: dict[int, str]) -> str:
+    code = model.OperatorCodes(op.OpcodeIndex())
+    # Newer files store the builtin code in BuiltinCode; older ones only in DeprecatedBuiltinCode (< 127).
+    bc = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
+    name = names.get(bc, f"BUILTIN_{bc}")
+    if name == "CUSTOM":
+        cc = code.CustomCode()
+        return cc.decode("utf-8", errors="replace") if cc else "CUSTOM"
+    return name
+
+
+def read_tflite_ops(path: Path) -> list[str]:
+    """Op names of the main subgraph in execution order (custom ops by their custom code, e.g. 'FlexErf')."""
+    names, _ = _names()
+    _, model = _load(path)
+    g = model.Subgraphs(0)
+    return [_op_name(model, g.Operators(i), names) for i in range(g.OperatorsLength())]
+
+
+def _shape(g, idx: int) -> list[int]:
+    if idx < 0:
+        return []
+    t = g.Tensors(idx)
+    return [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
+
+
+def _op_macs(s, g, op, name: str) -> int:
+    ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+    outs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+    if not outs:
+        return 0
+    out = _shape(g, outs[0])
+    out_elems = int(np.prod(out)) if out else 0
+    if name == "CONV_2D":  # filter [Cout, kh, kw, Cin/groups]
+        w = _shape(g, ins[1])
+        return out_elems * w[1] * w[2] * w[3]
+    if name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, Cout]
+        w = _shape(g, ins[1])
+        return out_elems * w[1] * w[2]
+    if name == "CONV_3D":  # filter [kd, kh, kw, Cin/groups, Cout]
+        w = _shape(g, ins[1])
+        return out_elems * w[0] * w[1] * w[2] * w[3]
+    if name == "FULLY_CONNECTED":  # weights [out, in]
+        w = _shape(g, ins[1])
+        return out_elems * w[1]
+    if name == "BATCH_MATMUL":
+        a = _shape(g, ins[0])
+        adj_x = False
+        opts = op.BuiltinOptions()
+        if op.BuiltinOptionsType() == s.BuiltinOptions.BatchMatMulOptions and opts is not None:
+            o = s.BatchMatMulOptions()
+            o.Init(opts.Bytes, opts.Pos)
+            adj_x = bool(o.AdjX())
+        k = a[-2] if adj_x else a[-1]
+        return out_elems * k
+    if name == "TRANSPOSE_CONV":  # inputs: output_shape, filter [Cout, kh, kw, Cin], input
+        w = _shape(g, ins[1])
+        x = _shape(g, ins[2])
+        # torch counts transposed conv as (input positions) x Cout x Cin/groups x kh x kw
+        return int(np.prod(x[:-1])) * int(np.prod(w))
+    return 0
+
+
+def count_tflite_macs(path: Path) -> TfliteCounts:
+    """MACs and op statistics of the main subgraph of a .tflite file."""
+    names, types = _names()
+    s, model = _load(path)
+    g = model.Subgraphs(0)
+    per_op: list[TfliteOp] = []
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        name = _op_name(model, op, names)
+        try:
+            macs = _op_macs(s, g, op, name)
+        except (IndexError, ValueError) as e:
+            raise ConversionError(f"{path}: cannot read shapes of op {i} ({name}): {e}; reconvert the model") from e
+        ins = [int(j) for j in op.InputsAsNumpy()] if op.InputsLength() else []
+        outs = [int(j) for j in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        per_op.append(
+            TfliteOp(
+                index=i,
+                name=name,
+                macs=int(macs),
+                input_types=[types.get(g.Tensors(j).Type(), "?") for j in ins if j >= 0],
+                output_types=[types.get(g.Tensors(j).Type(), "?") for j in outs if j >= 0],
+                output_shape=_shape(g, outs[0]) if outs else [],
+            )
+        )
+    macs_by_op: Counter[str] = Counter()
+    for o in per_op:
+        if o.macs:
+            macs_by_op[o.name] += o.macs
+    op_names = [o.name for o in per_op]
+    return TfliteCounts(
+        macs=sum(o.macs for o in per_op),
+        ops=dict(Counter(op_names)),
+        op_names=op_names,
+        macs_by_op=dict(macs_by_op),
+        per_op=per_op,
+        n_subgraphs=int(model.SubgraphsLength()),
+    )

@@ -1,0 +1,107 @@
+"""Measure .tflite latency on this machine with the LiteRT interpreter.
+
+Deliberately depends on numpy and a TFLite interpreter only (no torch, no autoprune_edge imports that
+pull torch in), so it can be copied to and run on a Raspberry Pi or similar board:
+
+    python -m autoprune_edge.profiles.host model_fp32.tflite [runs]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:  # older boards: the stand-alone runtime
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        except ImportError as e:
+            raise ImportError("no TFLite interpreter found; pip install ai-edge-litert") from e
+    return Interpreter
+
+
+@dataclass
+class Measurement:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    threads: int
+    runs: int
+    mean_ms: float = 0.0
+    min_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _random_input(shape: list[int], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int = 10, seed: int = 0) -> Measurement:
+    """Time ``invoke()`` alone (perf_counter) over ``runs`` calls after ``warmup`` calls, on random input."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TFLite file {path} does not exist")
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    Interpreter = _interpreter_class()
+    it = Interpreter(model_path=str(path), num_threads=int(threads))
+    it.allocate_tensors()
+    rng = np.random.default_rng(seed)
+    for d in it.get_input_details():
+        shape = [max(int(v), 1) for v in d["shape"]]
+        it.set_tensor(d["index"], _random_input(shape, d["dtype"], rng))
+    for _ in range(warmup):
+        it.invoke()
+    times = np.empty(runs, dtype=np.float64)
+    invoke = it.invoke
+    clock = time.perf_counter
+    for i in range(runs):
+        t0 = clock()
+        invoke()
+        times[i] = clock() - t0
+    ms = times * 1e3
+    return Measurement(
+        median_ms=float(np.median(ms)),
+        p10_ms=float(np.percentile(ms, 10)),
+        p90_ms=float(np.percentile(ms, 90)),
+        threads=int(threads),
+        runs=int(runs),
+        mean_ms=float(ms.mean()),
+        min_ms=float(ms.min()),
+    )
+
+
+def measure_all_threads(path: Path, runs: int = 50, *, warmup: int = 10) -> dict[int, Measurement]:
+    """Latency with 1 thread and with all cores (``os.cpu_count()``)."""
+    counts = sorted({1, max(os.cpu_count() or 1, 1)})
+    return {n: measure_tflite(path, threads=n, runs=runs, warmup=warmup) for n in counts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m autoprune_edge.profiles.host MODEL.tflite [RUNS]", file=sys.stderr)
+        return 2
+    runs = int(argv[1]) if len(argv) > 1 else 50
+    for n, m in measure_all_threads(Path(argv[0]), runs=runs).items():
+        print(f"{argv[0]}: {n} thread(s): median {m.median_ms:.3f} ms (p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}, {m.runs} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Device target profiles: one TOML file per device + runtime, shipped as package data.
+
+    >>> from autoprune_edge.targets import load_target, list_targets
+    >>> t = load_target("raspberrypi4")          # a shipped profile, by name
+    >>> t = load_target("path/to/device.toml")   # or a user file
+    >>> [t.name for t in list_targets()]
+
+The schema is documented in docs/targets.md; validation lives in ``schema.py``.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UnknownTargetError
+from .schema import (
+    BYTES_PER_ELEMENT,
+    EFFICIENCY_CLASSES,
+    PRECISIONS,
+    Compute,
+    Device,
+    Memory,
+    Ops,
+    PrecisionCompute,
+    Reference,
+    Runtime,
+    Target,
+    load_target_file,
+    parse_target,
+)
+
+__all__ = [
+    "BYTES_PER_ELEMENT",
+    "EFFICIENCY_CLASSES",
+    "PRECISIONS",
+    "Compute",
+    "Device",
+    "Memory",
+    "Ops",
+    "PrecisionCompute",
+    "Reference",
+    "Runtime",
+    "Target",
+    "available_targets",
+    "list_targets",
+    "load_target",
+    "parse_target",
+    "resolve_target",
+]
+
+
+def _package_dir() -> Path:
+    return Path(str(resources.files(__name__)))
+
+
+def available_targets() -> list[str]:
+    """Names of the shipped target profiles (file stems), sorted."""
+    return sorted(p.stem for p in _package_dir().glob("*.toml"))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_packaged(name: str) -> Target:
+    path = _package_dir() / f"{name}.toml"
+    return load_target_file(path, display=path.name, expect_name=name)
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """Load a target profile by shipped name (``"raspberrypi4"``) or from a ``.toml`` file path."""
+    s = str(name_or_path)
+    if s.endswith(".toml") or isinstance(name_or_path, Path):
+        return load_target_file(Path(s))
+    names = available_targets()
+    key = s.strip().lower()
+    if key not in names:
+        raise UnknownTargetError(
+            f"unknown target {s!r}; available: {', '.join(names)} (or pass a path to a .toml file)"
+        )
+    return _load_packaged(key)
+
+
+def resolve_target(target: Target | str | Path) -> Target:
+    """A Target as is; a name or path loaded with :func:`load_target`."""
+    if isinstance(target, Target):
+        return target
+    return load_target(target)
+
+
+def list_targets() -> list[Target]:
+    """Every shipped target profile, loaded and validated, sorted by name."""
+    return [_load_packaged(n) for n in available_targets()]
