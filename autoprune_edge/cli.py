@@ -64,7 +64,7 @@ def _load_model_ref(ref: str, *, weights: str | None = None, input_shape: tuple[
 
     model, _spec = build_model(ref, num_classes=num_classes)
     if weights:
-        load_weights(model, weights, allow_download=allow_download)
+        load_weights(model, weights, allow_download=allow_download, model_name=ref)
     if input_shape is None:
         ch = next((m.in_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)), 3)
         s = default_input_size(ref)
@@ -101,16 +101,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    import torch
-
+    from .budget import parse_budgets
     from .data import load_data
     from .models import build_model, default_input_size, load_weights
     from .outputs import check_writable, staged_dir
     from .pipeline import _first_conv_channels, _input_size_for, _num_outputs
     from .plan import save_pruned
     from .prune import prune
-
-    from .budget import parse_budgets
 
     budgets = parse_budgets(args.budget)
     dest = check_writable(Path(args.out))
@@ -129,7 +126,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         s = args.input_size or default_input_size(args.model)
         input_shape = (1, _first_conv_channels(model) or 3, s, s)
     if args.weights:
-        load_weights(model, args.weights, allow_download=args.allow_download)
+        load_weights(model, args.weights, allow_download=args.allow_download, model_name=spec.name)
     res = prune(model, bundle, budgets, target=args.target, method=args.method, input_shape=input_shape,
                 finetune_epochs=args.finetune_epochs if bundle is not None else 0, seed=args.seed,
                 evaluate_accuracy=bundle is not None)
@@ -140,8 +137,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     with staged_dir(dest) as tmp:
         save_pruned(tmp, res.model, spec, res.history, input_shape, meta)
         (tmp / "summary.json").write_text(json.dumps(res.summary(), indent=1))
-    del torch
-
     def human() -> None:
         c = _console()
         s = res.summary()
@@ -311,6 +306,31 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), like every other user error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _glue_negative_values(argv: list[str]) -> list[str]:
+    """`--budget -5ms` would read -5ms as an option; pass it on as a value so the budget parser rejects it."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a == "--budget":
+            nxt = next(it, None)
+            if nxt is not None and nxt.startswith("-") and not nxt.startswith("--"):
+                out.append(f"--budget={nxt}")
+                continue
+            out.append(a)
+            if nxt is not None:
+                out.append(nxt)
+            continue
+        out.append(a)
+    return out
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout; no progress")
 
@@ -318,10 +338,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="autoprune-edge", description="Prune a PyTorch vision model to a device "
+    ap = _Parser(prog="autoprune-edge", description="Prune a PyTorch vision model to a device "
                                  "budget and ship it as ONNX/TFLite. FLOPs here means multiply-accumulates (MACs).")
     ap.add_argument("--version", action="version", version=f"autoprune-edge {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     b = sub.add_parser("build", help="prune, convert, verify and profile in one go (the main job)")
     b.add_argument("--target", required=True, help="target profile name or path to a .toml file")
@@ -402,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_glue_negative_values(argv))
     progress.set_quiet(bool(getattr(args, "json", False)))
     try:
         return int(args.func(args) or 0)

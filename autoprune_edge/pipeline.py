@@ -158,7 +158,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if bundle.num_classes != _num_outputs(net, bundle):
         net, spec = build_model(model, num_classes=bundle.num_classes)
     if weights:
-        load_weights(net, weights, allow_download=allow_download)
+        load_weights(net, weights, allow_download=allow_download, model_name=spec.name)
     input_shape = (1, *bundle.input_shape)
     if pretrain_epochs is None:
         pretrain_epochs = 0.0 if weights else 1.0
@@ -166,8 +166,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if pretrain_epochs > 0:
         progress.log(f"training the dense {model} for {pretrain_epochs:g} epoch(s) on {bundle.name} data first "
                      "(no --weights given)")
-        pretrain_log = train(net, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=lr * 5, seed=seed),
-                             desc="train dense")
+        pretrain_log = train(net, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=1e-3, weight_decay=1e-4,
+                                                            optimizer="adam", seed=seed), desc="train dense")
 
     result = prune(net, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
                    finetune_epochs=finetune_epochs, lr=lr, seed=seed)

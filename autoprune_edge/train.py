@@ -22,6 +22,8 @@ class TrainConfig:
     kd_alpha: float = 0.0  # weight of the distillation term when a teacher is given
     kd_temperature: float = 4.0
     seed: int = 0
+    optimizer: str = "sgd"  # "adam" trains from scratch faster; "sgd" is the usual fine-tuning choice
+    bn_recalibration_batches: int = 8
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -56,7 +58,11 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
     loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps_total = max(1, int(math.ceil(cfg.epochs * len(loader))))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_total)
                                                                                   / steps_total)))
     if teacher is not None:
@@ -90,5 +96,32 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
                 if step >= steps_total:
                     break
             log.append({"loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)})
+    recalibrate_bn(model, dataset, batches=cfg.bn_recalibration_batches, batch_size=cfg.batch_size, seed=cfg.seed)
     model.eval()
     return log
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, dataset: Dataset, *, batches: int = 8, batch_size: int = 32,
+                   seed: int = 0) -> None:
+    """Re-estimate BatchNorm running statistics as a plain average over a few training batches.
+
+    After a short run the exponential running averages still lag the weights, and eval-mode accuracy
+    collapses to chance (seen on MobileNetV2 trained for 32 steps: 10% in eval mode, 96% with fresh
+    statistics). This is the standard fix; it changes no weights.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or batches <= 0:
+        return
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for i, (x, _) in enumerate(make_loader(dataset, batch_size, shuffle=True, seed=seed + 7)):
+        if i >= batches:
+            break
+        model(x)
+    for m, mom in saved:
+        m.momentum = mom
+    model.eval()

@@ -1,0 +1,200 @@
+"""The command line end to end on a tiny model, and every user error it must turn into one line + exit 2."""
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune_edge.cli import main
+from autoprune_edge.outputs import staged_dir
+
+TOY = "toy_models:SmallCNN"  # 3x16x16 -> 10 classes, ~1.9M MACs
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One real build (synthetic data, fp32 TFLite) shared by the tests that inspect its outputs."""
+    out = tmp_path_factory.mktemp("build")
+    rc = main(["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--input-size", "16",
+               "--epochs", "1", "--finetune-epochs", "1", "--out", str(out), "--name", "toy", "--json"])
+    assert rc == 0
+    return out / "toy"
+
+
+def test_build_writes_a_complete_verified_folder(built):
+    names = {p.name for p in built.iterdir()}
+    assert {"model.onnx", "model_fp32.tflite", "labels.txt", "model_card.json", "report.md", "pruned"} <= names
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")], "temp folders left behind"
+    card = json.loads((built / "model_card.json").read_text())
+    assert card["macs"]["after"] <= 1e6 < card["macs"]["before"]
+    assert card["budget"][0]["met"] is True
+    tfl = next(a for a in card["artifacts"] if a["format"] == "tflite-fp32")
+    # MACs counted from the .tflite graph itself agree with the torch count of the compacted model
+    assert tfl["macs_counted"] == card["macs"]["after"]
+    assert tfl["parity_ok"] and tfl["parity"]["rel"] < 1e-3
+    assert set(tfl["host_latency_ms"]) >= {"1"} and tfl["host_latency_ms"]["1"] > 0
+    assert card["equivalence"]["rel"] < 1e-4
+    assert card["accuracy"]["synthetic"] is True and 0 <= card["accuracy"]["after"] <= 1
+    assert len((built / "labels.txt").read_text().split()) == 10
+    assert "synthetic data" in (built / "report.md").read_text()
+
+
+def test_model_card_numbers_reproduce_from_files(built):
+    """Reload the pruned torch model from plan + safetensors and run the .tflite: they agree."""
+    from autoprune_edge.converters.litert import run_tflite
+    from autoprune_edge.converters.tflite_graph import count_tflite_macs
+    from autoprune_edge.plan import load_pruned
+    from autoprune_edge.profiles.counting import count_macs
+
+    model, plan = load_pruned(built / "pruned")
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = run_tflite(built / "model_fp32.tflite", x.numpy())
+    assert np.abs(ref - got).max() <= 1e-3 * np.abs(ref).max()
+    card = json.loads((built / "model_card.json").read_text())
+    assert count_macs(model, x[:1]).macs == card["macs"]["after"] == count_tflite_macs(
+        built / "model_fp32.tflite").macs
+
+
+def test_profile_and_compare_on_outputs(built, capsys):
+    rc, out, _ = run(capsys, "profile", built / "model_fp32.tflite", "--runs", "5", "--json")
+    assert rc == 0 and json.loads(out)["macs"] <= 1e6
+    rc, out, _ = run(capsys, "profile", built / "pruned", "--target", "raspberrypi4", "--json")
+    s = json.loads(out)
+    assert rc == 0 and s["latency_ms"] > 0 and s["macs"] <= 1e6
+    rc, out, _ = run(capsys, "compare", built / "pruned", "--targets", "host,raspberrypi4", "--json")
+    rows = json.loads(out)["targets"]
+    assert rc == 0 and [r["target"] for r in rows] == ["host", "raspberrypi4"]
+    assert rows[1]["latency_ms"] > rows[0]["latency_ms"]  # a Pi is slower than this host
+
+
+def test_convert_command_int8(built, tmp_path, capsys):
+    rc, out, err = run(capsys, "convert", built / "pruned", "--formats", "tflite-fp32,tflite-int8",
+                       "--calib-data", "synthetic", "--calib-samples", "32", "--no-measure", "--out", tmp_path / "c",
+                       "--json")
+    assert rc == 0, err
+    arts = {a["format"]: a for a in json.loads(out)["artifacts"]}
+    assert set(arts) == {"onnx", "tflite-fp32", "tflite-int8"}
+    assert arts["tflite-int8"]["parity"]["cosine"] > 0.98
+    assert arts["tflite-int8"]["bytes"] < arts["tflite-fp32"]["bytes"]
+
+
+def test_prune_command_then_reload(tmp_path, capsys):
+    rc, out, err = run(capsys, "prune", "--model", TOY, "--budget", "1.2MFLOPs", "--input-size", "16",
+                       "--out", tmp_path / "p", "--json")
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["macs_after"] <= 1.2e6 and (tmp_path / "p" / "plan.json").exists()
+    assert "\x1b" not in out and err.strip() == ""  # --json: quiet, nothing but JSON on stdout
+
+
+def test_budget_above_cost_is_a_noop(tmp_path, capsys):
+    rc, out, _ = run(capsys, "prune", "--model", TOY, "--budget", "1GFLOPs", "--input-size", "16",
+                     "--out", tmp_path / "p", "--json")
+    s = json.loads(out)
+    assert rc == 0 and s["macs_after"] == s["macs_before"]
+    assert any("already meets" in n for n in s["notes"])
+
+
+def test_targets_list_and_show(capsys):
+    rc, out, _ = run(capsys, "targets", "--json")
+    names = [t["name"] for t in json.loads(out)["targets"]]
+    assert rc == 0 and {"host", "raspberrypi4"} <= set(names)
+    rc, out, _ = run(capsys, "targets", "show", "raspberrypi4", "--json")
+    assert rc == 0 and json.loads(out)["name"] == "raspberrypi4"
+
+
+def _bad_mnist(tmp_path):
+    raw = tmp_path / "mn" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+              "t10k-labels-idx1-ubyte.gz"):
+        (raw / n).write_bytes(gzip.compress(b"not an idx file"))
+    return tmp_path / "mn"
+
+
+def _bad_toml(tmp_path):
+    p = tmp_path / "board.toml"
+    p.write_text('name = "board"\n[compute\ncores = 4\n')
+    return p
+
+
+def _weights(tmp_path, kind):
+    p = tmp_path / "w.pth"
+    if kind == "corrupt":
+        p.write_bytes(b"\x00garbage")
+    else:  # weights of a different architecture
+        from toy_models import ResidualNet
+        torch.save(ResidualNet().state_dict(), p)
+    return p
+
+
+ERRORS = [
+    (lambda t: ["prune", "--model", "no_such_net", "--budget", "1MFLOPs", "--out", t / "o"], "no_such_net"),
+    (lambda t: ["build", "--target", "no_such_board", "--budget", "1MFLOPs", "--out", t / "o"], "no_such_board"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "100MFLOP", "--out", t / "o"], "100MFLOP"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "-5ms", "--out", t / "o"], "-5ms"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "abc", "--out", t / "o"], "abc"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1kFLOPs", "--input-size", "16", "--out", t / "o"],
+     "cannot be reached"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", "mnist:/no/such/dir", "--out", t / "o"],
+     "/no/such/dir"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", f"mnist:{_bad_mnist(t)}", "--out",
+                t / "o"], "mn"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--weights", _weights(t, "corrupt"), "--out",
+                t / "o"], "w.pth"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--weights",
+                _weights(t, "other"), "--out", t / "o"], "w.pth"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--out", t / "file.txt" / "sub"], "file.txt"),
+    (lambda t: ["build", "--target", _bad_toml(t), "--budget", "1MFLOPs", "--out", t / "o"], "line"),
+    (lambda t: ["convert", "no_such_net", "--out", t / "o"], "no_such_net"),
+    (lambda t: ["profile", "toy_models:NoSuchFactory", "--target", "host"], "NoSuchFactory"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", ERRORS, ids=[str(i) for i in range(len(ERRORS))])
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, needle):
+    (tmp_path / "file.txt").write_text("x")
+    rc, out, err = run(capsys, *argv(tmp_path))
+    lines = [ln for ln in err.splitlines() if ln.startswith("autoprune-edge")]  # others: progress lines
+    assert rc == 2
+    assert len(lines) == 1 and lines[0].startswith("autoprune-edge: error:"), err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_interrupt_leaves_nothing(tmp_path):
+    dest = tmp_path / "result"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_dir(dest) as tmp:
+            (tmp / "model.onnx").write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_dir_replaces_previous_result(tmp_path):
+    dest = tmp_path / "result"
+    for content in ("first", "second"):
+        with staged_dir(dest) as tmp:
+            (tmp / "f.txt").write_text(content)
+    assert (dest / "f.txt").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "autoprune_edge", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "autoprune-edge" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "autoprune_edge", "build"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--target" in r.stderr
