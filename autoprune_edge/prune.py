@@ -42,9 +42,13 @@ class PruneResult:
     accuracy_before: float | None = None
     accuracy_pruned: float | None = None  # after compaction, before fine-tuning
     accuracy_after: float | None = None
-    train_log: list[dict[str, float]] = field(default_factory=list)
+    train_log: list[dict[str, float]] = field(default_factory=list)  # fine-tuning, per epoch
+    gate_log: list[dict[str, float]] = field(default_factory=list)  # AutoPrune gate training, every few steps
     notes: list[str] = field(default_factory=list)
     round_to: int = 1
+    granularity: str = "structured"
+    nonzero_before: int | None = None  # unstructured: non-zero conv/linear weights
+    nonzero_after: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,9 @@ class PruneResult:
             "groups_total": self.groups_total,
             "groups_pruned": self.groups_pruned,
             "round_to": self.round_to,
+            "granularity": self.granularity,
+            "nonzero_before": self.nonzero_before,
+            "nonzero_after": self.nonzero_after,
             "notes": self.notes,
         }
 
@@ -104,12 +111,7 @@ def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Te
     return max_abs, max_abs / scale
 
 
-def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
-          target: Any = None, method: str = "l1", input_shape: tuple[int, ...] | None = None,
-          finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32, distill: bool = False,
-          round_to: int | None = None, max_prune_ratio: float = 0.9, evaluate_accuracy: bool = True,
-          seed: int = 0) -> PruneResult:
-    """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle)."""
+def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] | None, round_to: int | None):
     budgets = budget if budget and isinstance(budget[0], Budget) else parse_budgets(budget)  # type: ignore[index]
     if not budgets:
         raise BudgetError("no budget given; pass e.g. --budget 100MFLOPs")
@@ -125,12 +127,45 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         input_shape = (1, *data.input_shape)
     if round_to is None:
         round_to = int(getattr(target, "channel_multiple", 1) or 1) if target is not None else 1
+    return budgets, target, tuple(input_shape), round_to
+
+
+def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
+          target: Any = None, method: str = "autoprune", input_shape: tuple[int, ...] | None = None,
+          epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
+          distill: bool = False, round_to: int | None = None, max_prune_ratio: float = 0.9,
+          evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
+          autoprune: Any = None) -> PruneResult:
+    """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
+
+    method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline
+    (see methods.METHODS). granularity "unstructured" (AutoPrune only) prunes single weights instead of
+    channels; the model then keeps its shape and the budget counts non-zero weights / MACs.
+    """
+    from .autoprune import AutoPruneConfig
+    from .methods import METHODS
+
+    if method != "autoprune" and method not in METHODS:
+        raise BudgetError(f"unknown pruning method {method!r}; choose autoprune or one of: {', '.join(METHODS)}")
+    if method == "autoprune" and (data is None or epochs <= 0):
+        raise BudgetError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
+                          "or use --method l1 for a one-shot structural run")
+    budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
+    cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
+    if granularity == "unstructured":
+        if method != "autoprune":
+            raise BudgetError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
+        from .unstructured import prune_unstructured
+
+        return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
+                                  batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed)
+    if granularity != "structured":
+        raise BudgetError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)
     model.eval()
     example = torch.randn(*input_shape)
     dense = copy.deepcopy(model)
     before = count_macs(model, example)
-    widths_before = {}
 
     acc_before = None
     if data is not None and evaluate_accuracy:
@@ -141,8 +176,14 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     cost = GroupCostModel(graph)
     evaluator, cheap = _make_evaluator(graph, cost, budgets, target, input_shape)
     notes: list[str] = []
-    with progress.task(f"select channels ({method})", total=None):
-        scores = channel_scores(graph, method, seed=seed)
+    gate_log: list[dict[str, float]] = []
+    if method == "autoprune":
+        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg)
+        notes += gate_notes
+    else:
+        with progress.task(f"score channels ({method})", total=None):
+            scores = channel_scores(graph, method, seed=seed)
+    with progress.task("select channels to the budget", total=None):
         keep = select(graph, scores, budgets, evaluator, fill=cheap)
     full_kept = all(bool(k.all()) for k in keep)
     if full_kept:
@@ -174,9 +215,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if data is not None and evaluate_accuracy:
         acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)")
     if data is not None and finetune_epochs > 0 and not full_kept:
-        cfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
-                          kd_alpha=0.5 if distill else 0.0)
-        log = train(compact, data.train, cfg, teacher=dense if distill else None, desc="fine-tune")
+        tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                           kd_alpha=0.5 if distill else 0.0)
+        log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune")
         if evaluate_accuracy:
             acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)")
     elif evaluate_accuracy:
@@ -188,4 +229,26 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         equivalence_max_abs=max_abs, equivalence_rel=rel, widths_before=widths_before,
         widths_after=graph.widths(), groups_total=len(graph.groups),
         groups_pruned=sum(1 for k in keep if not bool(k.all())), accuracy_before=acc_before,
-        accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log, notes=notes, round_to=round_to)
+        accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log, gate_log=gate_log, notes=notes,
+        round_to=round_to)
+
+
+def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any):
+    """Train weights and channel gates together on `data`; return gate values as channel scores."""
+    from .autoprune import structured_costs, train_gates
+    from .gates import ChannelGates
+
+    gates = ChannelGates(graph, cfg.gate_config())
+    notes = [f"channel group at {graph.groups[i].root} left dense: {why}" for i, why in sorted(gates.ungated.items())]
+    learnable = [b for b in budgets if b.kind in FAST_KINDS]
+    if cfg.epochs <= 0 or data is None:
+        return gates.scores(), [], notes
+    if not learnable:
+        notes.append("latency/memory budgets are met by the final selection only (no differentiable cost yet)")
+    gates.attach()
+    try:
+        log = train_gates(graph.model, gates, data.train, learnable, structured_costs(cost, {b.kind for b in learnable}),
+                          cfg)
+    finally:
+        gates.detach()
+    return gates.scores(), log.steps, notes

@@ -24,12 +24,12 @@ def _keep_top(scores: torch.Tensor, n: int) -> torch.Tensor:
     return keep
 
 
-def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float) -> list[int]:
+def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor: list[int]) -> list[int]:
     counts = []
-    for g, s in zip(graph.groups, scores):
+    for g, s, lo in zip(graph.groups, scores, floor):
         n = int((s >= t).sum())
         n = (n // g.round_to) * g.round_to
-        counts.append(min(g.size, max(g.min_keep, n)))
+        counts.append(min(g.size, max(lo, n)))
     return counts
 
 
@@ -51,7 +51,8 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
     full = [g.size for g in graph.groups]
     if _fits(evaluate(masks(full)), budgets):
         return masks(full)
-    floor = [g.min_keep for g in graph.groups]
+    # a group whose scores are all +inf is frozen (e.g. it could not be gated): it stays whole
+    floor = [g.size if bool(torch.isinf(s).all()) else g.min_keep for g, s in zip(graph.groups, scores)]
     m_floor = evaluate(masks(floor))
     if not _fits(m_floor, budgets):
         worst = [b for b in budgets if m_floor[b.kind] > b.value][0]
@@ -63,11 +64,11 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
     lo, hi = 0, thresholds.numel()  # counts_for(thresholds[hi]) is taken as the floor
     while lo < hi:
         mid = (lo + hi) // 2
-        if _fits(evaluate(masks(_counts_for(graph, scores, float(thresholds[mid])))), budgets):
+        if _fits(evaluate(masks(_counts_for(graph, scores, float(thresholds[mid]), floor))), budgets):
             hi = mid
         else:
             lo = mid + 1
-    counts = floor if lo >= thresholds.numel() else _counts_for(graph, scores, float(thresholds[lo]))
+    counts = floor if lo >= thresholds.numel() else _counts_for(graph, scores, float(thresholds[lo]), floor)
     if fill:
         counts = _fill(graph, scores, counts, budgets, evaluate)
     return masks(counts)

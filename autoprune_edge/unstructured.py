@@ -1,0 +1,135 @@
+"""Unstructured AutoPrune (the paper's "weight pruning"): one gate per conv/linear weight.
+
+The model keeps its shape; pruned weights are zeros. Budgets count non-zero weights (`params`, plus
+every parameter that is not a gated weight: biases, norms) or the MACs of non-zero weights (`macs`).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from .autoprune import AutoPruneConfig, train_gates
+from .budget import Budget, format_budget_value
+from .errors import BudgetError, BudgetUnreachableError
+from .gates import WeightGates
+from .graph import _trace_layers
+from .profiles.counting import count_macs
+from .train import TrainConfig, evaluate, train
+
+
+class WeightCost:
+    """Non-zero parameters and sparse MACs as functions of per-weight keep masks."""
+
+    def __init__(self, model: nn.Module, gates: WeightGates, example: torch.Tensor) -> None:
+        layers, _, _ = _trace_layers(model, example)
+        pos = {layer.name: layer.positions for layer in layers}
+        named = dict(model.named_modules())
+        self.positions = [float(pos.get(n, 0)) for n in gates.names]
+        gated = sum(named[n].weight.numel() for n in gates.names)
+        self.params_offset = sum(p.numel() for p in model.parameters()) - gated
+        dense_sparse_macs = sum(p * named[n].weight.numel() for p, n in zip(self.positions, gates.names))
+        self.macs_offset = count_macs(model, example).macs - dense_sparse_macs
+
+    def __call__(self, keep: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = sum(k.sum() for k in keep) + self.params_offset
+        macs = sum(k.sum() * p for k, p in zip(keep, self.positions)) + self.macs_offset
+        return {"params": params, "macs": macs}
+
+
+def _threshold_keep(scores: list[torch.Tensor], n_keep: int) -> list[torch.Tensor]:
+    flat = torch.cat([s.flatten() for s in scores])
+    n_keep = max(0, min(flat.numel(), n_keep))
+    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
+    if n_keep:
+        keep_flat[torch.topk(flat, n_keep, sorted=False).indices] = True
+    out, i = [], 0
+    for s in scores:
+        out.append(keep_flat[i:i + s.numel()].view_as(s))
+        i += s.numel()
+    return out
+
+
+def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[Budget]) -> list[torch.Tensor]:
+    """Keep the highest-scoring weights such that every budget holds (bisection on the count)."""
+    total = sum(s.numel() for s in scores)
+
+    def fits(keep: list[torch.Tensor]) -> bool:
+        c = cost([k.float() for k in keep])
+        return all(float(c[b.kind]) <= b.value for b in budgets)
+
+    if not fits(_threshold_keep(scores, 1)):
+        b = budgets[0]
+        raise BudgetUnreachableError(f"budget {b.text} cannot be reached even with one weight left "
+                                     f"({format_budget_value(b.kind, float(cost([torch.zeros_like(s) for s in scores])[b.kind]))}"
+                                     " in biases and norms)")
+    lo, hi = 1, total
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(_threshold_keep(scores, mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return _threshold_keep(scores, lo)
+
+
+def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
+                       cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
+                       evaluate_accuracy: bool, seed: int):
+    from .prune import FAST_KINDS, PruneResult
+
+    if any(b.kind not in FAST_KINDS for b in budgets):
+        raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")
+    torch.manual_seed(seed)
+    model.eval()
+    example = torch.randn(*input_shape)
+    before = count_macs(model, example)
+    widths = {n: list(m.weight.shape[:2]) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    acc_before = evaluate(model, data.val, desc="accuracy (dense)") if evaluate_accuracy and data else None
+    gates = WeightGates(model, cfg.gate_config())
+    cost = WeightCost(model, gates, example)
+    dense_nonzero = int(sum(gates.m[i].numel() for i in range(len(gates.m))))
+    gate_log = []
+    if cfg.epochs > 0:
+        gates.attach()
+        try:
+            gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)").steps
+        finally:
+            gates.detach(bake=False)
+    keep = select_weights(cost, [m.detach() for m in gates.m], budgets)
+    named = dict(model.named_modules())
+    masks = {n: k for n, k in zip(gates.names, keep)}
+    with torch.no_grad():
+        for n, k in masks.items():
+            named[n].weight.mul_(k.to(named[n].weight.dtype))
+    acc_pruned = evaluate(model, data.val, desc="accuracy (pruned)") if evaluate_accuracy and data else None
+    log: list[dict[str, float]] = []
+    acc_after = acc_pruned
+    if data is not None and finetune_epochs > 0:
+        hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.dtype)) for n, k in masks.items()]
+        try:
+            log = train(model, data.train, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                                                       seed=seed, weight_decay=0.0), desc="fine-tune (masked)")
+        finally:
+            for h in hooks:
+                h.remove()
+        with torch.no_grad():  # momentum can nudge masked weights off zero; the mask is the contract
+            for n, k in masks.items():
+                named[n].weight.mul_(k.to(named[n].weight.dtype))
+        if evaluate_accuracy:
+            acc_after = evaluate(model, data.val, desc="accuracy (fine-tuned)")
+    nonzero = int(sum(int(k.sum()) for k in keep))
+    final = cost([k.float() for k in keep])
+    model.eval()
+    res = PruneResult(
+        model=model, history=[], method="autoprune", budgets=budgets, input_shape=tuple(input_shape),
+        macs_before=before.macs, macs_after=int(float(final["macs"])), params_before=before.params,
+        params_after=int(float(final["params"])), equivalence_max_abs=0.0, equivalence_rel=0.0,
+        widths_before=widths, widths_after=copy.deepcopy(widths), groups_total=0, groups_pruned=0,
+        accuracy_before=acc_before, accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log,
+        gate_log=gate_log, notes=[f"unstructured: {nonzero} of {dense_nonzero} conv/linear weights are non-zero "
+                                  f"({dense_nonzero / max(nonzero, 1):.1f}x fewer)"],
+        granularity="unstructured", nonzero_before=dense_nonzero, nonzero_after=nonzero)
+    return res

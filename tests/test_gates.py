@@ -1,0 +1,157 @@
+"""AutoPrune gate math on hand-computed values, recoverability, gated == compacted, budget landing."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autoprune_edge.autoprune import AutoPruneConfig, structured_costs, train_gates
+from autoprune_edge.budget import parse_budgets
+from autoprune_edge.cost import GroupCostModel
+from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeight, WeightGates, ste_derivative
+from autoprune_edge.graph import PruningGraph
+from autoprune_edge.profiles.counting import count_macs
+from autoprune_edge.prune import prune
+from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
+
+
+def test_ste_derivatives():
+    m = torch.tensor([-2.0, 0.0, 1.5])
+    assert torch.equal(ste_derivative(m, "identity"), torch.ones(3))
+    assert torch.allclose(ste_derivative(m, "leaky", alpha=0.1), torch.tensor([0.1, 0.1, 1.0]))
+    assert torch.allclose(ste_derivative(m, "sigmoid"), torch.sigmoid(m))
+    assert torch.allclose(ste_derivative(m, "softplus"), torch.log1p(torch.exp(m)))
+
+
+def test_masked_weight_elementwise_matches_hand_computation():
+    w = torch.tensor([[0.5, -2.0], [3.0, -0.25]], requires_grad=True)
+    m = torch.tensor([[0.3, -0.1], [0.0, 2.0]], requires_grad=True)
+    w_eff = MaskedWeight.apply(w, m, None, "identity", 0.1)
+    assert torch.equal(w_eff.detach(), torch.tensor([[0.5, 0.0], [0.0, -0.25]]))  # h(0) = 0: threshold is strict
+    g = torch.tensor([[1.0, 2.0], [-3.0, 4.0]])
+    w_eff.backward(g)
+    # dL/dW = G * h(M)
+    assert torch.equal(w.grad, torch.tensor([[1.0, 0.0], [0.0, 4.0]]))
+    # dL/dM = G * sgn(W) * g(M), identity g: [[1*1, 2*-1], [-3*1, 4*-1]]
+    assert torch.equal(m.grad, torch.tensor([[1.0, -2.0], [-3.0, -4.0]]))
+
+
+def test_masked_weight_softplus_and_channel_dim():
+    w = torch.tensor([[1.0, -1.0, 2.0], [-3.0, 4.0, -5.0]], requires_grad=True)  # (out=2, in=3)
+    m = torch.tensor([0.5, -0.5, 1.0], requires_grad=True)  # one gate per input column
+    w_eff = MaskedWeight.apply(w, m, 1, "softplus", 0.1)
+    assert torch.equal(w_eff.detach(), torch.tensor([[1.0, 0.0, 2.0], [-3.0, 0.0, -5.0]]))
+    g = torch.tensor([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    w_eff.backward(g)
+    signed = torch.tensor([1 * 1 + 2 * -1, 1 * -1 + 2 * 1, 1 * 1 + 2 * -1], dtype=torch.float)  # sum over rows
+    assert torch.allclose(m.grad, signed * F.softplus(m.detach()))
+    assert torch.equal(w.grad, torch.tensor([[1.0, 0.0, 1.0], [2.0, 0.0, 2.0]]))
+
+
+def test_hard_gate_ste():
+    m = torch.tensor([-1.0, 2.0], requires_grad=True)
+    h = HardGate.apply(m, "leaky", 0.25)
+    assert torch.equal(h.detach(), torch.tensor([0.0, 1.0]))
+    h.sum().backward()
+    assert torch.equal(m.grad, torch.tensor([0.25, 1.0]))
+
+
+@pytest.mark.parametrize("cls,shape", [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)),
+                                       (ConcatDepthwiseNet, (1, 3, 8, 8))])
+def test_gated_model_equals_compacted(cls, shape):
+    torch.manual_seed(0)
+    model = randomize_bn(cls())
+    graph = PruningGraph(model, torch.randn(shape))
+    gates = ChannelGates(graph, GateConfig(init=0.1))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for grp, m in zip(graph.groups, gates.m):
+            s = grp.protect(torch.rand(grp.size, generator=g))
+            order = torch.argsort(s, descending=True)
+            m[order[grp.min_keep + (grp.size - grp.min_keep) // 2:]] = -0.1  # close about half
+    keep = gates.keep()
+    assert any(not bool(k.all()) for k in keep)
+    x = torch.randn(5, *shape[1:])
+    gates.attach()
+    with torch.no_grad():
+        gated = model(x)
+    gates.detach()
+    with torch.no_grad():
+        dense = model(x)
+    assert (gated - dense).abs().max() > 1e-4  # the gates do something
+    graph.compact(keep)
+    with torch.no_grad():
+        compact = model(x)
+    assert (gated - compact).abs().max() <= 1e-5 * max(1.0, float(gated.abs().max()))
+
+
+def test_recoverability_weight_returns_with_old_value():
+    """Close a gate, train: its weight is frozen (not decayed, no momentum); reopen: it is back unchanged."""
+    torch.manual_seed(0)
+    model = SmallCNN(w=4)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    gates = WeightGates(model, GateConfig(init=0.5, ste="softplus"))
+    gates.attach()
+    named = dict(model.named_modules())
+    w0 = named["features.3"].parametrizations.weight.original.detach().clone()
+    with torch.no_grad():
+        gates.m[1][0, 0, 0, 0] = -0.01  # close one weight of features.3
+    ds = torch.utils.data.TensorDataset(x, y)
+    cfg = AutoPruneConfig(epochs=3, lr=0.1, lr_gates=1e-4, batch_size=8, lambda_init=1e-9, weight_decay=0.1)
+    big = parse_budgets("1Gparams")
+    train_gates(model, gates, ds, big, lambda keep: {"params": sum(k.sum() for k in keep)}, cfg)
+    w1 = named["features.3"].parametrizations.weight.original.detach()
+    assert w1[0, 0, 0, 0] == w0[0, 0, 0, 0]  # frozen while pruned
+    assert (w1 - w0).abs().max() > 0  # the open weights did train
+    # the closed gate still received gradient (identity/leaky/softplus STEs never stop it) ...
+    assert gates.m[1][0, 0, 0, 0] != -0.01
+    with torch.no_grad():  # ... and when it reopens, the old weight is used again
+        gates.m[1][0, 0, 0, 0] = 0.5
+        w_eff = named["features.3"].weight
+    assert w_eff[0, 0, 0, 0] == w0[0, 0, 0, 0]
+    gates.detach(bake=False)
+
+
+def test_budget_landing_small_cnn():
+    """Trained gates + the final selection end within 2% below the MACs budget, never above."""
+    from autoprune_edge.data import load_data
+
+    torch.manual_seed(0)
+    data = load_data("synthetic", input_size=12, synthetic_train=256, synthetic_val=64)
+    model = ResidualNet(w=48)
+    dense = count_macs(model, torch.randn(1, 3, 12, 12)).macs
+    budget = dense * 0.45
+    cfg = AutoPruneConfig(epochs=3, batch_size=32, lr_gates=0.02)
+    r = prune(model, data, f"{budget / 1e6:.6f}MFLOPs", method="autoprune", autoprune=cfg, finetune_epochs=0,
+              round_to=1)
+    assert budget * 0.98 <= r.macs_after <= budget
+    assert r.gate_log and "lambda_macs" in r.gate_log[-1]
+    # the controller drove the hard-masked model to the budget during training, not only the final trim
+    assert abs(r.gate_log[-1]["macs"] - budget) / budget < 0.25
+
+
+def test_two_budgets_hold():
+    from autoprune_edge.data import load_data
+
+    data = load_data("synthetic", input_size=12, synthetic_train=128, synthetic_val=32)
+    model = ResidualNet(w=32)
+    c = count_macs(model, torch.randn(1, 3, 12, 12))
+    cfg = AutoPruneConfig(epochs=2, batch_size=32)
+    r = prune(model, data, [f"{c.macs * 0.6 / 1e6:.5f}MFLOPs", f"{c.params * 0.35 / 1e6:.5f}Mparams"],
+              method="autoprune", autoprune=cfg, finetune_epochs=0, round_to=1)
+    assert r.macs_after <= c.macs * 0.6 and r.params_after <= c.params * 0.35
+
+
+def test_unstructured_budget_counts_nonzero_weights():
+    from autoprune_edge.data import load_data
+
+    data = load_data("synthetic", input_size=8, synthetic_train=128, synthetic_val=32)
+    model = SmallCNN(w=8)
+    cfg = AutoPruneConfig(epochs=1, batch_size=32)
+    r = prune(model, data, "1kparams", method="autoprune", autoprune=cfg, finetune_epochs=1,
+              granularity="unstructured")
+    nz = sum(int((m.weight != 0).sum()) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    gated = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    other = sum(p.numel() for p in model.parameters()) - gated
+    assert nz == r.nonzero_after and r.params_after <= 1000
+    assert nz + other == r.params_after  # the budget counts every non-gated parameter too
