@@ -79,7 +79,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     rep = build(model=args.model, data=args.data, target=args.target, budget=args.budget, out_dir=args.out,
                 weights=args.weights, name=args.name, method=args.method, formats=args.formats,
-                pretrain_epochs=args.epochs, finetune_epochs=args.finetune_epochs, input_size=args.input_size,
+                epochs=1.0 if args.epochs is None else args.epochs, pretrain_epochs=args.pretrain_epochs,
+                finetune_epochs=args.finetune_epochs, input_size=args.input_size,
                 allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed)
 
     def human() -> None:
@@ -111,9 +112,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     budgets = parse_budgets(args.budget)
     dest = check_writable(Path(args.out))
-    if args.epochs:
+    if args.epochs and args.method != "autoprune":
         raise AutoPruneEdgeError(f"--epochs (gate-training epochs) applies to learned methods; method "
                                  f"{args.method!r} selects channels in one shot: pass --epochs 0")
+    epochs = (1.0 if args.method == "autoprune" else 0.0) if args.epochs is None else args.epochs
     model, spec = build_model(args.model)
     bundle = None
     if args.data:
@@ -127,7 +129,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
         input_shape = (1, _first_conv_channels(model) or 3, s, s)
     if args.weights:
         load_weights(model, args.weights, allow_download=args.allow_download, model_name=spec.name)
+    cfg = None
+    if args.method == "autoprune":
+        from .autoprune import AutoPruneConfig
+
+        cfg = AutoPruneConfig(epochs=epochs, ste=args.ste, lr_gates=args.lr_gates, seed=args.seed)
     res = prune(model, bundle, budgets, target=args.target, method=args.method, input_shape=input_shape,
+                epochs=epochs, granularity=args.granularity, autoprune=cfg, distill=args.distill,
                 finetune_epochs=args.finetune_epochs if bundle is not None else 0, seed=args.seed,
                 evaluate_accuracy=bundle is not None)
     meta: dict[str, Any] = {}
@@ -352,9 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default="synthetic", help="synthetic | mnist:ROOT | cifar10:ROOT | folder:ROOT")
     b.add_argument("--out", default="out", help="parent folder; results go to OUT/NAME (default: out)")
     b.add_argument("--name", help="result folder name (default: MODEL-TARGET)")
-    b.add_argument("--method", default="l1", help="channel selection method (default: l1)")
+    b.add_argument("--method", default="autoprune", help="autoprune (learned gates, default), l1, random")
     b.add_argument("--formats", help="comma list of onnx,tflite-fp32,tflite-fp16,tflite-int8 (default onnx,tflite-fp32)")
-    b.add_argument("--epochs", type=float, default=None,
+    b.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1)")
+    b.add_argument("--pretrain-epochs", type=float, default=None,
                    help="dense training epochs before pruning (default: 1 without --weights, else 0)")
     b.add_argument("--finetune-epochs", type=float, default=1.0)
     b.add_argument("--input-size", type=int, help="square input side (default: the model's or the data's)")
@@ -367,9 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a model to a budget and save the compact model (plan + safetensors)")
     p.add_argument("--model", required=True)
     p.add_argument("--budget", required=True, action="append")
-    p.add_argument("--method", default="l1")
+    p.add_argument("--method", default="autoprune", help="autoprune (learned gates, default), l1, random")
     p.add_argument("--data", help="data to fine-tune and evaluate on (omit for a structure-only run)")
-    p.add_argument("--epochs", type=float, default=0, help="gate-training epochs (learned methods only)")
+    p.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; l1 takes none)")
+    p.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
+    p.add_argument("--ste", default="softplus", choices=["identity", "leaky", "sigmoid", "softplus"],
+                   help="straight-through derivative for the gates (AutoPrune)")
+    p.add_argument("--lr-gates", type=float, default=0.01, help="Adam learning rate of the gates")
+    p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--target", help="target profile (channel rounding, latency/memory budgets)")
     p.add_argument("--weights")

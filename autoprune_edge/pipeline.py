@@ -127,7 +127,7 @@ def _first_conv_channels(model: nn.Module) -> int | None:
 
 def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "raspberrypi4",
           budget: str | list[str] = "100MFLOPs", out_dir: str | Path = "out", *, weights: str | None = None,
-          name: str | None = None, method: str = "l1", formats: str | tuple[str, ...] | None = None,
+          name: str | None = None, method: str = "autoprune", epochs: float = 1.0, formats: str | tuple[str, ...] | None = None,
           pretrain_epochs: float | None = None, finetune_epochs: float = 1.0, lr: float = 0.01,
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
           calib_samples: int = 200, compare_targets: tuple[str, ...] | None = None,
@@ -169,7 +169,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
         pretrain_log = train(net, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=1e-3, weight_decay=1e-4,
                                                             optimizer="adam", seed=seed), desc="train dense")
 
-    result = prune(net, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
+    result = prune(net, bundle, budgets, target=tgt, method=method, input_shape=input_shape, epochs=epochs,
                    finetune_epochs=finetune_epochs, lr=lr, seed=seed)
     example = torch.zeros(input_shape)
 

@@ -26,7 +26,8 @@ def built(tmp_path_factory):
     """One real build (synthetic data, fp32 TFLite) shared by the tests that inspect its outputs."""
     out = tmp_path_factory.mktemp("build")
     rc = main(["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--input-size", "16",
-               "--epochs", "1", "--finetune-epochs", "1", "--out", str(out), "--name", "toy", "--json"])
+               "--pretrain-epochs", "1", "--epochs", "1", "--finetune-epochs", "1", "--out", str(out),
+               "--name", "toy", "--json"])
     assert rc == 0
     return out / "toy"
 
@@ -91,8 +92,8 @@ def test_convert_command_int8(built, tmp_path, capsys):
 
 
 def test_prune_command_then_reload(tmp_path, capsys):
-    rc, out, err = run(capsys, "prune", "--model", TOY, "--budget", "1.2MFLOPs", "--input-size", "16",
-                       "--out", tmp_path / "p", "--json")
+    rc, out, err = run(capsys, "prune", "--model", TOY, "--method", "l1", "--budget", "1.2MFLOPs", "--input-size",
+                       "16", "--out", tmp_path / "p", "--json")
     assert rc == 0, err
     s = json.loads(out)
     assert s["macs_after"] <= 1.2e6 and (tmp_path / "p" / "plan.json").exists()
@@ -100,7 +101,7 @@ def test_prune_command_then_reload(tmp_path, capsys):
 
 
 def test_budget_above_cost_is_a_noop(tmp_path, capsys):
-    rc, out, _ = run(capsys, "prune", "--model", TOY, "--budget", "1GFLOPs", "--input-size", "16",
+    rc, out, _ = run(capsys, "prune", "--model", TOY, "--method", "l1", "--budget", "1GFLOPs", "--input-size", "16",
                      "--out", tmp_path / "p", "--json")
     s = json.loads(out)
     assert rc == 0 and s["macs_after"] == s["macs_before"]
@@ -146,15 +147,20 @@ ERRORS = [
     (lambda t: ["prune", "--model", TOY, "--budget", "100MFLOP", "--out", t / "o"], "100MFLOP"),
     (lambda t: ["prune", "--model", TOY, "--budget", "-5ms", "--out", t / "o"], "-5ms"),
     (lambda t: ["prune", "--model", TOY, "--budget", "abc", "--out", t / "o"], "abc"),
-    (lambda t: ["prune", "--model", TOY, "--budget", "1kFLOPs", "--input-size", "16", "--out", t / "o"],
-     "cannot be reached"),
+    (lambda t: ["prune", "--model", TOY, "--method", "l1", "--budget", "1kFLOPs", "--input-size", "16", "--out",
+                t / "o"], "cannot be reached"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--out", t / "o"], "--data"),
+    (lambda t: ["prune", "--model", TOY, "--method", "l1", "--epochs", "2", "--budget", "1MFLOPs", "--out",
+                t / "o"], "--epochs 0"),
+    (lambda t: ["prune", "--model", TOY, "--method", "magic", "--epochs", "0", "--budget", "1MFLOPs", "--out",
+                t / "o"], "magic"),
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", "mnist:/no/such/dir", "--out", t / "o"],
      "/no/such/dir"),
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", f"mnist:{_bad_mnist(t)}", "--out",
                 t / "o"], "mn"),
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--weights", _weights(t, "corrupt"), "--out",
                 t / "o"], "w.pth"),
-    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--weights",
+    (lambda t: ["prune", "--model", TOY, "--method", "l1", "--budget", "1MFLOPs", "--input-size", "16", "--weights",
                 _weights(t, "other"), "--out", t / "o"], "w.pth"),
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--out", t / "file.txt" / "sub"], "file.txt"),
     (lambda t: ["build", "--target", _bad_toml(t), "--budget", "1MFLOPs", "--out", t / "o"], "line"),
