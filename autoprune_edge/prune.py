@@ -182,7 +182,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         notes += gate_notes
     else:
         with progress.task(f"score channels ({method})", total=None):
-            scores = channel_scores(graph, method, seed=seed)
+            scores = channel_scores(graph, method, seed=seed, data=data)
     with progress.task("select channels to the budget", total=None):
         keep = select(graph, scores, budgets, evaluator, fill=cheap)
     full_kept = all(bool(k.all()) for k in keep)
