@@ -19,24 +19,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import progress
 from .budget import Budget
 from .cost import GroupCostModel
 from .gates import ChannelGates, GateConfig, WeightGates
-from .train import make_loader, recalibrate_bn
+from .checkpoint import NONE, Checkpointer
+from .distributed import (World, average_gradients, broadcast_, ddp, epoch_batches, global_batchnorm,
+                          steps_per_epoch, world)
+from .train import fit
 
 
 @dataclass
 class AutoPruneConfig:
     epochs: float = 1.0  # gate-training epochs (weights and gates together)
     lr: float = 0.01  # weights (SGD)
-    lr_gates: float = 0.01  # gates (Adam)
+    lr_gates: float = 0.02  # gates (Adam)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
     ste: str = "softplus"
     leaky_alpha: float = 0.1
     gate_init: float = 0.1
+    gate_init_mode: str = "l1"  # or "constant" (the paper's descendants: every gate at the same positive value)
     lambda_init: float | None = None  # None: start where penalty and loss gradients have equal norm
     controller_rate: float = 0.05  # lambda <- lambda * exp(rate * relative error), per step
     lambda_max: float = 1e4
@@ -44,7 +47,8 @@ class AutoPruneConfig:
     log_every: int = 20
 
     def gate_config(self) -> GateConfig:
-        return GateConfig(ste=self.ste, leaky_alpha=self.leaky_alpha, init=self.gate_init)
+        return GateConfig(ste=self.ste, leaky_alpha=self.leaky_alpha, init=self.gate_init,
+                          init_mode=self.gate_init_mode)
 
 
 @dataclass
@@ -108,70 +112,95 @@ def _masked_weight_bookkeeping(gated_weights: list[tuple[nn.Module, torch.Tensor
 
 
 def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, budgets: list[Budget],
-                cost_fn: CostFn, cfg: AutoPruneConfig, *, desc: str = "AutoPrune") -> GateTrainLog:
+                cost_fn: CostFn, cfg: AutoPruneConfig, *, desc: str = "AutoPrune", ckpt: Checkpointer = NONE,
+                phase: str = "gates") -> GateTrainLog:
     """Joint training of weights and gates with budget control. Gates must be attached."""
+    w = world()
     torch.manual_seed(cfg.seed)
-    loader = make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    steps_total = max(1, int(math.ceil(cfg.epochs * len(loader))))
+    total = max(1, int(math.ceil(cfg.epochs * steps_per_epoch(data, cfg.batch_size))))
     gate_params = list(gates.m)
+    broadcast_(gate_params, w)
     gate_ids = {id(p) for p in gate_params}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
     gated = _gated_originals(model, gates)
-    gated_ids = {id(w) for _, w, _ in gated}
-    opt_w = torch.optim.SGD([{"params": [w for w in weights if id(w) not in gated_ids],
+    gated_ids = {id(x) for _, x, _ in gated}
+    opt_w = torch.optim.SGD([{"params": [p for p in weights if id(p) not in gated_ids],
                               "weight_decay": cfg.weight_decay},
-                             {"params": [w for w in weights if id(w) in gated_ids], "weight_decay": 0.0}],
+                             {"params": [p for p in weights if id(p) in gated_ids], "weight_decay": 0.0}],
                             lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     opt_m = torch.optim.Adam(gate_params, lr=cfg.lr_gates)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_total)
-                                                                                    / steps_total)))
-    lam0 = cfg.lambda_init if cfg.lambda_init is not None else _balanced_lambda(model, gates, loader, budgets,
-                                                                                  cost_fn)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    resumed = ckpt.has(phase)
+    lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
+                                _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w))
     ctrl = _Controller(budgets, cfg, lam0)
     log = GateTrainLog()
+    net = ddp(model, w)
+    counter = {"step": 0}
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        logits = net(x)
+        ce = F.cross_entropy(logits, y)
+        costs = cost_fn(gates.soft_keep())
+        loss = ce + ctrl.penalty(costs)
+        opt_w.zero_grad(set_to_none=True)
+        opt_m.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(gate_params, w)
+        _masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
+        opt_w.step()
+        opt_m.step()
+        sched.step()
+        hard = {k: float(v.detach()) for k, v in costs.items()}
+        ctrl.update(hard)
+        counter["step"] += 1
+        rec = {"loss": ce.item(), "train_acc": float((logits.argmax(-1) == y).float().mean()), **hard}
+        if counter["step"] % cfg.log_every == 0:
+            log.steps.append({"step": counter["step"], **rec, **{f"lambda_{k}": v for k, v in ctrl.lam.items()},
+                              "open_fraction": _open_fraction(gates)})
+        return rec
+
+    def state() -> dict[str, Any]:
+        return {"model": _plain_state(model), "gates": [m.detach().clone() for m in gate_params],
+                "opt_w": opt_w.state_dict(), "opt_m": opt_m.state_dict(), "sched": sched.state_dict(),
+                "lambda": dict(ctrl.lam), "steps": log.steps, "step": counter["step"]}
+
+    def load(st: dict[str, Any]) -> None:
+        _load_plain_state(model, st["model"])
+        with torch.no_grad():
+            for m, v in zip(gate_params, st["gates"]):
+                m.copy_(v)
+        opt_w.load_state_dict(st["opt_w"])
+        opt_m.load_state_dict(st["opt_m"])
+        sched.load_state_dict(st["sched"])
+        ctrl.lam.update(st["lambda"])
+        log.steps[:] = list(st["steps"])
+        counter["step"] = int(st["step"])
+
     model.train()
-    step = 0
-    with progress.task(desc, total=steps_total) as bar:
-        while step < steps_total:
-            loss_sum = correct = seen = 0.0
-            for x, y in loader:
-                logits = model(x)
-                ce = F.cross_entropy(logits, y)
-                costs = cost_fn(gates.soft_keep())
-                loss = ce + ctrl.penalty(costs)
-                opt_w.zero_grad(set_to_none=True)
-                opt_m.zero_grad(set_to_none=True)
-                loss.backward()
-                _masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
-                opt_w.step()
-                opt_m.step()
-                sched.step()
-                hard = {k: float(v.detach()) for k, v in costs.items()}
-                ctrl.update(hard)
-                loss_sum += ce.item() * len(y)
-                correct += float((logits.argmax(-1) == y).sum())
-                seen += len(y)
-                step += 1
-                if step % cfg.log_every == 0 or step == steps_total:
-                    rec = {"step": step, "epoch": step / len(loader), "loss": ce.item(), **hard,
-                           **{f"lambda_{k}": v for k, v in ctrl.lam.items()},
-                           "open_fraction": _open_fraction(gates)}
-                    log.steps.append(rec)
-                bar.advance()
-                bar.update(info=" ".join(f"{k} {v / 1e6:.2f}M" if k in ("macs", "params") else f"{k} {v:.2f}"
-                                         for k, v in hard.items()))
-                if step >= steps_total:
-                    break
-            log.epochs.append({"epoch": step / len(loader), "loss": loss_sum / max(seen, 1),
-                               "train_acc": correct / max(seen, 1), **{k: float(v) for k, v in hard.items()}})
+    with global_batchnorm(model, w):
+        log.epochs = fit(data, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, step=step, state=state,
+                         load=load, desc=desc, ckpt=ckpt, phase=phase, w=w)
+    if not log.steps or log.steps[-1]["step"] != counter["step"]:
+        log.steps.append({"step": counter["step"], **{k: v for k, v in log.epochs[-1].items() if k != "epoch"},
+                          **{f"lambda_{k}": v for k, v in ctrl.lam.items()}, "open_fraction": _open_fraction(gates)})
     model.eval()
     return log
 
 
-def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, loader: Any, budgets: list[Budget],
-                     cost_fn: CostFn) -> float:
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with parametrized tensors stored as their originals (what the optimizer updates)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _load_plain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state)
+
+
+def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, cfg: AutoPruneConfig,
+                     budgets: list[Budget], cost_fn: CostFn, w: World) -> float:
     """The multiplier at which the budget penalty's gradient on the gates matches the loss gradient's norm."""
-    x, y = next(iter(loader))
+    x, y = next(epoch_batches(data, cfg.batch_size, seed=cfg.seed, epoch=-1, w=World()))
     gate_params = list(gates.m)
     g_ce = torch.autograd.grad(F.cross_entropy(model(x), y), gate_params, allow_unused=True)
     costs = cost_fn(gates.soft_keep())
@@ -219,5 +248,3 @@ def config_dict(cfg: AutoPruneConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def recalibrate(model: nn.Module, data: Dataset, batch_size: int, seed: int) -> None:
-    recalibrate_bn(model, data, batches=8, batch_size=batch_size, seed=seed)

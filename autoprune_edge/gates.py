@@ -96,6 +96,9 @@ class GateConfig:
     ste: str = "softplus"
     leaky_alpha: float = 0.1
     init: float = 0.1  # all gates start open, close to the threshold
+    # "l1": start each structured gate at init x (its channel's L1 group magnitude / the group mean), clipped
+    # to [0.1, 3] x init, so short runs begin from the magnitude ranking; "constant": all at `init`.
+    init_mode: str = "l1"
 
 
 class _InputGate(nn.Module):
@@ -123,10 +126,20 @@ class ChannelGates(nn.Module):
         super().__init__()
         self.cfg = cfg or GateConfig()
         self.graph = [graph]
-        self.m = nn.ParameterList([nn.Parameter(torch.full((g.size,), float(self.cfg.init))) for g in graph.groups])
+        self.m = nn.ParameterList([nn.Parameter(v) for v in self._initial_values(graph)])
         self.ungated: dict[int, str] = {}  # group index -> why it cannot be gated (it stays dense)
         self._plan = self._consumer_terms(graph)
         self.attached = False
+
+    def _initial_values(self, graph: PruningGraph) -> list[torch.Tensor]:
+        init = float(self.cfg.init)
+        if self.cfg.init_mode == "constant":
+            return [torch.full((g.size,), init) for g in graph.groups]
+        if self.cfg.init_mode != "l1":
+            raise AutoPruneEdgeError(f"unknown gate init {self.cfg.init_mode!r}; use l1 or constant")
+        from .methods.importance import channel_scores
+
+        return [init * s.clamp(0.1, 3.0) for s in channel_scores(graph, "l1")]
 
     def _consumer_terms(self, graph: PruningGraph) -> dict[str, tuple[int, int, list]]:
         """For each consumer layer: (input width, weight dim, [(group, root idx, consumer idx)])."""

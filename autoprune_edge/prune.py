@@ -135,7 +135,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
           distill: bool = False, round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
-          autoprune: Any = None) -> PruneResult:
+          autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline
@@ -152,13 +152,17 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
                           "or use --method l1 for a one-shot structural run")
     budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
+    from .checkpoint import Checkpointer
+    from .distributed import world
+
+    ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
     if granularity == "unstructured":
         if method != "autoprune":
             raise BudgetError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
         from .unstructured import prune_unstructured
 
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
-                                  batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed)
+                                  batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt)
     if granularity != "structured":
         raise BudgetError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)
@@ -178,7 +182,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     notes: list[str] = []
     gate_log: list[dict[str, float]] = []
     if method == "autoprune":
-        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg)
+        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt)
         notes += gate_notes
     else:
         with progress.task(f"score channels ({method})", total=None):
@@ -217,7 +221,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if data is not None and finetune_epochs > 0 and not full_kept:
         tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
                            kd_alpha=0.5 if distill else 0.0)
-        log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune")
+        log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune", ckpt=ckpt)
         if evaluate_accuracy:
             acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)")
     elif evaluate_accuracy:
@@ -233,7 +237,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         round_to=round_to)
 
 
-def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any):
+def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any, ckpt: Any):
     """Train weights and channel gates together on `data`; return gate values as channel scores."""
     from .autoprune import structured_costs, train_gates
     from .gates import ChannelGates
@@ -248,7 +252,7 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     gates.attach()
     try:
         log = train_gates(graph.model, gates, data.train, learnable, structured_costs(cost, {b.kind for b in learnable}),
-                          cfg)
+                          cfg, ckpt=ckpt)
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import progress
+from .checkpoint import NONE, Checkpointer
+from .distributed import World, ddp, epoch_batches, global_batchnorm, steps_per_epoch, world
 
 
 @dataclass
@@ -49,53 +53,92 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, desc: 
     return correct / max(total, 1)
 
 
+StepFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+
+
+def fit(dataset: Dataset, *, epochs: float, batch_size: int, seed: int, step: StepFn,
+        state: Callable[[], dict[str, Any]], load: Callable[[dict[str, Any]], None], desc: str,
+        ckpt: Checkpointer = NONE, phase: str = "train", w: World = World()) -> list[dict[str, float]]:
+    """The epoch loop every training phase shares: seeded per-epoch order (identical under torchrun),
+    a checkpoint after every epoch, and resumption from the last one."""
+    spe = steps_per_epoch(dataset, batch_size)
+    total = max(1, int(math.ceil(epochs * spe)))
+    log: list[dict[str, float]] = []
+    first_epoch = 0
+    saved = ckpt.load(phase)
+    if saved is not None:
+        load(saved["state"])
+        first_epoch, log = int(saved["epoch"]), list(saved["log"])
+        progress.log(f"resuming {desc} after epoch {first_epoch}")
+    done = first_epoch * spe
+    with progress.task(desc, total=total) as bar:
+        bar.advance(min(done, total))
+        for epoch in range(first_epoch, int(math.ceil(total / spe))):
+            sums: dict[str, float] = {}
+            n = 0
+            for x, y in epoch_batches(dataset, batch_size, seed=seed, epoch=epoch, w=w):
+                if done >= total:
+                    break
+                rec = step(x, y)
+                for k, v in rec.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                done += 1
+                bar.advance()
+                bar.update(info=" ".join(f"{k} {v / n:.3g}" for k, v in sums.items() if k in ("loss", "macs")))
+            log.append({"epoch": min(done / spe, epochs), **{k: v / max(n, 1) for k, v in sums.items()}})
+            ckpt.save(phase, {"epoch": epoch + 1, "state": state(), "log": log})
+    return log
+
+
 def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.Module | None = None,
-          desc: str = "train") -> list[dict[str, float]]:
-    """SGD with cosine decay for `cfg.epochs` epochs (fractions allowed); returns per-epoch loss/accuracy."""
+          desc: str = "train", ckpt: Checkpointer = NONE, phase: str = "finetune") -> list[dict[str, float]]:
+    """SGD (or AdamW) with cosine decay for `cfg.epochs` epochs (fractions allowed); per-epoch loss/accuracy.
+
+    Under torchrun the N processes split each batch and compute what one process would."""
     if cfg.epochs <= 0:
         return []
+    w = world()
     torch.manual_seed(cfg.seed)
-    loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    steps_total = max(1, int(math.ceil(cfg.epochs * len(loader))))
+    total = max(1, int(math.ceil(cfg.epochs * steps_per_epoch(dataset, cfg.batch_size))))
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                               nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps_total)
-                                                                                  / steps_total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     if teacher is not None:
         teacher.eval()
+    net = ddp(model, w)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        if teacher is not None and cfg.kd_alpha > 0:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            T = cfg.kd_temperature
+            kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(t_logits / T, -1), reduction="batchmean") * T * T
+            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.item(), "train_acc": float((logits.argmax(-1) == y).float().mean())}
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+
+    def load(st: dict[str, Any]) -> None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+
     model.train()
-    log: list[dict[str, float]] = []
-    step = 0
-    with progress.task(desc, total=steps_total) as bar:
-        while step < steps_total:
-            loss_sum = correct = seen = 0.0
-            for x, y in loader:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                if teacher is not None and cfg.kd_alpha > 0:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    T = cfg.kd_temperature
-                    kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(t_logits / T, -1),
-                                  reduction="batchmean") * T * T
-                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.item() * len(y)
-                correct += float((logits.argmax(-1) == y).sum())
-                seen += len(y)
-                step += 1
-                bar.advance()
-                bar.update(info=f"loss {loss_sum / seen:.3f}")
-                if step >= steps_total:
-                    break
-            log.append({"loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)})
+    with global_batchnorm(model, w):
+        log = fit(dataset, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, step=step, state=state,
+                  load=load, desc=desc, ckpt=ckpt, phase=phase, w=w)
     recalibrate_bn(model, dataset, batches=cfg.bn_recalibration_batches, batch_size=cfg.batch_size, seed=cfg.seed)
     model.eval()
     return log

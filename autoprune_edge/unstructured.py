@@ -77,7 +77,10 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
 
 def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
                        cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
-                       evaluate_accuracy: bool, seed: int):
+                       evaluate_accuracy: bool, seed: int, ckpt: Any = None):
+    from .checkpoint import NONE
+
+    ckpt = ckpt or NONE
     from .prune import FAST_KINDS, PruneResult
 
     if any(b.kind not in FAST_KINDS for b in budgets):
@@ -95,7 +98,8 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     if cfg.epochs > 0:
         gates.attach()
         try:
-            gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)").steps
+            gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)",
+                                   ckpt=ckpt).steps
         finally:
             gates.detach(bake=False)
     keep = select_weights(cost, [m.detach() for m in gates.m], budgets)
@@ -111,7 +115,8 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
         hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.dtype)) for n, k in masks.items()]
         try:
             log = train(model, data.train, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                                                       seed=seed, weight_decay=0.0), desc="fine-tune (masked)")
+                                                       seed=seed, weight_decay=0.0), desc="fine-tune (masked)",
+                        ckpt=ckpt)
         finally:
             for h in hooks:
                 h.remove()

@@ -104,16 +104,16 @@ def test_select_lands_under_budget_with_rounding():
 
 def test_prune_api_noop_and_unreachable():
     model = SmallCNN()
-    r = prune(model, None, "1GFLOPs", input_shape=(1, 3, 16, 16), finetune_epochs=0)
+    r = prune(model, None, "1GFLOPs", method="l1", input_shape=(1, 3, 16, 16), finetune_epochs=0)
     assert r.macs_after == r.macs_before and r.notes and "already meets" in r.notes[0]
     with pytest.raises(BudgetUnreachableError, match="cannot be reached"):
-        prune(SmallCNN(), None, "1kFLOPs", input_shape=(1, 3, 16, 16), finetune_epochs=0)
+        prune(SmallCNN(), None, "1kFLOPs", method="l1", input_shape=(1, 3, 16, 16), finetune_epochs=0)
 
 
 def test_prune_api_two_budgets():
     model = randomize_bn(ResidualNet(w=32))
     dense = count_macs(model, torch.randn(1, 3, 12, 12))
     r = prune(model, None, [f"{dense.macs * 0.6 / 1e6:.4f}MFLOPs", f"{dense.params * 0.4 / 1e6:.5f}Mparams"],
-              input_shape=(1, 3, 12, 12), finetune_epochs=0)
+              method="l1", input_shape=(1, 3, 12, 12), finetune_epochs=0)
     assert r.macs_after <= dense.macs * 0.6 and r.params_after <= dense.params * 0.4
     assert r.equivalence_rel < 1e-5
