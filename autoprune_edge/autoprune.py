@@ -32,7 +32,10 @@ from .train import fit
 class AutoPruneConfig:
     epochs: float = 1.0  # gate-training epochs (weights and gates together)
     lr: float = 0.01  # weights (SGD)
-    lr_gates: float = 0.02  # gates (Adam)
+    lr_gates: float = 0.002  # gates (per step, on the RMS-normalised gradient with nsgd)
+    # "nsgd": SGD with momentum on the gate gradient divided by its global RMS, so gates compare by the
+    # size of their gradients (loss vs cost); "adam": per-gate normalisation (sign-like steps).
+    gate_optimizer: str = "nsgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
@@ -41,7 +44,11 @@ class AutoPruneConfig:
     gate_init: float = 0.1
     gate_init_mode: str = "l1"  # or "constant" (the paper's descendants: every gate at the same positive value)
     lambda_init: float | None = None  # None: start where penalty and loss gradients have equal norm
-    controller_rate: float = 0.05  # lambda <- lambda * exp(rate * relative error), per step
+    controller_rate: float = 0.5  # lambda <- lambda * exp(rate * relative error), per step
+    project: bool = True  # close the lowest open gates whenever the hard-masked cost exceeds the target
+    # The controller's target slides from the dense cost to the budget over this fraction of the gate
+    # phase (gradual pruning), so the weights spend the rest of it adapting to a mask near the final one.
+    ramp: float = 0.5
     lambda_max: float = 1e4
     seed: int = 0
     log_every: int = 20
@@ -63,14 +70,22 @@ CostFn = Callable[[list[torch.Tensor]], dict[str, torch.Tensor]]
 class _Controller:
     """One multiplier per budget; exponentiated-gradient steps on the relative budget error."""
 
-    def __init__(self, budgets: list[Budget], cfg: AutoPruneConfig, lam0: float) -> None:
+    def __init__(self, budgets: list[Budget], cfg: AutoPruneConfig, lam0: float, start: dict[str, float],
+                 total_steps: int) -> None:
         self.budgets = budgets
         self.cfg = cfg
         self.lam = {b.kind: lam0 for b in budgets}
+        self.start = start
+        self.ramp_steps = max(1, int(cfg.ramp * total_steps))
 
-    def update(self, costs: dict[str, float]) -> None:
+    def target(self, b: Budget, step: int) -> float:
+        s0 = max(self.start.get(b.kind, b.value), b.value)
+        return s0 - (s0 - b.value) * min(1.0, step / self.ramp_steps)
+
+    def update(self, costs: dict[str, float], step: int) -> None:
         for b in self.budgets:
-            err = max(-1.0, min(1.0, (costs[b.kind] - b.value) / b.value))
+            tgt = self.target(b, step)
+            err = max(-1.0, min(1.0, (costs[b.kind] - tgt) / tgt))
             lam = self.lam[b.kind] * math.exp(self.cfg.controller_rate * err)
             self.lam[b.kind] = min(self.cfg.lambda_max, max(1e-8, lam))
 
@@ -128,12 +143,17 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
                               "weight_decay": cfg.weight_decay},
                              {"params": [p for p in weights if id(p) in gated_ids], "weight_decay": 0.0}],
                             lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    opt_m = torch.optim.Adam(gate_params, lr=cfg.lr_gates)
+    if cfg.gate_optimizer == "adam":
+        opt_m: torch.optim.Optimizer = torch.optim.Adam(gate_params, lr=cfg.lr_gates)
+    else:
+        opt_m = torch.optim.SGD(gate_params, lr=cfg.lr_gates, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     resumed = ckpt.has(phase)
     lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
                                 _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w))
-    ctrl = _Controller(budgets, cfg, lam0)
+    with torch.no_grad():
+        start = {k: float(v) for k, v in cost_fn([torch.ones_like(m) for m in gate_params]).items()}
+    ctrl = _Controller(budgets, cfg, lam0, start, total)
     log = GateTrainLog()
     net = ddp(model, w)
     counter = {"step": 0}
@@ -147,16 +167,21 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         opt_m.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(gate_params, w)
+        if cfg.gate_optimizer != "adam":
+            _normalise_gradients(gate_params)
         _masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
         opt_w.step()
         opt_m.step()
         sched.step()
-        hard = {k: float(v.detach()) for k, v in costs.items()}
-        ctrl.update(hard)
         counter["step"] += 1
+        if cfg.project:
+            _project(gates, cost_fn, ctrl, counter["step"])
+        hard = {k: float(v.detach()) for k, v in costs.items()}
+        ctrl.update(hard, counter["step"])
         rec = {"loss": ce.item(), "train_acc": float((logits.argmax(-1) == y).float().mean()), **hard}
         if counter["step"] % cfg.log_every == 0:
             log.steps.append({"step": counter["step"], **rec, **{f"lambda_{k}": v for k, v in ctrl.lam.items()},
+                              **{f"target_{b.kind}": ctrl.target(b, counter["step"]) for b in budgets},
                               "open_fraction": _open_fraction(gates)})
         return rec
 
@@ -186,6 +211,52 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
                           **{f"lambda_{k}": v for k, v in ctrl.lam.items()}, "open_fraction": _open_fraction(gates)})
     model.eval()
     return log
+
+
+@torch.no_grad()
+def _normalise_gradients(params: list[torch.Tensor]) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    rms = torch.sqrt(sum((g * g).sum() for g in grads) / sum(g.numel() for g in grads))
+    if rms > 0:
+        for g in grads:
+            g.div_(rms)
+
+
+@torch.no_grad()
+def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Controller", step: int) -> None:
+    """If the hard-masked model is over the current target, close the open gates with the lowest values
+    (set them just below zero) until it is not. They stay learnable and can reopen."""
+    targets = {b.kind: ctrl.target(b, step) for b in ctrl.budgets}
+
+    def over(threshold: float) -> bool:
+        keep = [((m > threshold) & (m > 0)).float() if i not in getattr(gates, "ungated", {}) else torch.ones_like(m)
+                for i, m in enumerate(gates.m)]
+        c = cost_fn(keep)
+        return any(float(c[k]) > t for k, t in targets.items() if k in c)
+
+    if not over(0.0):
+        return
+    vals = torch.cat([m[m > 0].flatten() for i, m in enumerate(gates.m) if i not in getattr(gates, "ungated", {})])
+    if vals.numel() == 0:
+        return
+    vals = vals.sort().values
+    lo, hi = 0, vals.numel() - 1  # find the smallest threshold index that fits
+    if over(float(vals[hi])):
+        hi = vals.numel() - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if over(float(vals[mid])):
+            lo = mid + 1
+        else:
+            hi = mid
+    tau = float(vals[lo])
+    for i, m in enumerate(gates.m):
+        if i in getattr(gates, "ungated", {}):
+            continue
+        cut = (m > 0) & (m <= tau)
+        m[cut] = -1e-3
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
     p.add_argument("--ste", default="softplus", choices=["identity", "leaky", "sigmoid", "softplus"],
                    help="straight-through derivative for the gates (AutoPrune)")
-    p.add_argument("--lr-gates", type=float, default=0.01, help="Adam learning rate of the gates")
+    p.add_argument("--lr-gates", type=float, default=0.002, help="learning rate of the gates")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
     p.add_argument("--checkpoint-dir", help="where per-epoch checkpoints go (default: .OUT.checkpoint beside OUT)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")

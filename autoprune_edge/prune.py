@@ -16,7 +16,7 @@ from .graph import PruningGraph
 from .methods import channel_scores
 from .methods.selection import select
 from .profiles.counting import count_macs
-from .train import TrainConfig, evaluate, train
+from .train import TrainConfig, evaluate, recalibrate_bn, train
 
 FAST_KINDS = {"macs", "params"}
 EQUIVALENCE_REL_TOL = 1e-4
@@ -216,6 +216,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 
     acc_pruned = acc_after = None
     log: list[dict[str, float]] = []
+    if data is not None and not full_kept:
+        # Removing channels shifts the statistics downstream BatchNorm layers see; re-estimate them (no
+        # weight changes) so that every method is judged on its channels, not on stale statistics.
+        recalibrate_bn(compact, data.train, batches=8, batch_size=batch_size, seed=seed)
     if data is not None and evaluate_accuracy:
         acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)")
     if data is not None and finetune_epochs > 0 and not full_kept:
