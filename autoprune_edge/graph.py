@@ -136,6 +136,7 @@ class PruningGraph:
                  round_to: int = 1, max_prune_ratio: float = 0.9) -> None:
         self.model = model
         self.example = example
+        self._options = {"ignored_layers": ignored_layers, "round_to": round_to, "max_prune_ratio": max_prune_ratio}
         was_training = model.training
         model.eval()
         try:
@@ -205,6 +206,15 @@ class PruningGraph:
             return
         self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g,
                                         segs, seg_min))
+
+    def copy(self) -> "PruningGraph":
+        """An independent graph over a deep copy of the model, with the same groups in the same order.
+
+        (Torch-Pruning's graph holds a module reference that deepcopy cannot copy, so it is rebuilt.)"""
+        other = PruningGraph(copy.deepcopy(self.model), self.example, **self._options)
+        if [g.root for g in other.groups] != [g.root for g in self.groups]:
+            raise GraphError("internal: rebuilding the dependency graph gave different groups")
+        return other
 
     # -- queries ------------------------------------------------------------------------------
     def module(self, name: str) -> nn.Module:

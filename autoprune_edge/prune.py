@@ -83,7 +83,7 @@ def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Bud
         if slow:
             from .profiles.profile import profile
 
-            trial = copy.deepcopy(graph)
+            trial = graph.copy()
             trial.compact(keep)
             p = profile(trial.model, input_shape, target)
             metrics.update(latency_ms=p.latency_ms, memory_bytes=p.peak_memory_bytes, size_bytes=p.model_bytes)
@@ -255,8 +255,8 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
         notes.append("latency/memory budgets are met by the final selection only (no differentiable cost yet)")
     gates.attach()
     try:
-        log = train_gates(graph.model, gates, data.train, learnable, structured_costs(cost, {b.kind for b in learnable}),
-                          cfg, ckpt=ckpt)
+        costs = structured_costs(cost, {b.kind for b in learnable})
+        log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt)
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes
