@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .converters.edgetpu import EdgeTpuIssue, EdgeTpuReport
+
 
 def _m(x: float | None) -> str:
     return "–" if x is None else f"{x / 1e6:.2f} M"
@@ -52,34 +54,62 @@ def render_report(card: dict[str, Any]) -> str:
     eq = card["equivalence"]
     lines += ["", f"Compaction check: the physically smaller model matches the masked original within "
                   f"{eq['max_abs']:.2e} max abs ({eq['rel']:.2e} of the output scale).", "",
-              "## Artifacts", "",
-              "| file | format | size | parity vs torch (max abs / rel / cos / top-1) | MACs in file | host latency "
+              "## Artifacts", ""]
+    par_info = card.get("parity") or {}
+    if par_info.get("thresholds"):
+        t = par_info["thresholds"]
+        lines += [f"Parity against torch on {par_info.get('inputs', 'held-out inputs')}: fp32 rel <= "
+                  f"{t['fp32_rel']:g}; fp16 top-1 >= {t['fp16_top1']:g} and cosine >= {t['fp16_cosine']:g}; int8 "
+                  f"top-1 >= {t['int8_top1']:g} and cosine >= {t['int8_cosine']:g}. Core ML: spec check only "
+                  "(prediction needs macOS).", ""]
+    lines += ["| file | format | size | parity vs torch (max abs / rel / cos / top-1) | MACs in file | host latency "
               "(median ms, by threads) |",
               "|---|---|---|---|---|---|"]
     for a in card["artifacts"]:
         p = a.get("parity") or {}
+        status = "FAIL: " + "; ".join(a["failures"]) if a.get("failures") else "ok"
         par = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
-               f" ({'ok' if a['parity_ok'] else 'FAIL'})") if p else "–"
+               f" ({status})") if p else f"spec check ({status})"
         lat = ", ".join(f"{t}T: {ms:.2f}" for t, ms in a.get("host_latency_ms", {}).items()) or "–"
         lines.append(f"| `{a['path']}` | {a['format']} | {a['bytes'] / 1e6:.2f} MB | {par} | "
                      f"{_m(a.get('macs_counted'))} | {lat} |")
+    for a in card["artifacts"]:
+        if a.get("divergence"):
+            lines += ["", f"**{a['format']} diverges**: {a['divergence'].get('summary')}"]
+    q = card.get("quantization")
+    if q:
+        i, o = q["input"], q["output"]
+        lines += ["", f"int8: calibrated on {q.get('samples')} {q.get('split')}-split images (disjoint from the parity "
+                      f"inputs); input {i['dtype']} {i['layout']} scale {i['scale']:.6g} zero point {i['zero_point']}, "
+                      f"output scale {o['scale']:.6g} zero point {o['zero_point']}."]
+    for a in card["artifacts"]:
+        if a.get("edgetpu"):
+            r = dict(a["edgetpu"])
+            r["issues"] = [EdgeTpuIssue(**x) for x in r.get("issues", [])]
+            lines += ["", f"Edge TPU ({a['path']}): {EdgeTpuReport(**r).summary()}."]
     if card.get("predicted"):
-        lines += ["", "## Predicted on target devices", "", "| target | latency (ms) | peak RAM | model size |",
-                  "|---|---|---|---|"]
-        for t, p in card["predicted"].items():
-            lines.append(f"| {t} | {p['latency_ms']:.2f} | {p['peak_memory_bytes'] / 1024:.0f} KiB | "
-                         f"{p['model_bytes'] / 1e6:.2f} MB |")
+        lines += ["", "## Predicted on target devices", "",
+                  "| target | precision | latency (ms) | peak RAM | model size |", "|---|---|---|---|---|"]
+        for t, row in card["predicted"].items():
+            if "error" in row:
+                lines.append(f"| {t} | – | {row['error']} | | |")
+                continue
+            for prec, p in (row.get("by_precision") or {row.get("precision", "fp32"): row}).items():
+                lines.append(f"| {t}{' (target)' if row.get('chosen') else ''} | {prec} | {p['latency_ms']:.2f} | "
+                             f"{p['peak_memory_bytes'] / 1024:.0f} KiB | {p['model_bytes'] / 1e6:.2f} MB |")
         lines += ["", "Predicted numbers come from the target profile's cost model; host latencies above are "
                       "measured with the LiteRT interpreter on the machine that ran the build."]
     if card.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in card["notes"]]
     pre = card["preprocessing"]
     lines += ["", "## Using the model", "",
-              f"Input: {pre['input_shape_nchw']} (N, C, H, W) in torch/ONNX; the TFLite files take NHWC. "
+              f"Input: {pre['input_shape_nchw']} (N, C, H, W) in torch/ONNX/Core ML; the TFLite files take "
+              f"{pre.get('tflite_layout') or 'NHWC'}. "
               f"Scale pixels to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}. "
-              "Class names are in `labels.txt`, one per line, in output order. The pruned torch model "
+              "Class names are in `labels.txt`, one per line, in output order (also embedded in every .tflite). "
+              "The pruned torch model "
               "(`pruned/plan.json` + `pruned/model.safetensors`) reloads with "
-              "`autoprune_edge.load_pruned('pruned')`.", ""]
+              "`autoprune_edge.load_pruned('pruned')`. Plots: `report.html`.", ""]
     return "\n".join(lines)
 
 

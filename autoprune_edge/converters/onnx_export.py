@@ -1,8 +1,19 @@
 """torch -> ONNX export with static shapes and embedded weights, plus an onnxruntime runner.
 
-The default exporter is the legacy TorchScript one at opset 17: it is fast, works on every torchvision
-classifier we tried and emits GlobalAveragePool/Flatten, which onnx2tf maps cleanly. The dynamo
-exporter (torch's default since 2.9) is available with ``exporter="dynamo"``; it cannot go below opset 18.
+Choices, deliberately:
+
+* **Static shapes**: the graph is traced at the example input's exact shape (batch 1 in the pipeline) and
+  no ``dynamic_axes`` are declared. onnx2tf, the Edge TPU and most mobile runtimes want static shapes,
+  and a fixed shape lets the converters fold every shape computation into constants.
+* **Exporter: the legacy TorchScript one** (``dynamo=False``). On pruned torchvision CNNs it is faster
+  (0.4-3 s vs 4-5 s for MobileNetV2, research/deps.md) and emits plain Conv/Gemm/GlobalAveragePool/
+  Flatten with BatchNorm folded into the conv (``do_constant_folding``), which onnx2tf maps 1:1; its node
+  names keep torch's module scopes (``/features/features.3/Conv``), which the divergence locator shows.
+  torch's deprecation warning for it is silenced. The dynamo exporter (torch's default since 2.9) stays
+  available with ``exporter="dynamo"``; it cannot write opsets below 18.
+* **Opset 17**: the newest opset every downstream tool here handles well (onnx2tf 1.29, onnxruntime 1.23,
+  onnxsim 0.4); nothing in a CNN needs a newer one.
+* **Weights inside the file** (no ``.onnx.data``), checked with ``onnx.checker`` (full check).
 """
 from __future__ import annotations
 

@@ -76,3 +76,69 @@ def check(ref: np.ndarray, got: np.ndarray, *, max_rel: float, what: str = "conv
             f"cosine {p.cosine:.5f}); check the conversion or raise the tolerance"
         )
     return p
+
+
+# --------------------------------------------------------------------------------------- thresholds
+#: Which numeric regime each artifact format is judged in (Core ML cannot be run on Linux: None).
+FORMAT_PRECISION = {"onnx": "fp32", "tflite-fp32": "fp32", "tflite-fp16": "fp16", "tflite-int8": "int8",
+                    "coreml": None}
+
+
+@dataclass(frozen=True)
+class ParityThresholds:
+    """Pass/fail limits for an artifact's outputs against torch on held-out inputs.
+
+    Float artifacts should compute what torch computes up to summation order, so fp32 is judged by
+    the max abs difference relative to the largest |logit| (typically 1e-7..1e-5; 1e-3 leaves room for
+    deep nets). fp16 and int8 change the numbers on purpose, so they are judged by what users see:
+    top-1 agreement with torch and cosine similarity of the logit vectors. The int8 defaults follow
+    what per-channel post-training quantisation reaches on CNNs (research/deps.md: cosine 0.9999 on
+    MobileNetV2); a model below them has a calibration or conversion problem worth looking at.
+    """
+
+    fp32_rel: float = 1e-3
+    fp16_cosine: float = 0.999
+    fp16_top1: float = 0.95
+    int8_cosine: float = 0.98
+    int8_top1: float = 0.90
+
+    def __post_init__(self) -> None:
+        from autoprune_edge.errors import AutoPruneEdgeError
+
+        for k, v in asdict(self).items():
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise AutoPruneEdgeError(f"parity threshold {k}={v!r} must be a non-negative number")
+            if k != "fp32_rel" and v > 1:
+                raise AutoPruneEdgeError(f"parity threshold {k}={v!r} must be between 0 and 1")
+
+    @classmethod
+    def coerce(cls, value: "ParityThresholds | dict | None") -> "ParityThresholds":
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        from autoprune_edge.errors import AutoPruneEdgeError
+
+        bad = set(value) - set(cls.__dataclass_fields__)
+        if bad:
+            raise AutoPruneEdgeError(f"unknown parity threshold(s) {sorted(bad)}; known: "
+                                     f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**{k: float(v) for k, v in value.items() if v is not None})
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def failures(self, fmt: str, p: Parity) -> list[str]:
+        """Why ``p`` fails for format ``fmt`` (empty: it passes). One short phrase per broken limit."""
+        prec = FORMAT_PRECISION.get(fmt, "fp32")
+        out: list[str] = []
+        if prec == "fp32":
+            if not p.ok(self.fp32_rel):
+                out.append(f"max abs diff {p.max_abs:.3g} is {p.rel:.3g} of the output scale > {self.fp32_rel:g}")
+        elif prec in ("fp16", "int8"):
+            top1, cos = (self.fp16_top1, self.fp16_cosine) if prec == "fp16" else (self.int8_top1, self.int8_cosine)
+            if not p.top1_agreement >= top1:
+                out.append(f"top-1 agreement {p.top1_agreement:.1%} < {top1:.0%} on {p.n} inputs")
+            if not p.cosine >= cos:
+                out.append(f"logit cosine {p.cosine:.4f} < {cos:g}")
+        return out

@@ -1,0 +1,301 @@
+"""Shipping: every format from one small trained CNN, parity policy, divergence localisation, TFLite
+metadata, Edge TPU readiness, Core ML spec check, and build's write-nothing-on-failure rule.
+
+One onnx2tf subprocess and one Core ML conversion in total (module fixture); the rest is fast.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autoprune_edge.converters.divergence import locate_onnx_vs_tflite, locate_torch_vs_onnx
+from autoprune_edge.converters.edgetpu import EDGETPU_SUPPORTED_OPS, check_edgetpu, is_edgetpu_target
+from autoprune_edge.converters.litert import run_tflite
+from autoprune_edge.converters.onnx_export import export_onnx
+from autoprune_edge.converters.parity import ParityThresholds, compare
+from autoprune_edge.converters.tflite_graph import read_tflite_ops
+from autoprune_edge.converters.tflite_metadata import embed_metadata, read_metadata
+from autoprune_edge.errors import AutoPruneEdgeError, ParityError
+from autoprune_edge.pipeline import convert, disjoint_heldout, parse_formats
+from autoprune_edge.profiles.counting import count_macs
+from toy_models import SmallCNN
+
+LABELS = [f"c{i}" for i in range(10)]
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.25, 0.25]
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable 10-class task: class k = a bright blob in one of 10 places, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.randn(n, 3, 16, 16, generator=g) * 0.5
+    for i, k in enumerate(y.tolist()):
+        r, c = divmod(k, 5)
+        x[i, k % 3, 2 + 7 * r:7 + 7 * r, 1 + 3 * c:4 + 3 * c] += 3.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    torch.manual_seed(0)
+    m = SmallCNN(w=8)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    x, y = _data(320, 1)
+    m.train()
+    for step in range(60):
+        i = (step * 32) % 320
+        loss = nn.functional.cross_entropy(m(x[i:i + 32]), y[i:i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def shipped(trained, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("ship")
+    calib, _ = _data(64, 2)  # "train split"
+    held, yh = _data(48, 3)  # "validation split": other images
+    arts = convert(trained, torch.zeros(1, 3, 16, 16), out, formats="tflite-fp32,tflite-int8,coreml", calib=calib,
+                   heldout=held, measure=False, labels=LABELS, mean=MEAN, std=STD, name="toy")
+    return {"out": out, "arts": {a.format: a for a in arts}, "held": held, "yh": yh, "model": trained}
+
+
+def test_every_format_ships_and_passes(shipped):
+    arts = shipped["arts"]
+    assert list(arts) == ["onnx", "tflite-fp32", "tflite-int8", "coreml"]
+    assert all(a.ok and not a.failures for a in arts.values()), {k: a.failures for k, a in arts.items()}
+    assert arts["onnx"].parity["rel"] < 1e-5 and arts["tflite-fp32"].parity["rel"] < 1e-5
+    i8 = arts["tflite-int8"].parity
+    assert i8["n"] == 48 and i8["cosine"] > 0.98 and i8["top1_agreement"] >= 0.9
+    torch_macs = count_macs(shipped["model"], torch.zeros(1, 3, 16, 16)).macs
+    assert arts["tflite-fp32"].macs_counted == arts["tflite-int8"].macs_counted == torch_macs
+    # int8 input/output quantisation and layout are recorded
+    io = arts["tflite-int8"].io
+    assert io["input"]["layout"] == "NHWC" and io["input"]["dtype"] == "int8" and io["input"]["scale"] > 0
+
+
+def test_coreml_spec_is_verified(shipped):
+    a = shipped["arts"]["coreml"]
+    assert (shipped["out"] / "model.mlpackage" / "Manifest.json").is_file() and a.bytes > 0
+    c = a.coreml
+    assert c["inputs"] == [{"name": "input", "kind": "multiArrayType", "shape": [1, 3, 16, 16], "dtype": "float32"}]
+    assert c["outputs"][0]["name"] == "output" and c["outputs"][0]["shape"] == [1, 10]
+    assert c["ops"]["conv"] == 3 and c["ops"]["linear"] == 1 and c["compute_precision"] == "fp16"
+    assert a.macs_counted == count_macs(shipped["model"], torch.zeros(1, 3, 16, 16)).macs
+    assert a.parity is None and a.parity_ok is None and "macOS" in a.verified_by
+    assert c["metadata"]["mean"] == json.dumps(MEAN)
+
+
+def test_coreml_verify_catches_wrong_package(shipped):
+    from autoprune_edge.converters.coreml import inspect_mlpackage, verify
+
+    info = inspect_mlpackage(shipped["out"] / "model.mlpackage")
+    problems = verify(info, input_shape=[1, 3, 32, 32], output_shape=[1, 10], macs=123)
+    assert len(problems) == 2 and "input" in problems[0] and "MACs" in problems[1]
+
+
+def test_tflite_metadata_embedded_and_harmless(shipped, tmp_path):
+    path = shipped["out"] / "model_int8.tflite"
+    md = read_metadata(path)
+    assert {"TFLITE_METADATA", "autoprune_edge"} <= set(md["entries"])
+    assert md["associated_files"]["labels.txt"].split() == LABELS
+    custom = md["autoprune_edge"]
+    assert custom["labels"] == LABELS and custom["mean"] == MEAN and custom["layout"] == "NHWC"
+    assert custom["input_quantization"]["scale"] == shipped["arts"]["tflite-int8"].io["input"]["scale"]
+    mm = md["model_metadata"]
+    assert mm["name"] == "toy" and mm["inputs"][0]["name"] == "image"
+    assert mm["inputs"][0]["mean"] == pytest.approx([255 * m for m in MEAN], rel=1e-6)
+    assert mm["inputs"][0]["std"] == pytest.approx([255 * s for s in STD], rel=1e-6)
+    assert mm["outputs"][0]["associated_files"] == ["labels.txt"]
+    # rewriting the flatbuffer changes no number: embed again (new labels) into a copy, outputs bit-identical
+    copy_path = tmp_path / "again.tflite"
+    shutil.copyfile(path, copy_path)
+    embed_metadata(copy_path, name="x", description="d", version="1", labels=list("abcdefghij"), mean=MEAN,
+                   std=STD, info={})
+    x = shipped["held"][:8].numpy()
+    assert np.array_equal(run_tflite(path, x), run_tflite(copy_path, x))
+    assert read_metadata(copy_path)["associated_files"]["labels.txt"].split() == list("abcdefghij")
+    assert read_metadata(copy_path)["entries"].count("TFLITE_METADATA") == 1
+
+
+def test_edgetpu_readiness(shipped):
+    r = shipped["arts"]["tflite-int8"].edgetpu
+    assert r["ready"] and r["ops_on_tpu"] == r["n_ops"] and r["macs_on_tpu_fraction"] == 1.0
+    assert set(read_tflite_ops(shipped["out"] / "model_int8.tflite")) <= EDGETPU_SUPPORTED_OPS
+    # a float model runs on the CPU from its first op; a tiny SRAM makes the int8 one not ready either
+    f = check_edgetpu(shipped["out"] / "model_fp32.tflite")
+    assert not f.ready and f.ops_on_tpu == 0 and "FLOAT32" in f.issues[0].reason and "CPU" in f.summary()
+    small = check_edgetpu(shipped["out"] / "model_int8.tflite", sram_bytes=1000)
+    assert not small.ready and not small.fits_sram and small.parameter_bytes > 1000
+    assert shipped["arts"]["tflite-fp32"].edgetpu is None
+
+
+def test_edgetpu_flags_transpose_and_5d(shipped, tmp_path):
+    """A TRANSPOSE is where the Edge TPU compiler stops; everything after it runs on the CPU.
+
+    The graph is edited statically (the check never runs the file): the max-pool op becomes a TRANSPOSE
+    and the last conv's output tensor gets a 5-D shape.
+    """
+    from ai_edge_litert import schema_py_generated as s
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    m = fu.read_model(str(shipped["out"] / "model_int8.tflite"))
+    g = m.subgraphs[0]
+    names = read_tflite_ops(shipped["out"] / "model_int8.tflite")
+    pool = names.index("MAX_POOL_2D")
+    code = m.operatorCodes[g.operators[pool].opcodeIndex]
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.TRANSPOSE
+    last_conv = max(i for i, n in enumerate(names) if n == "CONV_2D")
+    g.tensors[g.operators[last_conv].outputs[0]].shape = np.array([1, 1, 8, 8, 8], dtype=np.int32)
+    path = tmp_path / "t.tflite"
+    fu.write_model(m, str(path))
+    r = check_edgetpu(path)
+    assert not r.ready and r.ops_on_tpu == pool and r.first_cpu_op.startswith("TRANSPOSE")
+    assert 0 < r.macs_on_tpu_fraction < 1
+    reasons = {i.op: i.reason for i in r.issues}
+    assert "not mapped" in reasons["TRANSPOSE"] and "5-D" in reasons["CONV_2D"]
+    assert "op 2" in r.summary() or f"op {pool}" in r.summary()
+
+
+def test_is_edgetpu_target_reads_text_not_names():
+    class T:  # duck-typed target
+        description = "Coral USB Accelerator (Edge TPU)"
+
+    class U:
+        description = "Raspberry Pi 4"
+
+    assert is_edgetpu_target(T()) and not is_edgetpu_target(U())
+
+
+# ------------------------------------------------------------------------------------ divergence
+def test_localises_a_perturbed_torch_layer(trained, tmp_path):
+    x = torch.randn(2, 3, 16, 16).numpy()
+    onnx_path = export_onnx(trained, torch.zeros(1, 3, 16, 16), tmp_path / "m.onnx")
+    clean = locate_torch_vs_onnx(trained, onnx_path, x)
+    assert clean.layer is None and clean.compared > 5
+    for name in ("features.3", "fc"):
+        broken = copy.deepcopy(trained)
+        with torch.no_grad():
+            dict(broken.named_modules())[name].weight.mul_(1.3)
+        d = locate_torch_vs_onnx(broken, onnx_path, x)
+        assert d.layer == name, d.summary()
+        assert d.stage == "torch -> ONNX export" and d.matched >= 1
+
+
+def test_localises_a_perturbed_tflite_op(shipped, tmp_path):
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    out = shipped["out"]
+    x = shipped["held"][:1].numpy()
+    assert locate_onnx_vs_tflite(out / "model.onnx", out / "model_fp32.tflite", x).layer is None
+    m = fu.read_model(str(out / "model_fp32.tflite"))
+    g = m.subgraphs[0]
+    convs = [op for op in g.operators if m.operatorCodes[op.opcodeIndex].builtinCode == 3]  # CONV_2D
+    buf = m.buffers[g.tensors[convs[1].inputs[1]].buffer]
+    w = np.frombuffer(bytes(buf.data), np.float32) * 1.5
+    buf.data = np.frombuffer(w.tobytes(), np.uint8)
+    broken = tmp_path / "broken.tflite"
+    fu.write_model(m, str(broken))
+    d = locate_onnx_vs_tflite(out / "model.onnx", broken, x)
+    assert d.layer == "/features/features.3/Conv" and d.closest_type == "CONV_2D", d.summary()
+    assert d.stage == "ONNX -> TFLite (onnx2tf)"
+
+
+class ExportTrap(nn.Module):
+    """Scales by 2 in torch but by 3 inside ONNX export: a stand-in for an exporter bug."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (3.0 if torch.onnx.is_in_onnx_export() else 2.0)
+
+
+def trapped_cnn(num_classes: int = 10) -> nn.Module:
+    m = SmallCNN(n=num_classes, w=8)
+    m.features.insert(6, ExportTrap())  # after the second conv block's ReLU
+    return m
+
+
+def test_convert_reports_failing_artifact_with_layer(tmp_path):
+    torch.manual_seed(0)
+    arts = convert(trapped_cnn().eval(), torch.zeros(1, 3, 16, 16), tmp_path, formats="onnx", measure=False)
+    a = arts[0]
+    assert a.parity_ok is False and "output scale" in a.failures[0]
+    assert a.divergence["layer"] == "features.6" and a.divergence["layer_type"] == "ExportTrap"
+    assert "features.6" in a.failure_line()
+
+
+def test_thresholds_and_formats():
+    t = ParityThresholds.coerce({"int8_top1": 0.5})
+    assert t.int8_top1 == 0.5 and t.fp32_rel == ParityThresholds().fp32_rel
+    ref = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.9]])
+    got = np.array([[3.0, 1.0, 0.0], [0.0, 1.9, 2.0]])
+    p = compare(ref, got)
+    assert ParityThresholds().failures("tflite-int8", p)[0].startswith("top-1 agreement 50.0%")
+    assert t.failures("tflite-int8", p) == []
+    assert ParityThresholds().failures("tflite-fp32", p) and ParityThresholds(fp32_rel=0.1).failures("onnx", p) == []
+    assert ParityThresholds().failures("coreml", p) == []
+    for bad in ({"int8_top1": 1.5}, {"fp32_rel": -1}, {"nope": 1}):
+        with pytest.raises(AutoPruneEdgeError):
+            ParityThresholds.coerce(bad)
+    assert parse_formats("tflite-int8,coreml") == ("onnx", "tflite-int8", "coreml")
+    assert parse_formats(None, default=("tflite-fp32", "tflite-int8")) == ("onnx", "tflite-fp32", "tflite-int8")
+    assert parse_formats("coreml") == ("coreml",)
+    with pytest.raises(AutoPruneEdgeError, match="tflite-int4"):
+        parse_formats("tflite-int4")
+
+
+def test_heldout_never_overlaps_calibration():
+    calib, _ = _data(16, 5)
+    held, _ = _data(8, 6)
+    mixed = torch.cat([held[:5], calib[:3]])
+    kept, dropped = disjoint_heldout(mixed, calib)
+    assert dropped == 3 and len(kept) == 5 and torch.equal(kept, held[:5])
+    with pytest.raises(AutoPruneEdgeError, match="overlap"):
+        disjoint_heldout(calib[:4], calib)
+
+
+# ----------------------------------------------------------------------------------------- build
+def test_build_writes_nothing_on_parity_failure_unless_allowed(tmp_path, capsys):
+    from autoprune_edge.cli import main
+
+    argv = ["build", "--model", "test_ship:trapped_cnn", "--target", "host", "--budget", "1GFLOPs",
+            "--input-size", "16", "--method", "l1", "--pretrain-epochs", "0", "--finetune-epochs", "0",
+            "--formats", "onnx", "--parity-samples", "8", "--out", str(tmp_path), "--name", "t"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    line = [ln for ln in err.splitlines() if ln.startswith("autoprune-edge: error")]
+    assert rc == 2 and len(line) == 1, err
+    assert "onnx (model.onnx)" in line[0] and "features.6" in line[0] and "nothing was written" in line[0]
+    assert not (tmp_path / "t").exists() and not list(tmp_path.iterdir())
+
+    assert main(argv + ["--allow-parity-failure", "--json"]) == 0
+    card = json.loads((tmp_path / "t" / "model_card.json").read_text())
+    assert card["parity"]["failing"] == ["onnx"] and card["parity"]["all_ok"] is False
+    onnx = card["artifacts"][0]
+    assert onnx["parity_ok"] is False and onnx["divergence"]["layer"] == "features.6"
+    assert card["formats"] == {"shipped": ["onnx"], "chosen_by": "--formats"}
+    assert card["parity"]["n"] == 8 and card["parity"]["thresholds"]["fp32_rel"] == 1e-3
+    from autoprune_edge.targets import list_targets
+
+    pred = card["predicted"]  # the chosen target plus every shipped profile
+    assert set(pred) >= {t.name for t in list_targets()} and pred["host"]["chosen"]
+    assert all(("error" in r) or r["by_precision"][r["precision"]]["latency_ms"] > 0 for r in pred.values())
+    assert card["data"]["spec"] == "synthetic" and card["preprocessing"]["tflite_layout"] is None
+    assert "FAIL" in (tmp_path / "t" / "report.md").read_text()
+    assert "Parity failures" in (tmp_path / "t" / "report.html").read_text()
+    with pytest.raises(ParityError):
+        from autoprune_edge.pipeline import build
+
+        build(model="test_ship:trapped_cnn", target="host", budget="1GFLOPs", input_size=16, method="l1",
+              pretrain_epochs=0, finetune_epochs=0, formats="onnx", parity_samples=4, out_dir=tmp_path / "p",
+              name="t")
+    assert not (tmp_path / "p" / "t").exists()
+
+
