@@ -34,7 +34,6 @@ class _Layer:
 class GroupCostModel:
     def __init__(self, graph: PruningGraph) -> None:
         self.sizes = torch.tensor([float(g.size) for g in graph.groups])
-        by_name = {layer.name: layer for layer in graph.layers}
         out_terms: dict[str, list] = {}
         in_terms: dict[str, list] = {}
         norm_terms: dict[str, list] = {}

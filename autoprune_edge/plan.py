@@ -78,6 +78,7 @@ def load_pruned(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise WeightsError(f"{weights} does not match the plan: {first[1].strip() if len(first) > 1 else first[0]}") from e
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise WeightsError(f"{weights} does not match the plan: {detail}") from e
     model.eval()
     return model, plan

@@ -62,9 +62,9 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
 
     if not fits(_threshold_keep(scores, 1)):
         b = budgets[0]
+        floor = float(cost([torch.zeros_like(s) for s in scores])[b.kind])
         raise BudgetUnreachableError(f"budget {b.text} cannot be reached even with one weight left "
-                                     f"({format_budget_value(b.kind, float(cost([torch.zeros_like(s) for s in scores])[b.kind]))}"
-                                     " in biases and norms)")
+                                     f"({format_budget_value(b.kind, floor)} in biases and norms)")
     lo, hi = 1, total
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -82,7 +82,8 @@ def main() -> None:
             ratios.append(b / a)
         rows.append({"model": name, "batch": bs, "input": f"{c}x{s}x{s}", "plain_ms": 1e3 * statistics.median(tp),
                      "gated_ms": 1e3 * statistics.median(tg), "ratio_median": statistics.median(ratios),
-                     "ratio_p25": statistics.quantiles(ratios, n=4)[0], "ratio_p75": statistics.quantiles(ratios, n=4)[2],
+                     "ratio_p25": statistics.quantiles(ratios, n=4)[0],
+                     "ratio_p75": statistics.quantiles(ratios, n=4)[2],
                      "pairs": args.pairs})
         print(rows[-1], flush=True)
     md = ["# AutoPrune gate overhead per training step", "",

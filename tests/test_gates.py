@@ -1,13 +1,11 @@
 """AutoPrune gate math on hand-computed values, recoverability, gated == compacted, budget landing."""
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from autoprune_edge.autoprune import AutoPruneConfig, structured_costs, train_gates
+from autoprune_edge.autoprune import AutoPruneConfig, train_gates
 from autoprune_edge.budget import parse_budgets
-from autoprune_edge.cost import GroupCostModel
 from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeight, WeightGates, ste_derivative
 from autoprune_edge.graph import PruningGraph
 from autoprune_edge.profiles.counting import count_macs
