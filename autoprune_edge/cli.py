@@ -114,7 +114,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .outputs import check_writable, staged_dir
     from .pipeline import _first_conv_channels, _input_size_for, _num_outputs
     from .plan import save_pruned
-    from .prune import prune
+    from .pruning import prune
 
     budgets = parse_budgets(args.budget)
     dest = check_writable(Path(args.out))
@@ -285,30 +285,85 @@ def _profile_tflite(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .profiles.profile import profile
+    from .profiles.compare import compare, plot_compare
 
     model, input_shape, _ = _load_model_ref(args.model, weights=args.weights, input_shape=_parse_shape(args.input_shape))
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not names:
         raise AutoPruneEdgeError("--targets is empty; pass e.g. --targets raspberrypi4,host")
-    rows = []
-    for name in names:
-        p = profile(model, input_shape, name, precision=args.precision)
-        rows.append({"target": name, "latency_ms": p.latency_ms, "peak_memory_bytes": p.peak_memory_bytes,
-                     "model_bytes": p.model_bytes, "macs": p.macs, "threads": p.threads})
+    rows = compare(model, input_shape, names, precision=args.precision, budgets=args.budget)
+    plot = str(plot_compare(rows, args.plot, title=f"{args.model}: predicted cost per target")) if args.plot else None
 
     def human() -> None:
         from rich.table import Table
 
-        t = Table(title=f"{args.model} ({args.precision}) — predicted per target")
-        for col in ("target", "latency", "peak RAM", "model file", "threads"):
+        t = Table(title=f"{args.model} {tuple(input_shape)} — predicted per target")
+        for col in ("target", "precision", "latency", "peak RAM", "model file", "fits device", "within budget"):
             t.add_column(col, justify="right")
         for r in rows:
-            t.add_row(r["target"], f"{r['latency_ms']:.2f} ms", f"{r['peak_memory_bytes'] / 1024:.0f} KiB",
-                      f"{r['model_bytes'] / 1e6:.2f} MB", str(r["threads"]))
-        _console().print(t)
+            budget = "–" if r.within_budget is None else ("[green]yes[/]" if r.within_budget else "[red]no[/]")
+            t.add_row(r.target, r.precision + (f" ({r.threads}T)" if r.threads > 1 else ""),
+                      f"{r.latency_ms:.2f} ms", f"{r.peak_memory_bytes / 1024:.0f} KiB",
+                      f"{r.model_bytes / 1e6:.2f} MB", "[green]yes[/]" if r.fits_device else "[red]no[/]", budget)
+        c = _console()
+        c.print(t)
+        for r in rows:
+            for msg in [r.note] + [ch.describe() for ch in r.budget_checks if not ch.ok] + r.warnings:
+                if msg:
+                    c.print(f"[yellow]{r.target}:[/] {msg}")
+        if plot:
+            c.print(f"[bold green]wrote[/] {plot}")
 
-    _out(args, {"model": args.model, "input_shape": list(input_shape), "targets": rows}, human)
+    _out(args, {"model": args.model, "input_shape": list(input_shape), "targets": [r.to_dict() for r in rows],
+                "plot": plot}, human)
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .profiles.measure import measure
+
+    doc = measure(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup, delegate=args.delegate,
+                  out=args.out, append=args.append)
+    summary = {"out": args.out, "device": doc["device"],
+               "measurements": [{k: m[k] for k in ("model", "precision", "threads", "median_ms", "p10_ms", "p90_ms", "macs")}
+                                for m in doc["measurements"]]}
+
+    def human() -> None:
+        c = _console()
+        d = doc["device"]
+        c.print(f"{d.get('cpu', '?')} ({d.get('machine', '?')}, {d.get('cpu_count', '?')} CPUs), {d.get('runtime', '?')}")
+        for m in summary["measurements"]:
+            c.print(f"  {m['model']}: {m['precision']}, {m['threads']} thread(s): median {m['median_ms']:.3f} ms "
+                    f"(p10 {m['p10_ms']:.3f}, p90 {m['p90_ms']:.3f}), {m['macs'] / 1e6:.1f} M MACs")
+        if args.out:
+            c.print(f"[bold green]wrote[/] {args.out} (feed it to 'autoprune-edge calibrate --target T --measurements {args.out}')")
+
+    _out(args, summary, human)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .profiles.calibrate import calibrate
+
+    res = calibrate(args.target, args.measurements, out=args.out, statistic=args.statistic, quick=args.quick)
+
+    def human() -> None:
+        from rich.table import Table
+
+        c = _console()
+        c.print(f"calibrated {res.target.name} from {res.n} measurements ({res.source})")
+        t = Table(title="fitted numbers")
+        for col in ("key", "before", "after"):
+            t.add_column(col, justify="right")
+        for k, (a, b) in res.fitted.items():
+            t.add_row(k, f"{a:.4g}", f"{b:.4g}")
+        c.print(t)
+        c.print(f"error on the measurements: MAPE {res.mape('before'):.1f}% before, {res.mape('after'):.1f}% after")
+        for s in res.skipped:
+            c.print(f"[yellow]skipped:[/] {s}")
+        c.print(f"[bold green]wrote[/] {res.out} (use it with --target {res.out})")
+
+    _out(args, res.summary(), human)
     return 0
 
 
@@ -480,10 +535,36 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("model")
     cp.add_argument("--targets", required=True, help="comma list, e.g. raspberrypi4,host")
     cp.add_argument("--input-shape")
-    cp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    cp.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                    help="default: each target's own default precision (int8 on the Edge TPU and MCUs)")
+    cp.add_argument("--budget", action="append", help="e.g. 25ms, 512KB, 4MB; repeat or comma-separate")
+    cp.add_argument("--plot", help="write a bar chart PNG here")
     cp.add_argument("--weights")
     _common(cp)
     cp.set_defaults(func=cmd_compare)
+
+    me = sub.add_parser("measure", help="time .tflite files with LiteRT here and record what 'calibrate' needs "
+                                        "(needs only numpy + ai-edge-litert: run it on the device)")
+    me.add_argument("models", nargs="+", help=".tflite file(s)")
+    me.add_argument("--threads", type=int, default=1)
+    me.add_argument("--runs", type=int, default=50)
+    me.add_argument("--warmup", type=int, default=10)
+    me.add_argument("--delegate", help="external delegate library to load, e.g. libedgetpu.so.1")
+    me.add_argument("--out", help="write the measurements JSON here")
+    me.add_argument("--append", action="store_true", help="add to an existing --out file instead of replacing it")
+    _common(me)
+    me.set_defaults(func=cmd_measure)
+
+    ca = sub.add_parser("calibrate", help="refit a target profile to measured latencies and write a new TOML")
+    ca.add_argument("--target", required=True, help="profile to refit (name or .toml path)")
+    ca.add_argument("--measurements", help="JSON written by 'measure' on the device (default for host: "
+                                           "time a microbenchmark here)")
+    ca.add_argument("--out", help="new profile TOML (default: TARGET-calibrated.toml)")
+    ca.add_argument("--statistic", choices=["median_ms", "p10_ms", "min_ms", "mean_ms"],
+                    help="which latency statistic to fit (default: median_ms; p10_ms for the host microbenchmark)")
+    ca.add_argument("--quick", action="store_true", help="host microbenchmark: fewer networks")
+    _common(ca)
+    ca.set_defaults(func=cmd_calibrate)
 
     t = sub.add_parser("targets", help="list target profiles, or 'targets show NAME'")
     t.add_argument("action", nargs="?", choices=["list", "show"])

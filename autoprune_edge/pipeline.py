@@ -317,7 +317,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     from .data import calibration_batch, heldout_batch, load_data
     from .models import build_model, load_weights
     from .plan import save_pruned
-    from .prune import prune
+    from .pruning import prune
     from .report import write_report
     from .targets import load_target
     from .train import TrainConfig, train

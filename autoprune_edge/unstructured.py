@@ -81,7 +81,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     from .checkpoint import NONE
 
     ckpt = ckpt or NONE
-    from .prune import FAST_KINDS, PruneResult
+    from .pruning import FAST_KINDS, PruneResult
 
     if any(b.kind not in FAST_KINDS for b in budgets):
         raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")

@@ -27,7 +27,7 @@ from autoprune_edge.data import load_data  # noqa: E402
 from autoprune_edge.layers import custom_pruners_for  # noqa: E402
 from autoprune_edge.models import build_model, load_weights  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
-from autoprune_edge.prune import prune  # noqa: E402
+from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
 from benchmarks.common import Timer, md_table, shared, write_results  # noqa: E402
 

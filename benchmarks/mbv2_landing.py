@@ -21,7 +21,7 @@ from autoprune_edge.autoprune import AutoPruneConfig  # noqa: E402
 from autoprune_edge.data import load_data  # noqa: E402
 from autoprune_edge.models import build_model  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
-from autoprune_edge.prune import prune  # noqa: E402
+from autoprune_edge.pruning import prune  # noqa: E402
 from benchmarks.common import Timer, md_table, write_results  # noqa: E402
 
 

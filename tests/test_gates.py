@@ -9,7 +9,7 @@ from autoprune_edge.budget import parse_budgets
 from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeight, WeightGates, ste_derivative
 from autoprune_edge.graph import PruningGraph
 from autoprune_edge.profiles.counting import count_macs
-from autoprune_edge.prune import prune
+from autoprune_edge.pruning import prune
 from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
 
 

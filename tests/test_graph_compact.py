@@ -10,7 +10,7 @@ from autoprune_edge.graph import PruningGraph
 from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
 from autoprune_edge.profiles.counting import count_macs, count_params
-from autoprune_edge.prune import check_equivalence, prune
+from autoprune_edge.pruning import check_equivalence, prune
 from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
 
 NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8))]

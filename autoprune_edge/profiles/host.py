@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 
 
-def _interpreter_class():
+def _interpreter_module():
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter as mod
     except ImportError:
         try:  # older boards: the stand-alone runtime
-            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+            from tflite_runtime import interpreter as mod  # type: ignore[no-redef]
         except ImportError as e:
             raise ImportError("no TFLite interpreter found; pip install ai-edge-litert") from e
-    return Interpreter
+    return mod
+
+
+def _interpreter_class():
+    return _interpreter_module().Interpreter
 
 
 @dataclass
@@ -51,15 +55,24 @@ def _random_input(shape: list[int], dtype: np.dtype, rng: np.random.Generator) -
     return rng.standard_normal(shape).astype(dtype)
 
 
-def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int = 10, seed: int = 0) -> Measurement:
-    """Time ``invoke()`` alone (perf_counter) over ``runs`` calls after ``warmup`` calls, on random input."""
+def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int = 10, seed: int = 0,
+                   delegate: str | None = None) -> Measurement:
+    """Time ``invoke()`` alone (perf_counter) over ``runs`` calls after ``warmup`` calls, on random input.
+
+    ``delegate``: path of an external delegate library to load (e.g. ``libedgetpu.so.1`` for a Coral
+    Edge TPU); by default the interpreter's own kernels with XNNPACK run.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"TFLite file {path} does not exist")
     if runs < 1:
         raise ValueError("runs must be >= 1")
-    Interpreter = _interpreter_class()
-    it = Interpreter(model_path=str(path), num_threads=int(threads))
+    mod = _interpreter_module()
+    if delegate:
+        it = mod.Interpreter(model_path=str(path), num_threads=int(threads),
+                             experimental_delegates=[mod.load_delegate(delegate)])
+    else:
+        it = mod.Interpreter(model_path=str(path), num_threads=int(threads))
     it.allocate_tensors()
     rng = np.random.default_rng(seed)
     for d in it.get_input_details():

@@ -29,7 +29,7 @@ import math
 
 from ..targets import Target, resolve_target
 from ..targets.schema import PrecisionCompute
-from .layers import CONV_CLASSES, conv_op_class
+from .opclass import CONV_CLASSES, conv_op_class
 
 
 def round_up(n: int, multiple: int) -> int:

@@ -24,17 +24,16 @@ elementwise add/sub/mul absorbs a following ReLU/ReLU6 (TFLite ADD's fused activ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
-OP_CLASSES = ("conv3x3", "conv1x1", "depthwise", "grouped", "fc", "pool", "elementwise", "norm", "act", "free")
-CONV_CLASSES = ("conv3x3", "conv1x1", "depthwise", "grouped")
+from .opclass import CONV_CLASSES, OP_CLASSES, conv_op_class  # noqa: F401 (re-exported)
 
 # aten ops (overload packet names) that only re-describe memory: no kernel, no new tensor.
 _FREE_ATEN = {
@@ -68,6 +67,8 @@ _IGNORE_ATEN = {
     "sym_size", "sym_numel", "sym_stride", "_local_scalar_dense", "item", "is_same_size", "empty_strided",
 }
 _ELEMENTWISE_BINARY = {"add", "add_", "sub", "sub_", "mul", "mul_"}
+# views along the channel dim that the converted TFLite graph materialises (SPLIT / STRIDED_SLICE copies)
+_CHANNEL_SLICES = {"split", "split_with_sizes", "slice", "narrow", "chunk", "unbind"}
 
 
 def _sdpa_macs(args: tuple) -> int:
@@ -106,6 +107,11 @@ class LayerInfo:
     bias_elements: int = 0
     fusable_act: bool = False  # an activation TFLite fuses into the producing conv/fc/add
     folds_bn: bool = False  # a norm that folds into a preceding conv/fc (BatchNorm)
+    op: str = ""  # the TFLite builtin this op becomes (see tflite_op_name); composites get their own name
+    max_nonunit_dims: int = 0  # most dims > 1 of any activation tensor it reads or writes
+    padding: tuple[int, int] = (0, 0)  # conv / pool padding (rows, cols)
+    in_hw: tuple[int, int] = (1, 1)  # spatial size of the (first) activation input
+    copy_elements: int = 0  # a view in torch that the TFLite graph materialises (channel slice / split)
 
 
 @dataclass
@@ -141,18 +147,6 @@ class Kernel:
 # --------------------------------------------------------------------------------------------------
 # classification helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def conv_op_class(cin: int, cout: int, kernel: tuple[int, ...] | int, groups: int) -> str:
-    """Op class of a convolution from its channel counts, kernel size and groups."""
-    ks = (kernel,) if isinstance(kernel, int) else tuple(kernel)
-    if groups > 1 and groups == cin and cout % cin == 0:
-        return "depthwise"
-    if groups > 1:
-        return "grouped"
-    if all(k == 1 for k in ks):
-        return "conv1x1"
-    return "conv3x3"
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -255,6 +249,91 @@ def _aten_fusable(name: str, args: tuple) -> bool:
     return False
 
 
+# Canonical op names: the TFLite builtin each torch op becomes after conversion (composites, which the
+# converter lowers to several builtins, keep one descriptive name). Delegate support lists in target
+# profiles (``[accelerator] unsupported_ops``) use these names.
+_ACT_OPS = {
+    "relu": "RELU", "relu_": "RELU", "relu6": "RELU6", "hardtanh": "RELU6", "hardtanh_": "RELU6",
+    "clamp": "RELU6", "clamp_": "RELU6", "clamp_min": "RELU", "clamp_min_": "RELU",
+    "sigmoid": "LOGISTIC", "sigmoid_": "LOGISTIC", "hardswish": "HARD_SWISH", "hardswish_": "HARD_SWISH",
+    "hardsigmoid": "HARD_SWISH", "hardsigmoid_": "HARD_SWISH", "silu": "SILU", "silu_": "SILU",
+    "gelu": "GELU", "gelu_": "GELU", "tanh": "TANH", "tanh_": "TANH", "leaky_relu": "LEAKY_RELU",
+    "leaky_relu_": "LEAKY_RELU", "elu": "ELU", "elu_": "ELU", "prelu": "PRELU", "_prelu_kernel": "PRELU",
+    "mish": "ELEMENTWISE", "mish_": "ELEMENTWISE", "softplus": "ELEMENTWISE",
+}
+_MODULE_OPS: list[tuple[type, str]] = [
+    (nn.ReLU, "RELU"), (nn.ReLU6, "RELU6"), (nn.Hardtanh, "RELU6"), (nn.Sigmoid, "LOGISTIC"),
+    (nn.Hardswish, "HARD_SWISH"), (nn.Hardsigmoid, "HARD_SWISH"), (nn.SiLU, "SILU"), (nn.GELU, "GELU"),
+    (nn.Tanh, "TANH"), (nn.LeakyReLU, "LEAKY_RELU"), (nn.PReLU, "PRELU"), (nn.ELU, "ELU"),
+    (nn.Mish, "ELEMENTWISE"), (nn.Softplus, "ELEMENTWISE"),
+    (nn.Linear, "FULLY_CONNECTED"), (nn.Bilinear, "FULLY_CONNECTED"),
+    (nn.modules.batchnorm._BatchNorm, "BATCH_NORM"), (nn.LayerNorm, "LAYER_NORM"), (nn.GroupNorm, "GROUP_NORM"),
+    (nn.modules.instancenorm._InstanceNorm, "GROUP_NORM"),
+    (nn.modules.pooling._MaxPoolNd, "MAX_POOL_2D"), (nn.modules.pooling._AvgPoolNd, "AVERAGE_POOL_2D"),
+    (nn.modules.pooling._AdaptiveAvgPoolNd, "MEAN"), (nn.modules.pooling._AdaptiveMaxPoolNd, "REDUCE_MAX"),
+    (nn.Softmax, "SOFTMAX"), (nn.LogSoftmax, "LOG_SOFTMAX"), (nn.Upsample, "RESIZE_BILINEAR"),
+    (nn.modules.padding._ReflectionPadNd, "PAD"), (nn.modules.padding._ConstantPadNd, "PAD"),
+    (nn.modules.padding._ReplicationPadNd, "PAD"), (nn.PixelShuffle, "DEPTH_TO_SPACE"),
+    (nn.PixelUnshuffle, "SPACE_TO_DEPTH"), (nn.Embedding, "GATHER"), (nn.EmbeddingBag, "GATHER"),
+    (nn.LSTM, "LSTM"), (nn.Conv3d, "CONV_3D"),
+]
+_ATEN_OPS = {
+    "add": "ADD", "add_": "ADD", "sub": "SUB", "sub_": "SUB", "rsub": "SUB", "mul": "MUL", "mul_": "MUL",
+    "div": "DIV", "div_": "DIV", "maximum": "MAXIMUM", "minimum": "MINIMUM", "cat": "CONCATENATION",
+    "stack": "CONCATENATION", "max_pool2d": "MAX_POOL_2D", "max_pool2d_with_indices": "MAX_POOL_2D",
+    "avg_pool2d": "AVERAGE_POOL_2D", "adaptive_avg_pool2d": "MEAN", "_adaptive_avg_pool2d": "MEAN",
+    "mean": "MEAN", "sum": "SUM", "amax": "REDUCE_MAX", "adaptive_max_pool2d": "REDUCE_MAX",
+    "_softmax": "SOFTMAX", "softmax": "SOFTMAX", "_log_softmax": "LOG_SOFTMAX", "log_softmax": "LOG_SOFTMAX",
+    "constant_pad_nd": "PAD", "pad": "PAD", "reflection_pad2d": "PAD", "upsample_bilinear2d": "RESIZE_BILINEAR",
+    "upsample_nearest2d": "RESIZE_NEAREST_NEIGHBOR", "exp": "EXP", "native_layer_norm": "LAYER_NORM",
+    "native_group_norm": "GROUP_NORM", "pixel_shuffle": "DEPTH_TO_SPACE", "pixel_unshuffle": "SPACE_TO_DEPTH",
+    "embedding": "GATHER", "index_select": "GATHER", "gather": "GATHER",
+}
+
+
+def _conv_op(groups: int, cin: int, cout: int, ndim_kernel: int, transposed: bool) -> str:
+    if transposed:
+        return "TRANSPOSE_CONV"
+    if ndim_kernel >= 3:
+        return "CONV_3D"
+    if groups > 1 and groups == cin and cout % cin == 0:
+        return "DEPTHWISE_CONV_2D"
+    return "CONV_2D"
+
+
+def _module_op(m: nn.Module, op_class: str) -> str:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return _conv_op(m.groups, m.in_channels, m.out_channels, len(m.kernel_size),
+                        isinstance(m, nn.modules.conv._ConvTransposeNd))
+    for cls, op in _MODULE_OPS:
+        if isinstance(m, cls):
+            return op
+    return {"fc": "FULLY_CONNECTED", "pool": "MEAN", "free": "RESHAPE"}.get(op_class, "ELEMENTWISE")
+
+
+def _aten_op(name: str, args: tuple, op_class: str, in_ts: list) -> str:
+    if name in _CONV_ATEN:
+        w = args[1]
+        groups = int(args[8]) if len(args) > 8 else 1
+        transposed = bool(args[6]) if len(args) > 6 else False
+        return _conv_op(groups, int(w.shape[1]) * groups, int(w.shape[0]), w.dim() - 2, transposed)
+    if name in _FC_ATEN:
+        return "FULLY_CONNECTED" if name in ("addmm", "linear") else "BATCH_MATMUL"
+    if name in _ACT_OPS:
+        return _ACT_OPS[name]
+    if name in ("clone", "_to_copy", "copy", "copy_") and in_ts and not in_ts[0].is_contiguous():
+        return "TRANSPOSE"  # a permuted view materialised: the converted graph has a TRANSPOSE here
+    if name in _NORM_ATEN:
+        return "BATCH_NORM" if "batch" in name else _ATEN_OPS.get(name, "LAYER_NORM")
+    if op_class == "free":
+        return "RESHAPE"
+    return _ATEN_OPS.get(name, "ELEMENTWISE")
+
+
+def _nonunit_dims(ts: list) -> int:
+    return max((sum(1 for d in t.shape if d > 1) for t in ts), default=0)
+
+
 # --------------------------------------------------------------------------------------------------
 # the tracer
 # --------------------------------------------------------------------------------------------------
@@ -272,6 +351,27 @@ def _skey(t: torch.Tensor) -> int:
         return id(t)
 
 
+# The MAC-heavy ops are not computed while tracing: their output shape comes from running them on meta
+# tensors, and the output itself is left uninitialised (denormals are flushed while tracing). Tracing a 224x224 MobileNetV2 then costs ≈0.1 s whatever the
+# machine's load (a real forward pass with random weights can also hit slow denormal arithmetic).
+_SHAPE_ONLY = {"convolution", "_convolution", "mkldnn_convolution", "_slow_conv2d_forward", "mm", "addmm", "bmm",
+               "baddbmm", "convolution_overrideable"}
+
+
+def _zeros_like_output(func, args, kwargs):
+    def to_meta(x):
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta") if isinstance(x, torch.Tensor) else x
+
+    margs, mkwargs = tree_map(to_meta, (args, kwargs))
+    meta_out = func(*margs, **mkwargs)
+    device = next((a.device for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)), None)
+
+    def materialise(x):  # uninitialised: the values are never used for anything but shapes
+        return torch.empty(x.shape, dtype=x.dtype, device=device) if isinstance(x, torch.Tensor) else x
+
+    return tree_map(materialise, meta_out)
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, tracer: "_Tracer"):
         super().__init__()
@@ -279,7 +379,10 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if func._overloadpacket.__name__ in _SHAPE_ONLY:
+            out = _zeros_like_output(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         tr = self.tracer
         macs = 0
         packet = func._overloadpacket
@@ -355,6 +458,8 @@ class _Tracer:
         layer.outputs = ids
         if outs:
             layer.out_elements = int(outs[0].numel())
+        acts = [t for t in inputs_ts if _skey(t) in self.storage_to_tensor and _skey(t) not in self.param_storages]
+        layer.max_nonunit_dims = _nonunit_dims(acts + [t for t in outs if _skey(t) not in self.param_storages])
         self.layers.append(layer)
 
     # ---- leaf modules
@@ -385,6 +490,12 @@ class _Tracer:
             macs=macs,
             in_elements=in_elems,
         )
+        in_ts = _tensors((args, kwargs))
+        if (layer.op_class == "elementwise" and macs == 0 and len(outs) == 1 and not isinstance(module, _ACT_MODULES)
+                and any(_skey(t) == _skey(outs[0]) and t.shape == outs[0].shape for t in in_ts)):
+            layer.op_class = "free"  # returns its input unchanged (StochasticDepth in eval, custom identities)
+        if in_ts and in_ts[0].dim() >= 4:
+            layer.in_hw = (int(in_ts[0].shape[-2]), int(in_ts[0].shape[-1]))
         own = list(module.parameters(recurse=False))
         layer.weight_elements = sum(int(p.numel()) for p in own)
         bias = getattr(module, "bias", None)
@@ -397,6 +508,8 @@ class _Tracer:
             layer.groups = module.groups
             layer.kernel = _pair(module.kernel_size)
             layer.stride = _pair(module.stride)
+            if isinstance(module.padding, (tuple, list, int)):
+                layer.padding = _pair(module.padding)
         elif isinstance(module, nn.Linear):
             layer.in_channels, layer.out_channels = module.in_features, module.out_features
             if outs:
@@ -407,12 +520,16 @@ class _Tracer:
             if k is not None:
                 layer.kernel = _pair(k)
                 layer.stride = _pair(getattr(module, "stride", None) or k)
+                pad = getattr(module, "padding", 0)
+                if isinstance(pad, (int, tuple, list)):
+                    layer.padding = _pair(pad)
         elif layer.op_class == "fc" and outs:  # unknown leaf with MACs
             layer.out_channels = int(outs[0].shape[-1]) if outs[0].dim() else 1
         if outs and outs[0].dim() >= 2 and layer.out_channels is None:
             layer.out_channels = layer.in_channels = int(outs[0].shape[1])
         layer.fusable_act = layer.op_class == "act" and _fusable_module(module)
         layer.folds_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        layer.op = _module_op(module, layer.op_class)
         self.add_layer(layer, outs, _tensors((args, kwargs)))
 
     # ---- functional ops outside leaves
@@ -451,6 +568,9 @@ class _Tracer:
             layer.in_channels = int(w.shape[1]) * layer.groups
             layer.kernel = _pair(tuple(w.shape[2:]) or 1)
             layer.stride = _pair(args[3]) if len(args) > 3 else (1, 1)
+            layer.padding = _pair(args[4]) if len(args) > 4 and not isinstance(args[4], str) else (0, 0)
+            if isinstance(args[0], torch.Tensor) and args[0].dim() >= 4:
+                layer.in_hw = (int(args[0].shape[-2]), int(args[0].shape[-1]))
             layer.bias_elements = int(args[2].numel()) if len(args) > 2 and isinstance(args[2], torch.Tensor) else 0
         elif op_class == "fc" and outs:
             o = outs[0]
@@ -462,10 +582,22 @@ class _Tracer:
         elif op_class == "pool" and name in ("avg_pool2d", "max_pool2d", "max_pool2d_with_indices"):
             layer.kernel = _pair(args[1])
             layer.stride = _pair(args[2]) if len(args) > 2 and args[2] else layer.kernel
+            layer.padding = _pair(args[3]) if len(args) > 3 else (0, 0)
+            if args[0].dim() >= 4:
+                layer.in_hw = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        elif op_class == "free" and name in _CHANNEL_SLICES and in_ts and in_ts[0].dim() >= 3:
+            dim = int(args[1]) if len(args) > 1 and isinstance(args[1], int) else 0
+            if name == "slice" and len(args) < 2:
+                dim = 0
+            dim = dim % in_ts[0].dim()
+            if dim == 1 and sum(int(o.shape[1]) for o in outs[:1]) < int(in_ts[0].shape[1]):
+                layer.copy_elements = sum(int(o.numel()) for o in outs)
+                layer.op = "STRIDED_SLICE"
         if outs and outs[0].dim() >= 2 and layer.out_channels is None:
             layer.out_channels = layer.in_channels = int(outs[0].shape[1])
         layer.fusable_act = op_class == "act" and _aten_fusable(name, args)
         layer.folds_bn = name in ("native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm")
+        layer.op = layer.op or _aten_op(name, args, op_class, [t for t in in_ts if _skey(t) not in self.param_storages])
         self.add_layer(layer, outs, in_ts)
 
     # ---- container bookkeeping (only for naming functional ops)
@@ -502,11 +634,17 @@ def trace_layers(model: nn.Module, example: torch.Tensor | tuple[int, ...]) -> T
     # nn.MultiheadAttention's fused inference fast path is one opaque op; take the decomposed path
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    flush = torch.set_flush_denormal(True)  # garbage activations must not hit slow denormal arithmetic
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the remaining ops are cheap; thread barriers on a loaded machine are not
     try:
         with _Recorder(tracer):
             output = model(example)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+        torch.set_num_threads(n_threads)
+        if flush:
+            torch.set_flush_denormal(False)
         model.train(was_training)
         for h in handles:
             h.remove()
@@ -534,10 +672,12 @@ def consumers(trace: Trace) -> dict[int, list[int]]:
     return cons
 
 
-def fuse(trace: Trace) -> tuple[list[Kernel], dict[int, int]]:
+def fuse(trace: Trace, fuse_all_activations: bool = False) -> tuple[list[Kernel], dict[int, int]]:
     """Group layers into runtime kernels. Returns the kernels and a map layer index -> kernel index.
 
-    ``free`` layers belong to no kernel (they are absent from the map).
+    ``free`` layers belong to no kernel (they are absent from the map). TFLite fuses only ReLU/ReLU6
+    (and ReLU_N1_TO_1); ``fuse_all_activations`` (TensorRT, Core ML) fuses any activation that follows
+    a conv / fc / binary elementwise op.
     """
     cons = consumers(trace)
     kernels: list[Kernel] = []
@@ -557,7 +697,7 @@ def fuse(trace: Trace) -> tuple[list[Kernel], dict[int, int]]:
                     # BatchNorm folds into a conv/fc that has no activation fused yet
                     if head.op_class in CONV_CLASSES + ("fc",) and "act" not in member_classes and "norm" not in member_classes:
                         target_k = k
-                elif layer.op_class == "act" and layer.fusable_act:
+                elif layer.op_class == "act" and (layer.fusable_act or fuse_all_activations):
                     fusable_head = head.op_class in CONV_CLASSES + ("fc",) or (
                         head.op_class == "elementwise" and head.kind.split(".")[-1] in _ELEMENTWISE_BINARY
                     )

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..targets import Target, resolve_target
-from .latency import layer_work, roofline_ms, weight_bytes
+from .kernels import KernelCost, LatencyEstimate, estimate, kernel_ms
+from .latency import weight_bytes
 from .layers import CONV_CLASSES, Trace, fuse, trace_layers
 from .memory import buffers_from_kernels, plan_arena
 
@@ -44,6 +45,8 @@ class LayerProfile:
     stride: tuple[int, int] = (1, 1)
     out_hw: tuple[int, int] = (1, 1)
     fused_into: str | None = None  # head layer name when folded/fused into another kernel
+    op: str = ""  # TFLite builtin (or composite) name
+    runs_on: str = ""  # "accelerator" or "cpu" on a target with an [accelerator]; "" otherwise
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Profile:
     macs: int
     params: int
     latency_ms: float
-    peak_memory_bytes: int  # activation arena + model weights
+    peak_memory_bytes: int  # activation arena + model weights (when they live in RAM) + runtime overhead
     model_bytes: int  # predicted file size of the converted model at this precision
     layers: list[LayerProfile]
     target: str
@@ -61,20 +64,27 @@ class Profile:
     padded_macs: int = 0
     arena_bytes: int = 0  # planned activation arena
     activation_lower_bound_bytes: int = 0  # max over time of live activations (planner-independent)
-    weights_bytes: int = 0  # model weights resident in RAM (= model_bytes; the file is mmapped)
+    weights_bytes: int = 0  # model weights resident in RAM (= model_bytes, or 0 when they stay in flash)
     kernels: int = 0  # runtime kernels after fusion
+    warnings: list[str] = field(default_factory=list)  # RAM/storage overflow, accelerator fallbacks, SRAM spill
+    fits: bool = True  # peak RAM <= device RAM and model file <= device storage
+    ram_bytes: int = 0  # the device's RAM
+    storage_bytes: int = 0  # the device's storage (flash on an MCU)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.target} {self.precision} {self.threads}T: {self.latency_ms:.2f} ms, "
             f"{self.macs / 1e6:.1f}M MACs, {self.params / 1e6:.3f}M params, "
             f"peak RAM {self.peak_memory_bytes / 2**20:.2f} MiB "
             f"(arena {self.arena_bytes / 2**20:.2f} MiB), file {self.model_bytes / 2**20:.2f} MiB"
         )
+        if not self.fits:
+            text += " — does NOT fit the device"
+        return text
 
 
 def _model_bytes(trace: Trace, kernels, precision: str) -> int:
@@ -94,20 +104,140 @@ def _model_bytes(trace: Trace, kernels, precision: str) -> int:
     return int(total)
 
 
+def _fmt_bytes(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.2f} MiB"
+    return f"{n / 2**10:.1f} KiB"
+
+
+# Composite ops the TFLite converter lowers into several element-wise builtins (passes over the tensor).
+_TFLITE_PASSES = {"SILU": 2, "BATCH_NORM": 2, "LAYER_NORM": 6, "GROUP_NORM": 6}
+
+
+def _needs_explicit_pad(layer) -> bool:
+    """onnx2tf writes an explicit PAD before a strided conv/pool when torch's symmetric padding differs
+    from TFLite's SAME padding (even input size, stride > 1)."""
+    if layer.op_class not in CONV_CLASSES + ("pool",) or layer.stride == (1, 1) or layer.padding == (0, 0):
+        return False
+    h, w = layer.in_hw
+    return (layer.stride[0] > 1 and h % 2 == 0 and layer.padding[0] > 0) or (layer.stride[1] > 1 and w % 2 == 0 and layer.padding[1] > 0)
+
+
+def kernel_costs(trace: Trace, kernels, tflite_graph: bool = True,
+                 explicit_pads: bool = True) -> tuple[list[KernelCost], list[int]]:
+    """The cost model's view of the runtime kernels, in execution order, and for each the index of the
+    layer it belongs to. ``tflite_graph`` adds what a TFLite graph has beyond the fused torch ops:
+    materialised channel slices, and several element-wise passes for SiLU / unfused BatchNorm /
+    LayerNorm; ``explicit_pads`` the PADs onnx2tf writes before strided convs (see _needs_explicit_pad)."""
+    numel = {t.id: t.numel for t in trace.tensors.values()}
+    out: list[KernelCost] = []
+    owner: list[int] = []
+    by_head = {k.head: k for k in kernels}
+    for layer in trace.layers:
+        if tflite_graph and layer.op_class == "free" and layer.copy_elements:
+            out.append(KernelCost(name=layer.name, op=layer.op, op_class="elementwise", in_elements=layer.copy_elements,
+                                  out_elements=layer.copy_elements, max_nonunit_dims=layer.max_nonunit_dims))
+            owner.append(layer.index)
+            continue
+        k = by_head.get(layer.index)
+        if k is None:
+            continue
+        head = layer
+        members = [trace.layers[i] for i in k.members]
+        in_el = sum(numel[t] for t in k.inputs)
+        if tflite_graph and explicit_pads and _needs_explicit_pad(head):
+            ph, pw = head.padding
+            h, w = head.in_hw
+            padded = int(in_el * (h + ph) * (w + pw) / max(1, h * w))
+            out.append(KernelCost(name=f"{head.name}.pad", op="PAD", op_class="elementwise", in_elements=in_el,
+                                  out_elements=padded, max_nonunit_dims=head.max_nonunit_dims))
+            owner.append(layer.index)
+        kc = KernelCost(
+            name=head.name, op=head.op or "ELEMENTWISE", op_class=k.op_class, macs=head.macs,
+            in_channels=head.in_channels, out_channels=head.out_channels, kernel=head.kernel, groups=head.groups,
+            rows=head.rows, in_elements=in_el, out_elements=sum(numel[t] for t in k.outputs),
+            weight_elements=head.weight_elements, bias_elements=head.bias_elements,
+            max_nonunit_dims=max(m.max_nonunit_dims for m in members),
+        )
+        if tflite_graph and kc.op in _TFLITE_PASSES and k.op_class not in CONV_CLASSES + ("fc",):
+            kc.passes = _TFLITE_PASSES[kc.op]
+        out.append(kc)
+        owner.append(layer.index)
+    return out, owner
+
+
+def _accelerator_warnings(tgt: Target, est: LatencyEstimate, kcs: list[KernelCost]) -> list[str]:
+    acc = tgt.accelerator
+    if acc is None or not est.accelerator:
+        return []
+    out = []
+    if est.unsupported:
+        names = []
+        for i in est.unsupported:
+            k = kcs[i]
+            why = k.op if k.op in acc.unsupported_ops else f"{k.max_nonunit_dims}-D tensor"
+            names.append(f"{why} ({k.name})")
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        fb_ms = sum(est.kernel_ms[i] for i in est.fallback) + est.transition_ms
+        if acc.fallback == "rest":
+            out.append(
+                f"{acc.name} cannot run {shown}; it partitions the graph once, so {len(est.fallback)} of "
+                f"{len(kcs)} kernels from the first of these on run on the CPU (≈{fb_ms:.2f} ms)")
+        else:
+            out.append(f"{acc.name} cannot run {shown}: these fall back to the CPU "
+                       f"({est.transitions} switches, ≈{fb_ms:.2f} ms)")
+    if est.spill_bytes:
+        out.append(
+            f"parameters need {_fmt_bytes(est.param_bytes_on_accelerator)} but {acc.name} caches only "
+            f"{_fmt_bytes(acc.param_cache_bytes or 0)} on chip: {_fmt_bytes(est.spill_bytes)} stream from host "
+            f"memory on every inference (+{est.spill_ms:.2f} ms)")
+    return out
+
+
+@torch.no_grad()
+def model_kernels(model: nn.Module, input_shape: tuple[int, ...] | torch.Tensor,
+                  fuse_all_activations: bool = False, converter: str = "onnx2tf") -> tuple[list[KernelCost], int]:
+    """Trace and fuse ``model`` once: its kernels and graph input + output elements, for
+    :func:`autoprune_edge.profiles.kernels.predict_ms` (fast re-prediction on many targets with the same
+    ``runtime.fuse_all_activations``)."""
+    trace = trace_layers(model, input_shape)
+    kernels, _ = fuse(trace, fuse_all_activations)
+    numel = {t.id: t.numel for t in trace.tensors.values()}
+    kcs, _owner = kernel_costs(trace, kernels, tflite_graph=not fuse_all_activations,
+                               explicit_pads=converter == "onnx2tf")
+    return kcs, sum(numel.get(t, 0) for t in trace.inputs + trace.outputs)
+
+
 @torch.no_grad()
 def profile(
     model: nn.Module,
     input_shape: tuple[int, ...] | torch.Tensor,
     target: Target | str,
-    precision: str = "fp32",
+    precision: str | None = None,
     threads: int | None = None,
+    *,
+    converter: str = "onnx2tf",
 ) -> Profile:
     """Predict the cost of ``model`` on ``target`` at ``precision`` with ``threads`` threads.
 
-    ``input_shape`` includes the batch dimension, e.g. ``(1, 3, 224, 224)``. ``threads`` defaults to
-    the target's ``runtime.threads``. Works on any ``nn.Module`` that runs a forward pass.
+    ``input_shape`` includes the batch dimension, e.g. ``(1, 3, 224, 224)``. ``precision`` defaults to
+    the target's first precision (``fp32`` for CPU targets, ``int8`` for the Edge TPU and MCUs, ``fp16``
+    for Core ML); ``threads`` to the target's ``runtime.threads``. Works on any ``nn.Module`` that runs a
+    forward pass. ``Profile.warnings`` says when the model overflows the device's RAM or storage
+    (``Profile.fits`` is then False), overflows an accelerator's on-chip parameter memory, or uses ops the
+    accelerator cannot run.
+
+    ``converter`` describes how the deployed graph is made: ``"onnx2tf"`` (what this toolkit ships: its
+    TFLite graphs have an explicit PAD before every strided conv whose torch padding differs from TFLite's
+    SAME padding) or ``"native"`` (a graph written natively for the runtime, as the published reference
+    models are).
     """
+    if converter not in ("onnx2tf", "native"):
+        raise ValueError(f"converter must be 'onnx2tf' or 'native', got {converter!r}")
     tgt = resolve_target(target)
+    precision = precision or tgt.default_precision
     spec = tgt.precision(precision)
     threads = tgt.runtime.threads if threads is None else int(threads)
     if threads < 1:
@@ -115,41 +245,52 @@ def profile(
     shape = tuple(input_shape.shape) if isinstance(input_shape, torch.Tensor) else tuple(int(d) for d in input_shape)
 
     trace = trace_layers(model, input_shape)
-    kernels, layer_kernel = fuse(trace)
+    kernels, layer_kernel = fuse(trace, tgt.runtime.fuse_all_activations)
     bpe = spec.bytes_per_element
     numel = {t.id: t.numel for t in trace.tensors.values()}
+    kcs, owner = kernel_costs(trace, kernels, tflite_graph=not tgt.runtime.fuse_all_activations,
+                              explicit_pads=converter == "onnx2tf")
 
-    kernel_ms: list[float] = []
-    kernel_bytes: list[int] = []
-    kernel_padded: list[int] = []
-    for k in kernels:
-        head = trace.layers[k.head]
-        work, padded = layer_work(spec, head)
-        out_el = sum(numel[t] for t in k.outputs)
-        in_el = sum(numel[t] for t in k.inputs)
-        bytes_moved = (in_el + out_el) * bpe + weight_bytes(precision, head.weight_elements, head.bias_elements)
-        ms = roofline_ms(tgt, k.op_class, work, bytes_moved, out_el, precision, threads)
-        kernel_ms.append(ms)
-        kernel_bytes.append(int(bytes_moved))
+    main_ms, kernel_bytes, kernel_padded = [], [], []
+    for kc in kcs:
+        ms, padded, moved = kernel_ms(tgt, kc, precision, threads)
+        main_ms.append(ms)
+        kernel_bytes.append(int(moved))
         kernel_padded.append(int(padded))
+    io_bytes = sum(numel.get(t, 0) for t in trace.inputs + trace.outputs) * bpe
+    est = estimate(kcs, tgt, precision, threads, io_bytes=io_bytes, per_kernel=main_ms)
+    # per layer: the kernels it owns (its own, plus an explicit PAD before it)
+    lat: dict[int, float] = {}
+    moved_by: dict[int, int] = {}
+    padded_by: dict[int, int] = {}
+    where: dict[int, bool] = {}
+    for i, li in enumerate(owner):
+        lat[li] = lat.get(li, 0.0) + est.kernel_ms[i]
+        moved_by[li] = moved_by.get(li, 0) + kernel_bytes[i]
+        padded_by[li] = padded_by.get(li, 0) + kernel_padded[i]
+        where[li] = est.on_accelerator[i]
 
     layers: list[LayerProfile] = []
     for layer in trace.layers:
         k = layer_kernel.get(layer.index)
-        is_head = k is not None and kernels[k].head == layer.index
         fused_into = None
-        if k is not None and not is_head:
+        if k is not None and kernels[k].head != layer.index:
             fused_into = trace.layers[kernels[k].head].name
+        runs_on = ""
+        if est.accelerator and layer.index in where:
+            runs_on = "accelerator" if where[layer.index] else "cpu"
+        elif est.accelerator and fused_into is not None:
+            runs_on = "accelerator" if where.get(kernels[k].head, True) else "cpu"
         layers.append(
             LayerProfile(
                 name=layer.name,
                 kind=layer.kind,
                 op_class=layer.op_class,
                 macs=layer.macs,
-                padded_macs=kernel_padded[k] if is_head else 0,
-                latency_ms=kernel_ms[k] if is_head else 0.0,
+                padded_macs=padded_by.get(layer.index, 0),
+                latency_ms=lat.get(layer.index, 0.0),
                 output_bytes=layer.out_elements * bpe,
-                bytes_moved=kernel_bytes[k] if is_head else 0,
+                bytes_moved=moved_by.get(layer.index, 0),
                 in_channels=layer.in_channels,
                 out_channels=layer.out_channels,
                 groups=layer.groups,
@@ -157,18 +298,43 @@ def profile(
                 stride=layer.stride,
                 out_hw=layer.out_hw,
                 fused_into=fused_into,
+                op=layer.op,
+                runs_on=runs_on,
             )
         )
 
     buffers = buffers_from_kernels(kernels, numel, trace.inputs, trace.outputs, bpe)
     plan = plan_arena(buffers)
     model_bytes = _model_bytes(trace, kernels, precision)
-    latency = sum(kernel_ms) + tgt.runtime.invoke_overhead_us * 1e-3
+    mem = tgt.memory
+    weights_resident = model_bytes if mem.weights_in_ram else 0
+    peak = int(plan.arena_bytes + weights_resident + mem.runtime_overhead_bytes)
+
+    warnings = []
+    fits = True
+    if peak > mem.ram_bytes:
+        fits = False
+        what = "arena" if not mem.weights_in_ram else "arena + weights"
+        warnings.append(f"peak RAM {_fmt_bytes(peak)} ({what}) exceeds the device's {_fmt_bytes(mem.ram_bytes)} of RAM")
+    if model_bytes > tgt.storage_bytes:
+        fits = False
+        where = "flash" if not mem.weights_in_ram else "storage"
+        warnings.append(f"model file {_fmt_bytes(model_bytes)} exceeds the device's {_fmt_bytes(tgt.storage_bytes)} of {where}")
+    warnings += _accelerator_warnings(tgt, est, kcs)
+
+    extra = {}
+    if est.accelerator:
+        extra["accelerator"] = {
+            "name": est.accelerator, "kernels_on_accelerator": sum(est.on_accelerator),
+            "kernels_on_cpu": len(est.fallback), "transitions": est.transitions,
+            "transition_ms": est.transition_ms, "param_bytes_on_accelerator": est.param_bytes_on_accelerator,
+            "spill_bytes": est.spill_bytes, "spill_ms": est.spill_ms, "io_ms": est.io_ms,
+        }
     return Profile(
         macs=trace.macs,
         params=trace.params,
-        latency_ms=float(latency),
-        peak_memory_bytes=int(plan.arena_bytes + model_bytes),
+        latency_ms=float(est.total_ms),
+        peak_memory_bytes=peak,
         model_bytes=model_bytes,
         layers=layers,
         target=tgt.name,
@@ -178,6 +344,11 @@ def profile(
         padded_macs=int(sum(kernel_padded)),
         arena_bytes=int(plan.arena_bytes),
         activation_lower_bound_bytes=int(plan.lower_bound_bytes),
-        weights_bytes=model_bytes,
+        weights_bytes=weights_resident,
         kernels=len(kernels),
+        warnings=warnings,
+        fits=fits,
+        ram_bytes=mem.ram_bytes,
+        storage_bytes=tgt.storage_bytes,
+        extra=extra,
     )

@@ -16,6 +16,9 @@ from pathlib import Path
 from ..errors import UnknownTargetError
 from .schema import (
     BYTES_PER_ELEMENT,
+    FALLBACK_MODES,
+    KNOWN_OPS,
+    Accelerator,
     EFFICIENCY_CLASSES,
     PRECISIONS,
     Compute,
@@ -31,7 +34,10 @@ from .schema import (
 )
 
 __all__ = [
+    "Accelerator",
     "BYTES_PER_ELEMENT",
+    "FALLBACK_MODES",
+    "KNOWN_OPS",
     "EFFICIENCY_CLASSES",
     "PRECISIONS",
     "Compute",

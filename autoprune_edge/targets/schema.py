@@ -39,6 +39,23 @@ BUDGET_KEYS = {
     "size": "size_bytes",
 }
 REFERENCE_ROLES = ("fit", "holdout", "anchor")
+#: How an accelerator handles an op it cannot run: ``op`` = only that op runs on the host CPU (Core ML,
+#: GPU delegates, TensorRT plugins); ``rest`` = that op and everything after it run on the CPU (the Edge
+#: TPU compiler partitions a graph only once).
+FALLBACK_MODES = ("op", "rest")
+#: Op names accepted in ``accelerator.unsupported_ops``: TFLite builtin operator names, plus the
+#: composite names the profiler gives to ops TFLite lowers into several builtins.
+KNOWN_OPS = (
+    "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "CONCATENATION", "SPLIT",
+    "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D", "FULLY_CONNECTED", "BATCH_MATMUL",
+    "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "SUM", "REDUCE_MAX", "L2_NORMALIZATION",
+    "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "PRELU", "ELU", "LOGISTIC", "TANH", "HARD_SWISH",
+    "GELU", "EXP", "SOFTMAX", "LOG_SOFTMAX", "RESHAPE", "TRANSPOSE", "PAD", "PADV2", "STRIDED_SLICE",
+    "SLICE", "GATHER", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+    "QUANTIZE", "DEQUANTIZE", "CAST", "LSTM",
+    # composites (lowered to several builtins by the converter)
+    "LAYER_NORM", "GROUP_NORM", "BATCH_NORM", "SILU", "ELEMENTWISE",
+)
 _BUDGET_ALIASES = {
     "ram": "memory", "peak_memory": "memory", "memory_bytes": "memory", "flops": "macs", "mflops": "macs",
     "latency_ms": "latency", "time": "latency", "model_size": "size", "file_size": "size", "size_bytes": "size",
@@ -63,6 +80,7 @@ class Runtime:
     threads: int
     version: str = ""
     invoke_overhead_us: float = 0.0
+    fuse_all_activations: bool = False  # TensorRT / Core ML fuse any pointwise activation into the conv
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,32 @@ class Memory:
     ram_bytes: int
     bandwidth_gbps: float  # effective DRAM/cache bandwidth seen by one inference (GB/s, 1e9)
     peak_bandwidth_gbps: float | None = None
+    weights_in_ram: bool = True  # False on MCUs: weights stay in flash (storage) and execute in place
+    runtime_overhead_bytes: int = 0  # RAM the runtime itself needs besides the arena and the weights
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """An accelerator (NPU, GPU, Edge TPU) that runs the ops it supports; the rest fall back to a CPU.
+
+    When present, ``[compute.<precision>]`` and ``[ops]`` describe the accelerator for the precisions it
+    runs (``precisions``); ops it cannot run cost ``work / fallback_gmacs + fallback_overhead_us`` on the
+    host CPU, plus ``transition_us`` and the tensor transfer over ``link_gbps`` at every switch.
+    """
+
+    name: str
+    precisions: tuple[str, ...]
+    unsupported_ops: tuple[str, ...] = ()
+    max_nonunit_dims: int | None = None  # tensors with more dims > 1 cannot run (Edge TPU: 3)
+    fallback: str = "op"  # op | rest (see FALLBACK_MODES)
+    fallback_gmacs: float = 1.0  # host-CPU throughput for fallen-back ops (effective, all threads)
+    fallback_overhead_us: float = 0.0  # per fallen-back op
+    transition_us: float = 0.0  # per switch between accelerator and CPU
+    link_gbps: float | None = None  # host <-> accelerator link (USB/PCIe); None = shared memory
+    param_cache_bytes: int | None = None  # on-chip parameter memory; the excess streams every inference
+
+    def runs(self, precision: str) -> bool:
+        return precision in self.precisions
 
 
 @dataclass(frozen=True)
@@ -141,6 +185,13 @@ class Reference:
     role: str  # fit | holdout | anchor
     input_size: int = 224
     note: str = ""
+    device: str = ""  # set when the number was measured on a related device, not this one
+    scale: float = 1.0  # multiply latency_ms by this to compare (device != this one); 1.0 otherwise
+
+    @property
+    def expected_ms(self) -> float:
+        """The latency this profile should predict: ``latency_ms × scale``."""
+        return self.latency_ms * self.scale
 
 
 @dataclass(frozen=True)
@@ -162,6 +213,12 @@ class Target:
     notes: str = ""
     schema_version: int = SCHEMA_VERSION
     path: str = field(default="", compare=False)
+    accelerator: Accelerator | None = None
+
+    @property
+    def default_precision(self) -> str:
+        """The first precision of ``precisions`` (what ``profile`` uses when none is given)."""
+        return self.precisions[0]
 
     def precision(self, precision: str) -> PrecisionCompute:
         """The compute spec of ``precision``; a one-line error if the target does not support it."""
@@ -225,6 +282,20 @@ def positive_int(v: Any) -> str | None:
 
 def efficiency(v: Any) -> str | None:
     return None if _is_num(v) and 0 < v <= 4 else "must be a number in (0, 4]"
+
+
+def nonneg_int(v: Any) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be an integer >= 0"
+
+
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def any_text_list(v: Any) -> str | None:
+    if isinstance(v, list) and all(isinstance(x, str) and x for x in v):
+        return None
+    return "must be a list of strings"
 
 
 def text(v: Any) -> str | None:
@@ -301,6 +372,7 @@ _SPEC: dict[str, Any] = {
         "version": _Key(any_text, required=False),
         "threads": _num(positive_int),
         "invoke_overhead_us": _num(nonneg_number, required=False),
+        "fuse_all_activations": _Key(boolean, required=False),
     },
     "compute": {
         "cores": _num(positive_int),
@@ -312,6 +384,8 @@ _SPEC: dict[str, Any] = {
         "ram_bytes": _num(positive_int),
         "bandwidth_gbps": _num(positive_number),
         "peak_bandwidth_gbps": _num(positive_number, required=False),
+        "weights_in_ram": _Key(boolean, required=False),
+        "runtime_overhead_bytes": _num(nonneg_int, required=False),
     },
     "ops": {
         **{k: _num(efficiency) for k in EFFICIENCY_CLASSES},
@@ -328,9 +402,24 @@ _REFERENCE_KEYS = {
     "role": _Key(one_of(REFERENCE_ROLES)),
     "input_size": _Key(positive_int, required=False),
     "note": _Key(any_text, required=False),
+    "device": _Key(any_text, required=False),
+    "scale": _Key(positive_number, required=False),
 }
 
-_TOP_OPTIONAL_TABLES = ("budgets", "references", "sources")
+_ACCELERATOR_KEYS = {
+    "name": _Key(text),
+    "precisions": _Key(text_list),
+    "unsupported_ops": _Key(any_text_list, required=False),
+    "max_nonunit_dims": _num(positive_int, required=False),
+    "fallback": _Key(one_of(FALLBACK_MODES), required=False),
+    "fallback_gmacs": _num(positive_number),
+    "fallback_overhead_us": _num(nonneg_number, required=False),
+    "transition_us": _num(nonneg_number, required=False),
+    "link_gbps": _num(positive_number, required=False),
+    "param_cache_bytes": _num(positive_int, required=False),
+}
+
+_TOP_OPTIONAL_TABLES = ("budgets", "references", "sources", "accelerator")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,7 +571,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
     specs = []
     for p in precisions:
         if p not in compute:
-            raise v.fail(("compute", p), f"is missing (a table is required for every entry of precisions)")
+            raise v.fail(("compute", p), "is missing (a table is required for every entry of precisions)")
         tbl = v.table(compute[p], ("compute", p))
         v.check_keys(tbl, _PRECISION_KEYS, ("compute", p))
         specs.append(
@@ -558,7 +647,37 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
                 role=r["role"],
                 input_size=r.get("input_size", 224),
                 note=r.get("note", ""),
+                device=r.get("device", ""),
+                scale=float(r.get("scale", 1.0)),
             )
+        )
+        if r.get("scale", 1.0) != 1.0 and not r.get("device"):
+            raise v.fail(("references", i, "scale"), "needs device = \"...\" (the device the number was measured on)")
+
+    # [accelerator]
+    accel = None
+    if "accelerator" in data:
+        a = v.table(data["accelerator"], ("accelerator",))
+        v.check_keys(a, _ACCELERATOR_KEYS, ("accelerator",))
+        for p in a["precisions"]:
+            if p not in precisions:
+                raise v.fail(("accelerator", "precisions"), f"has {p!r}, which is not in precisions")
+        for op in a.get("unsupported_ops", []):
+            if op not in KNOWN_OPS:
+                guess = difflib.get_close_matches(op.upper(), list(KNOWN_OPS), n=1)
+                hint = f"; did you mean {guess[0]}?" if guess else " (use TFLite builtin op names, e.g. TRANSPOSE)"
+                raise v.fail(("accelerator", "unsupported_ops"), f"has unknown op {op!r}{hint}")
+        accel = Accelerator(
+            name=a["name"],
+            precisions=tuple(a["precisions"]),
+            unsupported_ops=tuple(a.get("unsupported_ops", ())),
+            max_nonunit_dims=a.get("max_nonunit_dims"),
+            fallback=a.get("fallback", "op"),
+            fallback_gmacs=float(a["fallback_gmacs"]),
+            fallback_overhead_us=float(a.get("fallback_overhead_us", 0.0)),
+            transition_us=float(a.get("transition_us", 0.0)),
+            link_gbps=float(a["link_gbps"]) if "link_gbps" in a else None,
+            param_cache_bytes=a.get("param_cache_bytes"),
         )
 
     # [sources]: every number must be covered (by its own key or an ancestor table); no stray keys
@@ -576,6 +695,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
             node = node[part]
     full_spec = dict(_SPEC)
     full_spec["compute"] = {**_SPEC["compute"], **{p: _PRECISION_KEYS for p in precisions}}
+    full_spec["accelerator"] = _ACCELERATOR_KEYS
     budget_keys = [("budgets", k) for k in raw_budgets]
     for p in _numeric_paths(data, full_spec) + budget_keys:
         if not any(".".join(p[:i]) in sources for i in range(len(p), 0, -1)):
@@ -593,6 +713,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
             threads=runtime["threads"],
             version=runtime.get("version", ""),
             invoke_overhead_us=float(runtime.get("invoke_overhead_us", 0.0)),
+            fuse_all_activations=bool(runtime.get("fuse_all_activations", False)),
         ),
         compute=Compute(
             cores=cores,
@@ -604,6 +725,8 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
             ram_bytes=m["ram_bytes"],
             bandwidth_gbps=float(m["bandwidth_gbps"]),
             peak_bandwidth_gbps=float(m["peak_bandwidth_gbps"]) if "peak_bandwidth_gbps" in m else None,
+            weights_in_ram=bool(m.get("weights_in_ram", True)),
+            runtime_overhead_bytes=int(m.get("runtime_overhead_bytes", 0)),
         ),
         storage_bytes=data["storage_bytes"],
         ops=Ops(**{k: float(val) for k, val in data["ops"].items()}),
@@ -614,6 +737,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
         references=tuple(refs),
         sources=tuple((k, s) for k, s in sources.items()),
         path=path,
+        accelerator=accel,
     )
 
 

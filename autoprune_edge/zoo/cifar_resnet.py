@@ -11,7 +11,6 @@ The pretrained weights expect inputs normalised with ImageNet mean/std (see ``da
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ChannelScatter

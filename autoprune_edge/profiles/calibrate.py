@@ -1,0 +1,388 @@
+"""``autoprune-edge calibrate``: refit a target profile's throughput, per-op-class efficiencies and
+per-kernel overhead to measured latencies, and write the result as a new, validated profile TOML.
+
+Measurements come from ``autoprune-edge measure`` run on the device (see measure.py: each record holds
+the per-op kernel list of the .tflite, so no torch model is needed here). For ``host`` without a
+measurements file, a microbenchmark of synthetic networks (microbench.py) is timed on this machine.
+
+The fit: for each measured model ``m`` the profile predicts ``L_m(θ)`` with the same cost model as
+``profile()`` (kernels.py); θ are the logs of ``compute.<p>.gmacs_per_core`` for every measured
+precision, ``ops.<class>`` for every op class that takes at least 3% of some model's predicted time
+(``conv1x1`` stays fixed: efficiencies are relative to it), ``memory.bandwidth_gbps`` when memory-bound
+kernels take at least 3%, ``ops.fixed_overhead_us`` and, for int8, ``compute.int8.output_element_cost``. Levenberg-Marquardt minimises
+``Σ_m (log L_m(θ) − log y_m)² + λ Σ_j (θ_j − θ_j⁰)²`` with a weak prior (λ = 1e-3) that keeps
+parameters the data cannot identify where they were. This module imports no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AutoPruneEdgeError
+from ..targets import Target, resolve_target
+from ..targets.schema import EFFICIENCY_CLASSES, parse_target
+from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
+from .latency import layer_work
+from .measure import MeasurementsError, load_measurements
+
+_KC_FIELDS = {f.name for f in dataclasses.fields(KernelCost)}
+MIN_SHARE = 0.03
+
+
+class CalibrationError(AutoPruneEdgeError):
+    """Calibration cannot run (no usable measurements, no profile file to rewrite, ...)."""
+
+
+@dataclass
+class CalibrationResult:
+    target: Target  # the refitted profile (in memory)
+    fitted: dict[str, tuple[float, float]]  # dotted key -> (before, after)
+    rows: list[dict]  # per measurement: model, precision, threads, measured_ms, before_ms, after_ms
+    source: str  # where the measurements came from
+    date: str
+    statistic: str
+    skipped: list[str] = field(default_factory=list)
+    toml: str = ""  # the new profile text (validated)
+    out: str | None = None  # where it was written
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def mape(self, which: str = "after") -> float:
+        return 100.0 * sum(abs(r[f"{which}_ms"] - r["measured_ms"]) / r["measured_ms"] for r in self.rows) / max(1, len(self.rows))
+
+    def summary(self) -> dict:
+        return {"target": self.target.name, "source": self.source, "date": self.date, "statistic": self.statistic,
+                "measurements": self.n, "mape_before_pct": round(self.mape("before"), 2),
+                "mape_after_pct": round(self.mape("after"), 2),
+                "fitted": {k: {"before": a, "after": b} for k, (a, b) in self.fitted.items()},
+                "rows": self.rows, "skipped": self.skipped, "out": self.out}
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------------
+
+
+def _get(t: Target, key: str) -> float:
+    parts = key.split(".")
+    if parts[0] == "compute":
+        return float(getattr(t.compute.get(parts[1]), parts[2]))
+    return float(getattr(getattr(t, parts[0]), parts[1]))
+
+
+def _set(t: Target, key: str, value: float) -> Target:
+    parts = key.split(".")
+    if parts[0] == "compute":
+        precs = tuple(dataclasses.replace(p, **{parts[2]: value}) if p.name == parts[1] else p
+                      for p in t.compute.precisions)
+        return dataclasses.replace(t, compute=dataclasses.replace(t.compute, precisions=precs))
+    obj = getattr(t, parts[0])
+    return dataclasses.replace(t, **{parts[0]: dataclasses.replace(obj, **{parts[1]: value})})
+
+
+# parameters live in log space; these keys may be 0, so they are shifted
+_SHIFT = {"ops.fixed_overhead_us": 0.05, "compute.int8.output_element_cost": 1.0}
+
+
+def _to_theta(key: str, v: float) -> float:
+    return math.log(v + _SHIFT.get(key, 0.0))
+
+
+def _from_theta(key: str, x: float) -> float:
+    v = math.exp(x) - _SHIFT.get(key, 0.0)
+    if key.startswith("ops.") and key != "ops.fixed_overhead_us":
+        v = min(max(v, 1e-3), 4.0)  # the schema's (0, 4]
+    return max(v, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements -> cases
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Case:
+    name: str
+    kernels: list[KernelCost]
+    precision: str
+    threads: int
+    io_elements: int
+    measured_ms: float
+
+
+def _cases(target: Target, doc: dict, statistic: str) -> tuple[list[_Case], list[str]]:
+    cases, skipped = [], []
+    for m in doc["measurements"]:
+        p = m["precision"]
+        if p not in target.precisions:
+            if p == "fp16" and "fp32" in target.precisions:
+                p = "fp32"  # fp16-weight files run as fp32 arithmetic on CPUs without fp16 kernels
+            else:
+                skipped.append(f"{m['model']}: precision {m['precision']} is not one of {target.name}'s "
+                               f"({', '.join(target.precisions)})")
+                continue
+        y = m.get(statistic)
+        if not isinstance(y, (int, float)) or isinstance(y, bool) or not y > 0:
+            raise MeasurementsError(f"measurement {m['model']} has no positive \"{statistic}\"")
+        kernels = [KernelCost(**{k: (tuple(v) if k == "kernel" else v) for k, v in kd.items() if k in _KC_FIELDS})
+                   for kd in m["kernels"]]
+        cases.append(_Case(m["model"], kernels, p, int(m["threads"]), int(m.get("io_elements", 0)), float(y)))
+    return cases, skipped
+
+
+def _predict(t: Target, c: _Case) -> float:
+    bpe = t.precision(c.precision).bytes_per_element
+    return estimate(c.kernels, t, c.precision, c.threads, io_bytes=c.io_elements * bpe).total_ms
+
+
+def _memory_bound(t: Target, k: KernelCost, precision: str, threads: int) -> bool:
+    spec = t.precision(precision)
+    work, _ = layer_work(spec, k)
+    macs_per_s = spec.gmacs_per_core * 1e9 * t.thread_speedup(threads) * t.ops.efficiency(k.op_class)
+    compute_s = (work + spec.output_element_cost * k.out_elements) / macs_per_s
+    return kernel_bytes(k, precision, spec.bytes_per_element) / (t.memory.bandwidth_gbps * 1e9) > compute_s
+
+
+def _class_shares(t: Target, cases: list[_Case]) -> dict[str, float]:
+    """Largest share of predicted time each op class (and "memory", the memory-bound kernels) takes
+    in any one model."""
+    best: dict[str, float] = {}
+    for c in cases:
+        per = [kernel_ms(t, k, c.precision, c.threads)[0] for k in c.kernels]
+        total = sum(per) or 1.0
+        acc: dict[str, float] = {}
+        for k, ms in zip(c.kernels, per):
+            if k.op_class == "free":
+                continue
+            cls = "elementwise" if k.op_class in ("norm", "act") else k.op_class
+            if _memory_bound(t, k, c.precision, c.threads):
+                acc["memory"] = acc.get("memory", 0.0) + ms
+            else:
+                acc[cls] = acc.get(cls, 0.0) + ms
+        for cls, ms in acc.items():
+            best[cls] = max(best.get(cls, 0.0), ms / total)
+    return best
+
+
+def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
+    keys = [f"compute.{p}.gmacs_per_core" for p in sorted({c.precision for c in cases})]
+    if any(c.precision == "int8" for c in cases):
+        keys.append("compute.int8.output_element_cost")
+    shares = _class_shares(target, cases)
+    present = [cls for cls in EFFICIENCY_CLASSES if shares.get(cls, 0.0) >= MIN_SHARE]
+    anchor = "conv1x1" if "conv1x1" in present else max(present, key=lambda c: shares[c], default=None)
+    keys += [f"ops.{cls}" for cls in present if cls != anchor]
+    if shares.get("memory", 0.0) >= MIN_SHARE:
+        keys.append("memory.bandwidth_gbps")
+    keys.append("ops.fixed_overhead_us")
+    return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# the fit
+# --------------------------------------------------------------------------------------------------
+
+
+def fit(target: Target | str, doc: dict, *, statistic: str = "median_ms", keys: list[str] | None = None,
+        prior: float = 1e-3, source: str = "", iterations: int = 60) -> CalibrationResult:
+    """Refit ``target`` to the measurements document ``doc`` (see measure.py). Returns the refitted
+    profile (in memory) and a before/after table; :func:`render_toml` turns it into a file."""
+    t0 = resolve_target(target)
+    cases, skipped = _cases(t0, doc, statistic)
+    if not cases:
+        raise CalibrationError(f"none of the measurements can calibrate {t0.name}: " + "; ".join(skipped[:3]))
+    keys = keys or choose_parameters(t0, cases)
+    theta0 = np.array([_to_theta(k, _get(t0, k)) for k in keys])
+    y = np.log([c.measured_ms for c in cases])
+
+    def build(theta: np.ndarray) -> Target:
+        t = t0
+        for k, x in zip(keys, theta):
+            t = _set(t, k, _from_theta(k, float(x)))
+        return t
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        t = build(theta)
+        r = np.log([_predict(t, c) for c in cases]) - y
+        return np.concatenate([r, math.sqrt(prior) * (theta - theta0)])
+
+    theta, lam = theta0.copy(), 1e-2
+    r = residuals(theta)
+    cost = float(r @ r)
+    for _ in range(iterations):
+        J = np.empty((len(r), len(theta)))
+        for j in range(len(theta)):
+            d = np.zeros_like(theta)
+            d[j] = 1e-4
+            J[:, j] = (residuals(theta + d) - r) / 1e-4
+        A, g = J.T @ J, J.T @ r
+        improved = False
+        for _ in range(8):
+            step = -np.linalg.solve(A + lam * np.diag(np.diag(A) + 1e-9), g)
+            step = np.clip(step, -1.0, 1.0)
+            r_new = residuals(theta + step)
+            c_new = float(r_new @ r_new)
+            if c_new < cost:
+                theta, r, cost, lam, improved = theta + step, r_new, c_new, max(lam / 3, 1e-7), True
+                break
+            lam *= 4
+        if not improved or np.abs(step).max() < 1e-6:
+            break
+
+    t1 = build(theta)
+    rows = []
+    for c in cases:
+        rows.append({"model": c.name, "precision": c.precision, "threads": c.threads,
+                     "measured_ms": round(c.measured_ms, 5), "before_ms": round(_predict(t0, c), 5),
+                     "after_ms": round(_predict(t1, c), 5)})
+    fitted = {k: (_get(t0, k), _get(t1, k)) for k in keys}
+    return CalibrationResult(target=t1, fitted=fitted, rows=rows, source=source,
+                             date=_dt.date.today().isoformat(), statistic=statistic, skipped=skipped)
+
+
+# --------------------------------------------------------------------------------------------------
+# TOML rewriting (keeps comments, order and every other number of the original file)
+# --------------------------------------------------------------------------------------------------
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _table_span(lines: list[str], table: str) -> tuple[int, int] | None:
+    start = None
+    for i, line in enumerate(lines):
+        m = _HEADER_RE.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        if start is not None:
+            return start, i
+        if m.group(1).replace('"', "") == table and not line.lstrip().startswith("[["):
+            start = i
+    return (start, len(lines)) if start is not None else None
+
+
+def _set_line(lines: list[str], table: str, key: str, literal: str, quote_key: bool = False) -> None:
+    span = _table_span(lines, table)
+    written_key = f'"{key}"' if quote_key else key
+    if span is None:
+        lines += ["", f"[{table}]", f"{written_key} = {literal}"]
+        return
+    a, b = span
+    pat = re.compile(r'^\s*"?' + re.escape(key) + r'"?\s*=')
+    for i in range(a + 1, b):
+        if pat.match(lines[i]):
+            lines[i] = f"{written_key} = {literal}"
+            return
+    last = a
+    for i in range(a + 1, b):
+        if lines[i].strip() and not lines[i].lstrip().startswith("#"):
+            last = i
+    lines.insert(last + 1, f"{written_key} = {literal}")
+
+
+def _fmt(key: str, v: float) -> str:
+    if key.endswith("gmacs_per_core"):
+        return f"{v:.4g}" if v < 1000 else f"{v:.1f}"
+    return f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+def render_toml(original: Target, result: CalibrationResult, name: str | None = None) -> str:
+    """The original profile file with the fitted numbers and their sources replaced; validated."""
+    if not original.path or not Path(original.path).is_file():
+        raise CalibrationError(f"target {original.name} was not loaded from a file; cannot write a calibrated copy")
+    text = Path(original.path).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    how = (f"calibrated from {result.n} measurements on {result.date} ({result.source}; statistic "
+           f"{result.statistic}) by autoprune-edge calibrate: least-squares fit on log latency")
+    for key, (before, after) in result.fitted.items():
+        parts = key.split(".")
+        table, leaf = ".".join(parts[:-1]), parts[-1]
+        literal = _fmt(key, after)
+        if "." not in literal and "e" not in literal:
+            literal += ".0"  # keep TOML floats floats
+        _set_line(lines, table, leaf, literal)
+        _set_line(lines, "sources", key, '"' + f"{how} (was {before:.4g})" + '"', quote_key=True)
+    if name and name != original.name:
+        for i, line in enumerate(lines):
+            if re.match(r"^\s*name\s*=", line):
+                lines[i] = f'name = "{name}"'
+                break
+    header = [f"# {how}.", f"# Fitted: {', '.join(result.fitted)}; MAPE on those measurements "
+              f"{result.mape('before'):.1f}% -> {result.mape('after'):.1f}%."]
+    new = "\n".join(header + lines) + "\n"
+    parse_target(new, f"calibrated {original.name}")  # raises TargetProfileError if we broke it
+    return new
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CalibrationError(f"cannot write {path}: {e.strerror}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------------
+
+
+def host_microbenchmark(target: Target, *, runs: int = 30, rounds: int = 2, quick: bool = False,
+                        precisions: tuple[str, ...] = ("fp32",)) -> dict:
+    """Time the synthetic networks of microbench.py on this machine; a measurements document."""
+    from .measure import measure_file, new_document
+    from .microbench import write_suite
+
+    threads = target.runtime.threads
+    with tempfile.TemporaryDirectory(prefix="ape_microbench_") as d:
+        paths = write_suite(d, tuple(p for p in precisions if p in target.precisions), quick=quick)
+        best: dict[str, dict] = {}
+        for _ in range(rounds):  # interleaved rounds; keep each network's lowest p10 (robust to load)
+            for p in paths:
+                rec = measure_file(p, threads=threads, runs=runs, warmup=3)
+                if p.name not in best or rec["p10_ms"] < best[p.name]["p10_ms"]:
+                    best[p.name] = rec
+    return new_document(list(best.values()))
+
+
+def calibrate(target: Target | str, measurements: str | Path | dict | None = None, out: str | Path | None = None,
+              *, statistic: str | None = None, quick: bool = False, write: bool = True) -> CalibrationResult:
+    """Refit ``target`` to a measurements file (or, for ``host`` with none, to a microbenchmark run
+    here) and write the calibrated profile to ``out`` (default ``<name>-calibrated.toml``)."""
+    t = resolve_target(target)
+    if measurements is None:
+        if t.name != "host":
+            raise CalibrationError(f"calibrating {t.name} needs --measurements: run 'autoprune-edge measure "
+                                   "MODEL.tflite --out results.json' on the device; only 'host' can be "
+                                   "calibrated by a microbenchmark on this machine")
+        doc = host_microbenchmark(t, quick=quick)
+        source = f"microbenchmark of {len(doc['measurements'])} synthetic networks on this host ({doc['device'].get('cpu', '?')})"
+        statistic = statistic or "p10_ms"
+    elif isinstance(measurements, dict):
+        doc, source = measurements, "measurements given in memory"
+    else:
+        doc = load_measurements(measurements)
+        dev = doc.get("device", {})
+        source = f"{Path(measurements).name}, device {dev.get('cpu', '?')} / {dev.get('runtime', '?')}"
+    result = fit(t, doc, statistic=statistic or "median_ms", source=source)
+    out_path = Path(out) if out is not None else Path(f"{t.name}-calibrated.toml")
+    stem = out_path.stem
+    name = t.name if stem == t.name or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", stem) else stem
+    result.toml = render_toml(t, result, name=name)
+    if write:
+        _write_atomic(out_path, result.toml)
+        result.out = str(out_path)
+    return result

@@ -1,0 +1,218 @@
+"""Synthetic ``.tflite`` networks written directly as flatbuffers (no torch, no TensorFlow, no converter).
+
+``calibrate --target host`` without a measurements file builds these small networks, times them with
+the LiteRT interpreter on this machine and refits the profile. Each network stresses one op class
+(3×3 convs, 1×1 convs, depthwise convs, fully connected, pooling, element-wise adds, many tiny layers)
+at channel counts that exercise the SIMD tile padding, so a least-squares fit can separate the
+per-class efficiencies, the throughput and the per-kernel overhead. fp32 and int8 (per-channel
+quantised, as the converter produces) are supported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str  # conv | dw | fc | add | avgpool | mean | logistic | hardswish
+    cout: int = 0
+    k: int = 1
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class Net:
+    name: str
+    h: int
+    w: int
+    c: int
+    layers: tuple[Layer, ...]
+
+
+def suite(quick: bool = False) -> list[Net]:
+    """The microbenchmark networks (≈1-5 ms each at fp32 on a desktop core)."""
+    nets = [
+        Net("conv3x3_c32_56", 56, 56, 32, tuple(Layer("conv", 32, 3) for _ in range(4))),
+        Net("conv3x3_c48_56", 56, 56, 48, tuple(Layer("conv", 48, 3) for _ in range(3))),
+        Net("conv1x1_c96_56", 56, 56, 96, tuple(Layer("conv", 96, 1) for _ in range(6))),
+        Net("conv1x1_c40_28", 28, 28, 40, tuple(Layer("conv", 40, 1) for _ in range(8))),
+        Net("dw3x3_c96_56", 56, 56, 96, tuple(Layer("dw", 96, 3) for _ in range(6))),
+        Net("dw3x3_c144_28", 28, 28, 144, tuple(Layer("dw", 144, 3) for _ in range(6))),
+        Net("fc_1280", 1, 1, 1280, tuple(Layer("fc", 1280) for _ in range(4))),
+        Net("add_c96_56", 56, 56, 96, tuple(Layer("add") for _ in range(8))),
+        Net("pool3x3_c96_56", 56, 56, 96, tuple(Layer("avgpool", 96, 3) for _ in range(6))),
+        Net("logistic_c96_56", 56, 56, 96, tuple(Layer("logistic") for _ in range(8))),
+        Net("hardswish_c96_56", 56, 56, 96, tuple(Layer("hardswish") for _ in range(8))),
+        Net("tiny_c8_8", 8, 8, 8, tuple(Layer("conv", 8, 1) for _ in range(24))),
+        Net("mixed_block_c64_28", 28, 28, 64, (Layer("conv", 192, 1), Layer("dw", 192, 3), Layer("conv", 64, 1),
+                                               Layer("conv", 192, 1), Layer("dw", 192, 3), Layer("conv", 64, 1),
+                                               Layer("mean"))),
+    ]
+    if quick:
+        keep = {"conv3x3_c32_56", "conv1x1_c96_56", "dw3x3_c96_56", "add_c96_56", "tiny_c8_8", "mixed_block_c64_28"}
+        nets = [n for n in nets if n.name in keep]
+    return nets
+
+
+class _Builder:
+    def __init__(self, precision: str, seed: int = 0):
+        from ai_edge_litert import schema_py_generated as s
+
+        self.s = s
+        self.precision = precision
+        self.rng = np.random.default_rng(seed)
+        self.tensors: list = []
+        self.buffers: list = [s.BufferT()]
+        self.ops: list = []
+        self.codes: dict[int, int] = {}
+        self.codes_list: list = []
+
+    # -- tensors
+    def _quant(self, scale, zero_point, dim: int = 0):
+        q = self.s.QuantizationParametersT()
+        q.scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+        q.zeroPoint = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
+        q.quantizedDimension = dim
+        return q
+
+    def tensor(self, shape, dtype: str, data: np.ndarray | None = None, quant=None) -> int:
+        s = self.s
+        t = s.TensorT()
+        t.shape = np.asarray(shape, dtype=np.int32)
+        t.type = {"f32": s.TensorType.FLOAT32, "i8": s.TensorType.INT8, "i32": s.TensorType.INT32}[dtype]
+        t.name = f"t{len(self.tensors)}".encode()
+        if data is not None:
+            b = s.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
+            self.buffers.append(b)
+            t.buffer = len(self.buffers) - 1
+        else:
+            t.buffer = 0
+        if quant is not None:
+            t.quantization = quant
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def act(self, shape) -> int:
+        if self.precision == "int8":
+            return self.tensor(shape, "i8", quant=self._quant(0.05, 0))
+        return self.tensor(shape, "f32")
+
+    def weights(self, shape, per_channel_dim: int) -> int:
+        w = self.rng.standard_normal(shape).astype(np.float32) * 0.05
+        if self.precision == "int8":
+            n = shape[per_channel_dim]
+            return self.tensor(shape, "i8", (np.clip(w * 127 / 0.2, -127, 127)).astype(np.int8),
+                               quant=self._quant(np.full(n, 0.2 / 127), np.zeros(n), per_channel_dim))
+        return self.tensor(shape, "f32", w)
+
+    def bias(self, n: int) -> int:
+        if self.precision == "int8":
+            return self.tensor([n], "i32", np.zeros(n, dtype=np.int32),
+                               quant=self._quant(np.full(n, 0.05 * 0.2 / 127), np.zeros(n)))
+        return self.tensor([n], "f32", np.zeros(n, dtype=np.float32))
+
+    # -- operators
+    def op(self, code: int, inputs, outputs, opt_type=0, opts=None) -> None:
+        s = self.s
+        if code not in self.codes:
+            B = s.BuiltinOperator
+            # int8 kernels are registered under higher op versions (per-channel quantisation)
+            int8_versions = {B.CONV_2D: 3, B.DEPTHWISE_CONV_2D: 3, B.FULLY_CONNECTED: 4, B.ADD: 2,
+                             B.AVERAGE_POOL_2D: 2, B.MEAN: 2}
+            oc = s.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)
+            oc.version = int8_versions.get(code, 1) if self.precision == "int8" else 1
+            self.codes[code] = len(self.codes_list)
+            self.codes_list.append(oc)
+        o = s.OperatorT()
+        o.opcodeIndex = self.codes[code]
+        o.inputs = np.asarray(inputs, dtype=np.int32)
+        o.outputs = np.asarray(outputs, dtype=np.int32)
+        o.builtinOptionsType = opt_type
+        o.builtinOptions = opts
+        self.ops.append(o)
+
+    def build(self, net: Net) -> bytes:
+        import flatbuffers
+
+        s = self.s
+        B, A, P = s.BuiltinOperator, s.ActivationFunctionType, s.Padding
+        h, w, c = net.h, net.w, net.c
+        x = self.act([1, h, w, c] if net.h > 1 or net.w > 1 else [1, c])
+        inp = x
+        for L in net.layers:
+            if L.kind == "conv":
+                y = self.act([1, h, w, L.cout])
+                o = s.Conv2DOptionsT()
+                o.padding, o.strideH, o.strideW, o.fusedActivationFunction = P.SAME, 1, 1, A.RELU
+                o.dilationHFactor = o.dilationWFactor = 1
+                self.op(B.CONV_2D, [x, self.weights([L.cout, L.k, L.k, c], 0), self.bias(L.cout)], [y],
+                        s.BuiltinOptions.Conv2DOptions, o)
+                c = L.cout
+            elif L.kind == "dw":
+                y = self.act([1, h, w, c])
+                o = s.DepthwiseConv2DOptionsT()
+                o.padding, o.strideH, o.strideW, o.depthMultiplier = P.SAME, 1, 1, 1
+                o.fusedActivationFunction, o.dilationHFactor, o.dilationWFactor = A.RELU6, 1, 1
+                self.op(B.DEPTHWISE_CONV_2D, [x, self.weights([1, L.k, L.k, c], 3), self.bias(c)], [y],
+                        s.BuiltinOptions.DepthwiseConv2DOptions, o)
+            elif L.kind == "fc":
+                y = self.act([1, L.cout])
+                o = s.FullyConnectedOptionsT()
+                o.fusedActivationFunction = A.NONE
+                self.op(B.FULLY_CONNECTED, [x, self.weights([L.cout, c], 0), self.bias(L.cout)], [y],
+                        s.BuiltinOptions.FullyConnectedOptions, o)
+                c = L.cout
+            elif L.kind == "add":
+                y = self.act([1, h, w, c])
+                o = s.AddOptionsT()
+                o.fusedActivationFunction = A.NONE
+                self.op(B.ADD, [x, inp], [y], s.BuiltinOptions.AddOptions, o)
+            elif L.kind in ("logistic", "hardswish"):
+                y = self.act([1, h, w, c])
+                self.op(B.LOGISTIC if L.kind == "logistic" else B.HARD_SWISH, [x], [y])
+            elif L.kind == "avgpool":
+                y = self.act([1, h, w, c])
+                o = s.Pool2DOptionsT()
+                o.padding, o.strideH, o.strideW, o.filterHeight, o.filterWidth = P.SAME, 1, 1, L.k, L.k
+                o.fusedActivationFunction = A.NONE
+                self.op(B.AVERAGE_POOL_2D, [x], [y], s.BuiltinOptions.Pool2DOptions, o)
+            elif L.kind == "mean":
+                y = self.act([1, c])
+                axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
+                o = s.ReducerOptionsT()
+                o.keepDims = False
+                self.op(B.MEAN, [x, axes], [y], s.BuiltinOptions.ReducerOptions, o)
+                h = w = 1
+            else:
+                raise ValueError(L.kind)
+            x = y
+        sg = s.SubGraphT()
+        sg.tensors, sg.operators = self.tensors, self.ops
+        sg.inputs, sg.outputs = np.array([inp], dtype=np.int32), np.array([x], dtype=np.int32)
+        sg.name = net.name.encode()
+        m = s.ModelT()
+        m.version = 3
+        m.operatorCodes, m.subgraphs, m.buffers = self.codes_list, [sg], self.buffers
+        m.description = b"autoprune-edge microbenchmark"
+        fb = flatbuffers.Builder(1024)
+        fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+        return bytes(fb.Output())
+
+
+def write_suite(out_dir: str | Path, precisions=("fp32",), quick: bool = False) -> list[Path]:
+    """Write every microbenchmark network as ``<name>_<precision>.tflite``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for p in precisions:
+        for net in suite(quick):
+            path = out_dir / f"{net.name}_{p}.tflite"
+            path.write_bytes(_Builder(p).build(net))
+            paths.append(path)
+    return paths

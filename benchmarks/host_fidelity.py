@@ -1,0 +1,575 @@
+"""Host fidelity: predicted `host` latency vs LiteRT-measured latency on this machine.
+
+    nice -n 5 python benchmarks/host_fidelity.py                 # build (cached), measure, analyse
+    python benchmarks/host_fidelity.py --stage analyze           # re-analyse the last measurements
+    python benchmarks/host_fidelity.py --stage build             # only build/convert the models
+
+Models: random-weight torchvision / zoo networks in five families (MobileNetV2 widths, resolutions and
+L1-pruned budgets; ResNet18 L1-pruned; CIFAR ResNet-20/56 L1-pruned at 32x32; EfficientNet-B0 / MnasNet
+pruned; SqueezeNet / ShuffleNet / a VGG-style net), pruned with ``autoprune_edge.prune(method="l1",
+finetune_epochs=0)`` with varied ``round_to``. Each is exported to ONNX and converted to fp32 TFLite
+with onnx2tf; converted files are cached in ``benchmarks/_work/host_fidelity/`` (gitignored), so a
+rerun only re-measures.
+
+Timing (the method of research/host-speed.md, made robust to a shared 2-core machine): 1 thread;
+every model is visited once per round, paired back-to-back with the reference (mobilenet_v2 1.0/224)
+in alternating order; the order of models is reshuffled every round. A visit creates the interpreter,
+runs warm-up invokes and times ``runs`` invokes, recording median, p10 and min, and how many cores
+*other* processes used during the visit (/proc/stat minus this process's CPU time).
+
+Measured latency of a model = median over its visits of the per-visit p10 (a low percentile is stable
+under background load, host-speed.md §6); the median over quiet visits' medians is reported beside it.
+
+Which models the ``host`` profile was fitted on: the architectures measured in host-speed.md §3 (the
+MobileNetV2 width/resolution family and the dense ResNet18). They are marked ``fit``; every other model
+(all L1-pruned variants and all other families) is ``holdout``. Metrics are reported for both.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "_work" / "host_fidelity"
+RESULTS = ROOT / "benchmarks" / "results"
+REF = "mbv2_w1.0_r224"
+QUIET_REF_MS = 6.93  # research/host-speed.md §3: mbv2_w1.0_r224 fp32 1 thread, quiet host
+
+
+# --------------------------------------------------------------------------------------------------
+# model specs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Spec:
+    name: str
+    family: str
+    arch: str  # torchvision name, zoo name, or "vgg_small"
+    size: int  # input side
+    role: str  # fit | holdout
+    kwargs: dict = field(default_factory=dict)
+    budget: str | None = None  # L1 prune to this budget
+    round_to: int = 1
+    in_ch: int = 3
+
+
+SPECS: list[Spec] = [
+    # family 1: MobileNetV2 width / resolution (host-speed.md §3 = fit) and L1-pruned (holdout)
+    Spec("mbv2_w1.0_r224", "mobilenet_v2", "mobilenet_v2", 224, "fit", {"width_mult": 1.0}),
+    Spec("mbv2_w0.75_r224", "mobilenet_v2", "mobilenet_v2", 224, "fit", {"width_mult": 0.75}),
+    Spec("mbv2_w0.5_r224", "mobilenet_v2", "mobilenet_v2", 224, "fit", {"width_mult": 0.5}),
+    Spec("mbv2_w0.35_r224", "mobilenet_v2", "mobilenet_v2", 224, "fit", {"width_mult": 0.35}),
+    Spec("mbv2_w1.0_r160", "mobilenet_v2", "mobilenet_v2", 160, "fit", {"width_mult": 1.0}),
+    Spec("mbv2_w0.75_r160", "mobilenet_v2", "mobilenet_v2", 160, "holdout", {"width_mult": 0.75}),
+    Spec("mbv2_l1_200M_rt8", "mobilenet_v2", "mobilenet_v2", 224, "holdout", budget="200MFLOPs", round_to=8),
+    Spec("mbv2_l1_120M_rt32", "mobilenet_v2", "mobilenet_v2", 224, "holdout", budget="120MFLOPs", round_to=32),
+    Spec("mbv2_l1_80M_rt1", "mobilenet_v2", "mobilenet_v2", 224, "holdout", budget="80MFLOPs", round_to=1),
+    # family 2: ResNet18 (dense = fit; L1-pruned = holdout)
+    Spec("rn18_dense_r224", "resnet18", "resnet18", 224, "fit"),
+    Spec("rn18_l1_900M_rt8", "resnet18", "resnet18", 224, "holdout", budget="900MFLOPs", round_to=8),
+    Spec("rn18_l1_450M_rt32", "resnet18", "resnet18", 224, "holdout", budget="450MFLOPs", round_to=32),
+    Spec("rn18_l1_250M_rt1_r160", "resnet18", "resnet18", 160, "holdout", budget="250MFLOPs", round_to=1),
+    # family 3: CIFAR ResNets at 32x32 (option-A shortcuts)
+    Spec("cifar_rn20_dense", "cifar_resnet", "cifar_resnet20", 32, "holdout"),
+    Spec("cifar_rn20_l1_20M_rt8", "cifar_resnet", "cifar_resnet20", 32, "holdout", budget="20MFLOPs", round_to=8),
+    Spec("cifar_rn56_dense", "cifar_resnet", "cifar_resnet56", 32, "holdout"),
+    Spec("cifar_rn56_l1_60M_rt16", "cifar_resnet", "cifar_resnet56", 32, "holdout", budget="60MFLOPs", round_to=16),
+    Spec("cifar_rn56_l1_35M_rt1", "cifar_resnet", "cifar_resnet56", 32, "holdout", budget="35MFLOPs", round_to=1),
+    # family 4: EfficientNet-B0 / MnasNet (SE blocks, SiLU, 5x5 depthwise)
+    Spec("effb0_r224", "efficientnet", "efficientnet_b0", 224, "holdout"),
+    Spec("effb0_l1_200M_rt8", "efficientnet", "efficientnet_b0", 224, "holdout", budget="200MFLOPs", round_to=8),
+    Spec("mnasnet1.0_l1_150M_rt16", "efficientnet", "mnasnet1_0", 224, "holdout", budget="150MFLOPs", round_to=16),
+    Spec("mnasnet0.5_r224", "efficientnet", "mnasnet0_5", 224, "holdout"),
+    # family 5: other shapes (fire modules / concat, channel shuffle / transposes, plain 3x3 stacks)
+    Spec("squeezenet1.1_r224", "other", "squeezenet1_1", 224, "holdout"),
+    Spec("squeezenet1.1_l1_150M_rt8", "other", "squeezenet1_1", 224, "holdout", budget="150MFLOPs", round_to=8),
+    Spec("shufflenetv2_x1.0_r224", "other", "shufflenet_v2_x1_0", 224, "holdout"),
+    Spec("vgg_small_r64", "other", "vgg_small", 64, "holdout"),
+    Spec("vgg_small_l1_60M_rt4_r64", "other", "vgg_small", 64, "holdout", budget="60MFLOPs", round_to=4),
+]
+
+
+def _vgg_small():
+    from torch import nn
+
+    layers, c_in = [], 3
+    for c in (32, 64, "M", 128, 128, "M", 256, 256, "M"):
+        if c == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        c_in = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 10))
+
+
+def _build_arch(spec: Spec):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if spec.arch == "vgg_small":
+        return _vgg_small()
+    if spec.arch.startswith("cifar_resnet"):
+        from autoprune_edge.zoo import build_zoo
+
+        return build_zoo(spec.arch)
+    return getattr(torchvision.models, spec.arch)(**spec.kwargs)
+
+
+def _recalibrate_bn(model, shape) -> None:
+    """Random-init nets collapse activations (denormals would slow XNNPACK): re-estimate BN on N(0,1)."""
+    import torch
+    from torch import nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, *shape[1:], generator=g))
+    model.eval()
+
+
+def build_model(spec: Spec):
+    """The (pruned) torch model of a spec, cached as a pickled module in the work dir."""
+    import torch
+
+    d = WORK / spec.name
+    cached = d / "model.pt"
+    if cached.is_file():
+        return torch.load(cached, weights_only=False)
+    shape = (1, spec.in_ch, spec.size, spec.size)
+    model = _build_arch(spec).eval()
+    _recalibrate_bn(model, shape)
+    if spec.budget:
+        from autoprune_edge.pruning import prune
+
+        res = prune(model, None, budget=spec.budget, method="l1", input_shape=shape, finetune_epochs=0,
+                    round_to=spec.round_to, evaluate_accuracy=False, seed=0)
+        model = res.model.eval()
+        _recalibrate_bn(model, shape)
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save(model, cached)
+    return model
+
+
+def convert_model(spec: Spec, model) -> Path:
+    import torch
+
+    from autoprune_edge.converters.onnx_export import export_onnx
+    from autoprune_edge.converters.tflite import onnx_to_tflite
+
+    d = WORK / spec.name
+    out = d / "model_fp32.tflite"
+    if out.is_file():
+        return out
+    shape = (1, spec.in_ch, spec.size, spec.size)
+    onnx_path = export_onnx(model, torch.zeros(shape), d / "model.onnx")
+    onnx_to_tflite(onnx_path, d, precisions=("fp32",), work_dir=d / "onnx2tf")
+    import shutil
+
+    shutil.rmtree(d / "onnx2tf", ignore_errors=True)  # the SavedModel is large; keep only the .tflite
+    return out
+
+
+def stage_build(specs: list[Spec]) -> None:
+    for s in specs:
+        t0 = time.perf_counter()
+        try:
+            m = build_model(s)
+            p = convert_model(s, m)
+            print(f"[build] {s.name}: {p.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
+        except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
+            (WORK / s.name).mkdir(parents=True, exist_ok=True)
+            (WORK / s.name / "FAILED").write_text(f"{type(e).__name__}: {e}\n")
+            print(f"[build] {s.name}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# measurement (torch-free: numpy + ai-edge-litert)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cpu_jiffies() -> tuple[float, float]:
+    """(busy seconds of all CPUs, this process's CPU seconds)."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    vals = [int(v) for v in parts]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    busy = sum(vals[:8]) - idle
+    hz = os.sysconf("SC_CLK_TCK")
+    t = os.times()
+    return busy / hz, t.user + t.system
+
+
+def visit(path: Path, runs: int, warmup: int) -> dict:
+    import numpy as np
+
+    from autoprune_edge.profiles.host import _interpreter_class, _random_input
+
+    b0, own0 = _cpu_jiffies()
+    w0 = time.perf_counter()
+    it = _interpreter_class()(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], _random_input([max(int(v), 1) for v in d["shape"]], d["dtype"], rng))
+    for _ in range(warmup):
+        it.invoke()
+    ts = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        it.invoke()
+        ts[i] = time.perf_counter() - t
+    wall = time.perf_counter() - w0
+    b1, own1 = _cpu_jiffies()
+    others = max(0.0, ((b1 - b0) - (own1 - own0)) / wall) if wall > 0 else 0.0
+    ms = ts * 1e3
+    return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "min": float(ms.min()),
+            "others_cores": round(others, 3), "t": time.time()}
+
+
+def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dict:
+    ready = [s for s in specs if (WORK / s.name / "model_fp32.tflite").is_file()]
+    ref = next(s for s in ready if s.name == REF)
+    others = [s for s in ready if s.name != REF]
+    visits: dict[str, list[dict]] = {s.name: [] for s in ready}
+    pairs: dict[str, list[float]] = {s.name: [] for s in others}
+    rng = random.Random(0)
+    t_start = time.time()
+    from autoprune_edge.profiles.calibrate import host_microbenchmark
+    from autoprune_edge.targets import load_target
+
+    host = load_target("host")
+    micro: dict[str, dict] = {}
+    for r in range(rounds):
+        order = others[:]
+        rng.shuffle(order)
+        for i, s in enumerate(order):
+            a_first = (r + i) % 2 == 0
+            seq = [s, ref] if a_first else [ref, s]
+            got = {}
+            for x in seq:
+                v = visit(WORK / x.name / "model_fp32.tflite", runs, warmup)
+                visits[x.name].append(v)
+                got[x.name] = v
+            pairs[s.name].append(got[s.name]["p10"] / got[REF]["p10"])
+        mb = host_microbenchmark(host, runs=20, rounds=1)
+        for rec in mb["measurements"]:
+            prev = micro.get(rec["model"])
+            if prev is None or rec["p10_ms"] < prev["p10_ms"]:
+                micro[rec["model"]] = rec
+        loads = [v["others_cores"] for vs in visits.values() for v in vs[-1:]]
+        print(f"[measure] round {r + 1}/{rounds} done ({time.time() - t_start:.0f} s; other load now "
+              f"≈{sorted(loads)[len(loads) // 2]:.2f} cores)", flush=True)
+    return {"visits": visits, "pair_ratios_p10": pairs, "rounds": rounds, "runs": runs, "warmup": warmup,
+            "microbenchmark": list(micro.values()), "date": _dt.datetime.now().isoformat(timespec="seconds")}
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------------
+
+
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if n == 0:
+        return float("nan")
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b."""
+    n = len(a)
+    conc = disc = ta = tb = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ta += 1
+            elif db == 0:
+                tb += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + ta) * (conc + disc + tb))
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def mape(pred: list[float], meas: list[float]) -> float:
+    return 100.0 * sum(abs(p - m) / m for p, m in zip(pred, meas)) / len(meas)
+
+
+def stage_analyze(specs: list[Spec], meas: dict, quiet_cores: float = 0.3) -> dict:
+    import torch
+
+    from autoprune_edge.profiles.profile import profile
+
+    rows = []
+    visits = meas["visits"]
+    for s in specs:
+        vs = visits.get(s.name) or []
+        if not vs:
+            continue
+        model = build_model(s)
+        shape = (1, s.in_ch, s.size, s.size)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            p = profile(model, shape, "host", precision="fp32", threads=1)
+        quiet = [v["median"] for v in vs if v["others_cores"] < quiet_cores]
+        rows.append({
+            "model": s.name, "family": s.family, "role": s.role, "input": s.size,
+            "budget": s.budget, "round_to": s.round_to if s.budget else None,
+            "macs": p.macs, "padded_macs": p.padded_macs, "params": p.params,
+            "predicted_ms": round(p.latency_ms, 4), "profile_s": round(time.perf_counter() - t0, 3),
+            "measured_ms": round(_median([v["p10"] for v in vs]), 4),
+            "measured_median_ms": round(_median([v["median"] for v in vs]), 4),
+            "measured_quiet_median_ms": round(_median(quiet), 4) if quiet else None,
+            "visits": len(vs), "quiet_visits": len(quiet),
+            "others_cores_median": round(_median([v["others_cores"] for v in vs]), 3),
+        })
+    # paired estimate (host-speed.md's method): median ratio to the interleaved reference × the reference's
+    # quiet-host latency (research/host-speed.md §3: 6.93 ms)
+    pairs = meas.get("pair_ratios_p10", {})
+    for r in rows:
+        ratios = pairs.get(r["model"]) or ([1.0] if r["model"] == REF else [])
+        r["paired_estimate_ms"] = round(_median(ratios) * QUIET_REF_MS, 4) if ratios else None
+
+    # the same cost model, recalibrated in this session (what `autoprune-edge calibrate` does)
+    from autoprune_edge.profiles.calibrate import fit
+    from autoprune_edge.profiles.measure import new_document
+    from autoprune_edge.profiles.tflite_ops import read_kernels
+    from autoprune_edge.targets import load_target
+
+    host = load_target("host")
+    fit_rows = [r for r in rows if r["role"] == "fit"]
+    k_scale = math.exp(_mean([math.log(r["measured_ms"] / r["predicted_ms"]) for r in fit_rows]))
+    records = []
+    for r in fit_rows:
+        kernels, summ = read_kernels(WORK / r["model"] / "model_fp32.tflite")
+        records.append({"model": r["model"], "precision": "fp32", "threads": 1, "median_ms": r["measured_ms"],
+                        "macs": summ["macs"], "io_elements": summ["io_elements"],
+                        "kernels": [dataclasses.asdict(k) for k in kernels]})
+    cal_fit = fit(host, new_document(records, device={}), source="fit models, this session").target
+    cal_micro = None
+    if meas.get("microbenchmark"):
+        cal_micro = fit(host, new_document(meas["microbenchmark"], device={}), statistic="p10_ms",
+                        source="microbenchmark, this session").target
+    for r, s_ in zip(rows, [s for s in specs if visits.get(s.name)]):
+        model = build_model(s_)
+        shape = (1, s_.in_ch, s_.size, s_.size)
+        with torch.no_grad():
+            r["session_scaled_ms"] = round(r["predicted_ms"] * k_scale, 4)
+            r["calibrated_fit_ms"] = round(profile(model, shape, cal_fit, threads=1).latency_ms, 4)
+            if cal_micro is not None:
+                r["calibrated_micro_ms"] = round(profile(model, shape, cal_micro, threads=1).latency_ms, 4)
+
+    # MACs-only proxy: latency = MACs / k, k fitted on the fit models (least squares on log latency)
+    fit = [r for r in rows if r["role"] == "fit"]
+    k_fit = math.exp(_mean([math.log(r["macs"] / r["measured_ms"]) for r in fit]))
+    k_all = math.exp(_mean([math.log(r["macs"] / r["measured_ms"]) for r in rows]))
+    for r in rows:
+        r["macs_proxy_ms"] = round(r["macs"] / k_fit, 4)
+        r["macs_proxy_all_ms"] = round(r["macs"] / k_all, 4)
+        r["error_pct"] = round(100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"], 2)
+
+    def metrics(sub):
+        m = [r["measured_ms"] for r in sub]
+        out = {"n": len(sub)}
+        if len(sub) < 2:
+            return out
+        for key in ("session_scaled_ms", "calibrated_fit_ms", "calibrated_micro_ms", "paired_estimate_ms"):
+            if all(r.get(key) for r in sub):
+                ref = m if key != "paired_estimate_ms" else [r["measured_ms"] for r in sub]
+                pred = [r[key] for r in sub]
+                if key == "paired_estimate_ms":  # compare the predictor with the paired estimate instead
+                    out.update(tau_predictor_vs_paired=round(kendall_tau([r["predicted_ms"] for r in sub], pred), 4),
+                               mape_predictor_vs_paired=round(mape([r["predicted_ms"] for r in sub], pred), 2))
+                else:
+                    name = key[:-3]
+                    out[f"tau_{name}"] = round(kendall_tau(pred, ref), 4)
+                    out[f"mape_{name}"] = round(mape(pred, ref), 2)
+        out.update(
+            tau_predictor=round(kendall_tau([r["predicted_ms"] for r in sub], m), 4),
+            mape_predictor=round(mape([r["predicted_ms"] for r in sub], m), 2),
+            tau_macs=round(kendall_tau([r["macs"] for r in sub], m), 4),
+            mape_macs_fit_k=round(mape([r["macs_proxy_ms"] for r in sub], m), 2),
+            mape_macs_oracle_k=round(mape([r["macs_proxy_all_ms"] for r in sub], m), 2),
+            max_abs_error_pct=round(max(abs(r["error_pct"]) for r in sub), 2),
+        )
+        q = [r for r in sub if r["measured_quiet_median_ms"]]
+        if len(q) >= 2:
+            mq = [r["measured_quiet_median_ms"] for r in q]
+            out.update(n_quiet=len(q), tau_predictor_vs_quiet_median=round(kendall_tau([r["predicted_ms"] for r in q], mq), 4),
+                       mape_predictor_vs_quiet_median=round(mape([r["predicted_ms"] for r in q], mq), 2))
+        return out
+
+    summary = {
+        "all": metrics(rows),
+        "fit": metrics([r for r in rows if r["role"] == "fit"]),
+        "holdout": metrics([r for r in rows if r["role"] == "holdout"]),
+        "by_family": {f: metrics([r for r in rows if r["family"] == f]) for f in dict.fromkeys(r["family"] for r in rows)},
+        "macs_proxy_gmacs_fit": round(k_fit / 1e6, 3),
+        "session_scale": round(k_scale, 4),
+        "calibrated_fit_params": {k: v for k, v in _cal_params(host, cal_fit).items()},
+        "calibrated_micro_params": ({k: v for k, v in _cal_params(host, cal_micro).items()} if cal_micro else None),
+        "macs_proxy_gmacs_all": round(k_all / 1e6, 3),
+        "profile_s_mbv2": next((r["profile_s"] for r in rows if r["model"] == REF), None),
+    }
+    all_loads = [v["others_cores"] for vs in visits.values() for v in vs]
+    summary["load"] = {"others_cores_median": round(_median(all_loads), 3),
+                       "others_cores_p90": round(sorted(all_loads)[int(0.9 * (len(all_loads) - 1))], 3),
+                       "quiet_visit_share": round(sum(1 for x in all_loads if x < quiet_cores) / len(all_loads), 3)}
+    return {"rows": rows, "summary": summary}
+
+
+def _cal_params(before, after) -> dict:
+    out = {"compute.fp32.gmacs_per_core": round(after.precision("fp32").gmacs_per_core, 3),
+           "memory.bandwidth_gbps": round(after.memory.bandwidth_gbps, 2),
+           "ops.fixed_overhead_us": round(after.ops.fixed_overhead_us, 3)}
+    for c in ("conv3x3", "depthwise", "grouped", "fc", "pool", "elementwise"):
+        out[f"ops.{c}"] = round(after.ops.efficiency(c), 3)
+    return out
+
+
+def _mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def write_results(result: dict, meas: dict, command: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    import importlib.metadata as md
+
+    env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+           "ai_edge_litert": md.version("ai-edge-litert"), "onnx2tf": md.version("onnx2tf")}
+    out = {"command": command, "date": meas.get("date"), "environment": env,
+           "method": {"threads": 1, "rounds": meas["rounds"], "runs_per_visit": meas["runs"],
+                      "warmup": meas["warmup"], "measured_ms": "median over visits of the per-visit p10",
+                      "reference": REF},
+           **result,
+           "visits": meas["visits"]}
+    (RESULTS / "host_fidelity.json").write_text(json.dumps(out, indent=1) + "\n")
+    s = result["summary"]
+    lines = [
+        "# Host fidelity: predicted vs measured LiteRT latency on this machine",
+        "",
+        f"Commands: build (cached) `nice -n 5 python benchmarks/host_fidelity.py --stage build`; measure "
+        f"`{meas.get('command', command)}`; analyse `{command}` (the default `--stage all` does all three).  ",
+        f"Date: {meas.get('date')}; ai-edge-litert {env['ai_edge_litert']}, onnx2tf {env['onnx2tf']}, "
+        f"{env['cpus']} CPUs.",
+        "",
+        "Measured = median over visits of the per-visit p10 of "
+        f"{meas['runs']} invokes (1 thread, {meas['rounds']} rounds, each visit paired back-to-back with "
+        f"{REF}, order shuffled per round). Other processes used a median of "
+        f"{s['load']['others_cores_median']} cores during visits (p90 {s['load']['others_cores_p90']}); "
+        f"{100 * s['load']['quiet_visit_share']:.0f}% of visits were quiet (< 0.3 cores).",
+        "",
+        "`fit` = architectures the `host` profile was fitted on (research/host-speed.md §3); "
+        "`holdout` = everything else (never used to fit). MACs proxy: latency = MACs / k with k fitted "
+        f"on the fit models ({s['macs_proxy_gmacs_fit']} GMAC/s); the oracle k is fitted on all models "
+        f"({s['macs_proxy_gmacs_all']} GMAC/s).",
+        "",
+        "| subset | n | Kendall τ predictor | MAPE predictor | max error | τ MACs | MAPE MACs (fit k) | MAPE MACs (oracle k) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in [("all", s["all"]), ("fit", s["fit"]), ("holdout", s["holdout"])] + [
+        (f"family {f}", m) for f, m in s["by_family"].items()
+    ]:
+        if m.get("n", 0) < 2:
+            continue
+        lines.append(f"| {name} | {m['n']} | {m['tau_predictor']:.3f} | {m['mape_predictor']:.1f}% | "
+                     f"{m['max_abs_error_pct']:.1f}% | {m['tau_macs']:.3f} | {m['mape_macs_fit_k']:.1f}% | "
+                     f"{m['mape_macs_oracle_k']:.1f}% |")
+    lines += ["", "Recalibrated in this session (same measurements; what `autoprune-edge calibrate` would do on a "
+              "machine whose conditions differ from the profile's): the shipped profile × one scale fitted on the "
+              f"fit models ({s['session_scale']}); `calibrate` fed the fit models' measurements (per-op kernels read "
+              "from their .tflite files); `calibrate` fed this session's host microbenchmark (synthetic networks "
+              "only, no real model). MACs/k uses k fitted on the fit models, as above.", "",
+              "| subset | n | shipped τ / MAPE | × session scale: MAPE | calibrate(fit models) τ / MAPE | "
+              "calibrate(microbenchmark) τ / MAPE | MACs/k τ / MAPE |", "|---|---|---|---|---|---|---|"]
+    for name, m in [("all", s["all"]), ("fit", s["fit"]), ("holdout", s["holdout"])]:
+        if m.get("n", 0) < 2:
+            continue
+        micro = (f"{m['tau_calibrated_micro']:.3f} / {m['mape_calibrated_micro']:.1f}%"
+                 if "mape_calibrated_micro" in m else "–")
+        lines.append(f"| {name} | {m['n']} | {m['tau_predictor']:.3f} / {m['mape_predictor']:.1f}% | "
+                     f"{m['mape_session_scaled']:.1f}% | {m['tau_calibrated_fit']:.3f} / {m['mape_calibrated_fit']:.1f}% | "
+                     f"{micro} | {m['tau_macs']:.3f} / {m['mape_macs_fit_k']:.1f}% |")
+    if "mape_predictor_vs_paired" in s["all"]:
+        lines += ["", "Against host-speed.md's paired estimate (median ratio to the interleaved reference × the "
+                  f"reference's quiet-host {QUIET_REF_MS} ms), which removes contention that slows the model and "
+                  f"its reference alike: τ {s['all']['tau_predictor_vs_paired']:.3f}, MAPE "
+                  f"{s['all']['mape_predictor_vs_paired']:.1f}% (holdout: τ {s['holdout']['tau_predictor_vs_paired']:.3f}, "
+                  f"MAPE {s['holdout']['mape_predictor_vs_paired']:.1f}%)."]
+    lines += ["", "Fitted numbers: calibrate(fit models) " + json.dumps(s["calibrated_fit_params"]) +
+              "; calibrate(microbenchmark) " + json.dumps(s["calibrated_micro_params"]) + "."]
+    if "mape_predictor_vs_quiet_median" in s["all"]:
+        lines += ["", f"Against the median of quiet visits only ({s['all']['n_quiet']} models with quiet visits): "
+                  f"τ {s['all']['tau_predictor_vs_quiet_median']:.3f}, MAPE {s['all']['mape_predictor_vs_quiet_median']:.1f}%."]
+    lines += ["", f"`profile()` on mobilenet_v2 took {s['profile_s_mbv2']} s here.", "",
+              "| model | family | role | input | MACs (M) | padded MACs (M) | predicted (ms) | measured (ms) | error | MACs proxy (ms) | paired estimate (ms) | calibrate(fit) (ms) | visits |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(result["rows"], key=lambda r: (r["family"], r["measured_ms"])):
+        pe = f"{r['paired_estimate_ms']:.3f}" if r.get("paired_estimate_ms") else "–"
+        lines.append(f"| {r['model']} | {r['family']} | {r['role']} | {r['input']} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['padded_macs'] / 1e6:.1f} | {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | "
+                     f"{r['error_pct']:+.1f}% | {r['macs_proxy_ms']:.3f} | {pe} | {r['calibrated_fit_ms']:.3f} | {r['visits']} |")
+    failed = sorted(p.parent.name for p in WORK.glob("*/FAILED"))
+    if failed:
+        lines += ["", "Models that failed to build or convert (not measured): " + ", ".join(
+            f"{n} ({(WORK / n / 'FAILED').read_text().strip()[:120]})" for n in failed)]
+    (RESULTS / "host_fidelity.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:20]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stage", choices=["all", "build", "measure", "analyze"], default="all")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--only", help="comma list of model names")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    specs = SPECS
+    if args.only:
+        keep = set(args.only.split(",")) | {REF}
+        specs = [s for s in SPECS if s.name in keep]
+    WORK.mkdir(parents=True, exist_ok=True)
+    command = "nice -n 5 python benchmarks/host_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.stage in ("all", "build"):
+        stage_build(specs)
+    meas_path = WORK / "measurements.json"
+    if args.stage in ("all", "measure"):
+        meas = stage_measure(specs, args.rounds, args.runs, args.warmup)
+        meas["command"] = command.strip()
+        meas_path.write_text(json.dumps(meas))
+    if args.stage in ("all", "analyze", "measure"):
+        meas = json.loads(meas_path.read_text())
+        write_results(stage_analyze(specs, meas), meas, command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""measure (torch-free, on a real converted .tflite) and calibrate (round trip, host microbenchmark,
+error handling)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from autoprune_edge.cli import main
+from autoprune_edge.errors import AutoPruneEdgeError
+from autoprune_edge.profiles.calibrate import calibrate, fit
+from autoprune_edge.profiles.kernels import estimate
+from autoprune_edge.profiles.measure import (
+    MeasurementsError,
+    load_measurements,
+    new_document,
+)
+from autoprune_edge.profiles.microbench import write_suite
+from autoprune_edge.profiles.tflite_ops import read_kernels
+from autoprune_edge.targets import load_target
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_tflite(tmp_path_factory) -> Path:
+    """SmallCNN converted for real: torch -> ONNX -> onnx2tf (≈8 s on an idle machine)."""
+    import torch
+    from toy_models import SmallCNN
+
+    from autoprune_edge.converters.onnx_export import export_onnx
+    from autoprune_edge.converters.tflite import onnx_to_tflite
+
+    d = tmp_path_factory.mktemp("small_tflite")
+    onnx = export_onnx(SmallCNN().eval(), torch.zeros(1, 3, 32, 32), d / "small.onnx")
+    return onnx_to_tflite(onnx, d, precisions=("fp32",))["fp32"]
+
+
+def test_measure_cli_records_what_calibrate_needs(small_tflite, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert main(["measure", str(small_tflite), "--runs", "5", "--warmup", "1", "--out", str(out)]) == 0
+    doc = load_measurements(out)
+    m = doc["measurements"][0]
+    assert m["model"] == small_tflite.name and m["precision"] == "fp32" and m["threads"] == 1
+    assert 0 < m["p10_ms"] <= m["median_ms"] <= m["p90_ms"]
+    ops = [k["op"] for k in m["kernels"]]
+    assert ops.count("CONV_2D") == 3 and "FULLY_CONNECTED" in ops
+    assert m["macs"] == sum(k["macs"] for k in m["kernels"]) > 0
+    assert doc["device"]["cpu_count"] >= 1 and "litert" in doc["device"]["runtime"]
+    # --append adds to the same file
+    assert main(["measure", str(small_tflite), "--runs", "2", "--warmup", "0", "--out", str(out), "--append"]) == 0
+    assert len(load_measurements(out)["measurements"]) == 2
+    # the kernels read from the file predict about what profile() predicts for the torch model
+    from toy_models import SmallCNN
+
+    from autoprune_edge.profiles.profile import profile
+
+    kernels, summary = read_kernels(small_tflite)
+    host = load_target("host")
+    from_file = estimate(kernels, host, "fp32", 1).total_ms
+    from_torch = profile(SmallCNN(), (1, 3, 32, 32), host).latency_ms
+    assert from_file == pytest.approx(from_torch, rel=0.35)
+
+
+def test_measure_imports_no_torch(small_tflite, tmp_path):
+    out = tmp_path / "r.json"
+    code = (
+        "import sys\n"
+        "from autoprune_edge.cli import main\n"
+        f"rc = main(['measure', {str(small_tflite)!r}, '--runs', '2', '--warmup', '0', '--out', {str(out)!r}, '--json'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'torch' not in sys.modules, 'measure imported torch'\n"
+        "from autoprune_edge.profiles.calibrate import fit\n"
+        "from autoprune_edge.profiles.measure import load_measurements\n"
+        "fit('host', load_measurements(sys.argv[1]))\n"
+        "assert 'torch' not in sys.modules, 'calibrate imported torch'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["measurements"][0]["precision"] == "fp32"
+
+
+def _synthetic_doc(tmp_path: Path, truth) -> dict:
+    """Measurements of the microbenchmark networks as ``truth`` (a Target) would run them."""
+    records = []
+    for p in write_suite(tmp_path / "mb", ("fp32",)):
+        kernels, summary = read_kernels(p)
+        ms = estimate(kernels, truth, "fp32", 1, io_bytes=summary["io_elements"] * 4).total_ms
+        records.append({"model": p.name, "precision": "fp32", "threads": 1, "median_ms": ms, "p10_ms": ms,
+                        "macs": summary["macs"], "io_elements": summary["io_elements"],
+                        "kernels": [dataclasses.asdict(k) for k in kernels]})
+    return new_document(records, device={"cpu": "synthetic"})
+
+
+def test_calibration_recovers_known_efficiencies(tmp_path):
+    host = load_target("host")
+    truth = dataclasses.replace(host, ops=dataclasses.replace(host.ops, depthwise=0.5, pool=0.7))
+    spec = dataclasses.replace(truth.compute.precisions[0], gmacs_per_core=38.0)
+    truth = dataclasses.replace(truth, compute=dataclasses.replace(truth.compute, precisions=(spec,) + truth.compute.precisions[1:]))
+    res = fit(host, _synthetic_doc(tmp_path, truth), source="synthetic")
+    assert res.fitted["ops.depthwise"][1] == pytest.approx(0.5, rel=0.03)
+    assert res.fitted["ops.pool"][1] == pytest.approx(0.7, rel=0.03)
+    assert res.fitted["compute.fp32.gmacs_per_core"][1] == pytest.approx(38.0, rel=0.03)
+    assert res.mape("after") < 1.0 < res.mape("before")
+
+
+def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
+    host = load_target("host")
+    truth = dataclasses.replace(host, ops=dataclasses.replace(host.ops, depthwise=0.4))
+    meas = tmp_path / "m.json"
+    meas.write_text(json.dumps(_synthetic_doc(tmp_path, truth)))
+    out = tmp_path / "my-host.toml"
+    assert main(["calibrate", "--target", "host", "--measurements", str(meas), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["measurements"] == 13 and summary["out"] == str(out)
+    t = load_target(str(out))  # validated by the loader
+    assert t.name == "my-host"
+    assert t.ops.depthwise == pytest.approx(0.4, rel=0.05)
+    assert t.source("ops.depthwise").startswith("calibrated from 13 measurements on ")
+    assert t.source("runtime.threads") == host.source("runtime.threads")  # everything else kept
+    data = tomllib.loads(out.read_text())
+    assert data["compute"]["int8"] == tomllib.loads(Path(host.path).read_text())["compute"]["int8"]
+
+
+def test_host_microbenchmark_calibration(tmp_path):
+    out = tmp_path / "host.toml"
+    res = calibrate("host", None, out=out, quick=True)
+    assert res.n == 6 and res.statistic == "p10_ms" and "microbenchmark" in res.source
+    assert load_target(str(out)).name == "host"
+    assert res.mape("after") < res.mape("before") or res.mape("before") < 15
+
+
+def test_bad_measurements_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    for content, expect in [("{not json", "not valid JSON"), ('{"format": "other"}', "not an autoprune-edge measurements file"),
+                            (json.dumps({"format": "autoprune-edge-measurements", "version": 1, "measurements": [{"model": "x"}]}),
+                             'has no "precision"')]:
+        bad.write_text(content)
+        assert main(["calibrate", "--target", "host", "--measurements", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("autoprune-edge: error:") and expect in err and "\n" not in err
+    assert main(["calibrate", "--target", "host", "--measurements", str(tmp_path / "missing.json")]) == 2
+    assert "no such measurements file" in capsys.readouterr().err
+    with pytest.raises(MeasurementsError):
+        load_measurements(tmp_path / "missing.json")
+
+
+def test_calibrating_a_device_needs_measurements(capsys):
+    assert main(["calibrate", "--target", "coral-edgetpu"]) == 2
+    assert "needs --measurements" in capsys.readouterr().err
+
+
+def test_measurements_of_an_unsupported_precision_are_skipped(tmp_path):
+    doc = _synthetic_doc(tmp_path, load_target("host"))
+    for m in doc["measurements"]:
+        m["precision"] = "int8"
+    with pytest.raises(AutoPruneEdgeError, match="none of the measurements can calibrate jetson-nano"):
+        fit("jetson-nano", doc)
+
+
+def test_measure_missing_file_is_one_line_error(tmp_path, capsys):
+    assert main(["measure", str(tmp_path / "nope.tflite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such .tflite file" in err and "\n" not in err
