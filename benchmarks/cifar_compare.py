@@ -34,7 +34,7 @@ from benchmarks.common import Timer, md_table, shared, write_results  # noqa: E4
 WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
            "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
 OURS = ["autoprune", "l1", "bn", "taylor", "uniform", "random"]
-TP_METHODS = {"tp-magnitude": "Torch-Pruning MagnitudePruner, GroupMagnitudeImportance(p=2), local, iterative",
+TP_METHODS = {"tp-magnitude": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), local, iterative",
               "tp-taylor": "Torch-Pruning MetaPruner, GroupTaylorImportance, global, iterative"}
 
 
@@ -101,7 +101,7 @@ def main() -> None:
 
         saved = json.loads((RESULTS / f"cifar_compare{args.tag}.json").read_text())
         render(argparse.Namespace(**saved["args"]), saved["rows"], partial=saved.get("partial", False),
-               command=saved["command"])
+               command=saved.get("original_command", saved["command"]))
         return
     torch.manual_seed(args.seed)
     base = load_data(f"cifar10:{shared('cifar10_convnetjs')}", normalization="imagenet", augment=True)
@@ -176,6 +176,8 @@ def render(args: argparse.Namespace, rows: list, *, partial: bool, command: str 
           md_table(rows, ["model", "reduction", "method", "speedup", "acc_test", "acc_holdout", "delta_test_pt",
                           "prune_phase_images", "finetune_images", "seconds"]), "",
           "Torch-Pruning methods: " + "; ".join(f"`{k}` = {v}" for k, v in TP_METHODS.items())]
+    if command:
+        md.insert(2, f"Rows produced by `{command}`; this file was re-rendered from its JSON.")
     extra = {"original_command": command} if command else {}
     write_results(f"cifar_compare{args.tag}", {"args": vars(args), "rows": rows, "partial": partial, **extra},
                   "\n".join(md))
