@@ -11,7 +11,7 @@ gradient (and no weight decay on masked entries, so they come back unchanged); g
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -186,12 +186,13 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         return rec
 
     def state() -> dict[str, Any]:
-        return {"model": _plain_state(model), "gates": [m.detach().clone() for m in gate_params],
+        return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "gates": [m.detach().clone() for m in gate_params],
                 "opt_w": opt_w.state_dict(), "opt_m": opt_m.state_dict(), "sched": sched.state_dict(),
                 "lambda": dict(ctrl.lam), "steps": log.steps, "step": counter["step"]}
 
     def load(st: dict[str, Any]) -> None:
-        _load_plain_state(model, st["model"])
+        model.load_state_dict(st["model"])
         with torch.no_grad():
             for m, v in zip(gate_params, st["gates"]):
                 m.copy_(v)
@@ -259,15 +260,6 @@ def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Control
         m[cut] = -1e-3
 
 
-def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with parametrized tensors stored as their originals (what the optimizer updates)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _load_plain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict(state)
-
-
 def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, cfg: AutoPruneConfig,
                      budgets: list[Budget], cost_fn: CostFn, w: World) -> float:
     """The multiplier at which the budget penalty's gradient on the gates matches the loss gradient's norm."""
@@ -315,7 +307,5 @@ def _gated_originals(model: nn.Module, gates: ChannelGates | WeightGates):
     return out
 
 
-def config_dict(cfg: AutoPruneConfig) -> dict[str, Any]:
-    return asdict(cfg)
 
 
