@@ -58,7 +58,7 @@ class GroupCostModel:
             full = float(getattr(m, "num_features", None) or getattr(m, "num_channels", None)
                          or m.normalized_shape[0])
             self.norms.append((full, n_affine, terms))
-        full = [torch.ones(g.size) for g in graph.groups]
+        full = [torch.ones(g.size, dtype=torch.float64) for g in graph.groups]
         counts = count_macs(graph.model, graph.example)
         self.macs_offset = counts.macs - float(self._macs(full))
         self.params_offset = count_params(graph.model) - float(self._params(full))
@@ -78,14 +78,14 @@ class GroupCostModel:
         return out, layer.in_full - self._removed(layer.in_terms, keep)
 
     def _macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), dtype=torch.float64)
         for layer in self.layers:
             out, inp = self._dims(layer, keep)
             total = total + layer.coeff * out * inp
         return total
 
     def _params(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), dtype=torch.float64)
         for layer in self.layers:
             out, inp = self._dims(layer, keep)
             in_per = inp if layer.depthwise else inp / layer.groups
@@ -96,7 +96,8 @@ class GroupCostModel:
 
     @staticmethod
     def _as_float(keep: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [k if k.is_floating_point() else k.float() for k in keep]
+        # float64: float32 cannot count past 2**24 exactly, and a budget check must not be off by rounding
+        return [k.double() for k in keep]
 
     def macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
         """MACs when group g keeps the channels where keep[g] is 1 (floats allowed; differentiable)."""

@@ -105,17 +105,23 @@ class _InputGate(nn.Module):
     """Parametrization of a consumer's weight (or ChannelScatter's input scale): mask its input columns."""
 
     def __init__(self, gates: "ChannelGates", terms: list[tuple[int, torch.Tensor, torch.Tensor]], width: int,
-                 dim: int) -> None:
+                 dim: int, groups: int = 1) -> None:
         super().__init__()
         self._gates = [gates]  # a list, so the gate set is not registered as a submodule here
         self.terms = terms  # (group index, root channel indices, consumer input indices)
-        self.width, self.dim = width, dim
+        self.width, self.dim, self.groups = width, dim, groups
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         gates = self._gates[0]
         m_in = w.new_ones(self.width)  # inputs no group owns stay open (m = +1)
         for gi, root, cons in self.terms:
             m_in = m_in.index_put((cons,), gates.m[gi][root])
+        if self.groups > 1:
+            # grouped conv: input channel i is column i % per of the output rows of block i // per
+            per = self.width // self.groups
+            m2 = m_in.view(self.groups, per).repeat_interleave(w.shape[0] // self.groups, dim=0)
+            m_full = m2.view(*m2.shape, *([1] * (w.dim() - 2))).expand_as(w)
+            return MaskedWeight.apply(w, m_full, None, gates.cfg.ste, gates.cfg.leaky_alpha)
         return MaskedWeight.apply(w, m_in, self.dim, gates.cfg.ste, gates.cfg.leaky_alpha)
 
 
@@ -141,8 +147,8 @@ class ChannelGates(nn.Module):
 
         return [init * s.clamp(0.1, 3.0) for s in channel_scores(graph, "l1")]
 
-    def _consumer_terms(self, graph: PruningGraph) -> dict[str, tuple[int, int, list]]:
-        """For each consumer layer: (input width, weight dim, [(group, root idx, consumer idx)])."""
+    def _consumer_terms(self, graph: PruningGraph) -> dict[str, tuple[int, int, int, list]]:
+        """For each consumer layer: (input width, weight dim, conv groups, [(group, root idx, consumer idx)])."""
         plan: dict[str, tuple[int, int, list]] = {}
         named = dict(graph.model.named_modules())
         for g in graph.groups:
@@ -158,40 +164,39 @@ class ChannelGates(nn.Module):
                 root = getattr(item, "root_idxs", None)
                 if root is None:
                     continue
+                groups = 1
                 if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                     if mod.groups > 1 and mod.groups == mod.in_channels:
                         continue  # depthwise: not channel-mixing; the next mixing layer is gated
-                    if mod.groups > 1:
-                        self.ungated[g.index] = f"consumed by grouped conv {name}"
-                        break
-                    width, dim = mod.in_channels, 1
+                    width, dim, groups = mod.in_channels, 1, mod.groups
                 elif isinstance(mod, nn.Linear):
                     width, dim = mod.in_features, 1
                 elif hasattr(mod, "mask_in_channels") and hasattr(mod, "in_scale"):
                     width, dim = int(mod.in_scale.numel()), 0
                 else:
                     continue
-                terms_here.append((name, width, dim, (g.index, torch.as_tensor(list(root), dtype=torch.long),
+                terms_here.append((name, width, dim, groups, (g.index, torch.as_tensor(list(root), dtype=torch.long),
                                                       torch.as_tensor(list(idxs), dtype=torch.long))))
             if g.index in self.ungated:
                 continue
             if not terms_here:
                 self.ungated[g.index] = "no channel-mixing layer consumes these channels"
                 continue
-            for name, width, dim, term in terms_here:
-                entry = plan.setdefault(name, (width, dim, []))
-                entry[2].append(term)
+            for name, width, dim, groups, term in terms_here:
+                entry = plan.setdefault(name, (width, dim, groups, []))
+                entry[3].append(term)
         del named
         return plan
 
     def attach(self) -> None:
         model = self.graph[0].model
         named = dict(model.named_modules())
-        for name, (width, dim, terms) in self._plan.items():
+        for name, (width, dim, groups, terms) in self._plan.items():
             mod = named[name]
             tensor = "in_scale" if hasattr(mod, "mask_in_channels") and not isinstance(
                 mod, (nn.Conv2d, nn.Linear)) else "weight"
-            parametrize.register_parametrization(mod, tensor, _InputGate(self, terms, width, dim), unsafe=True)
+            parametrize.register_parametrization(mod, tensor, _InputGate(self, terms, width, dim, groups),
+                                                 unsafe=True)
         self.attached = True
 
     def detach(self) -> None:

@@ -8,6 +8,7 @@ one unit, indexed by the channels of its root layer.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,21 @@ class ChannelGroup:
     # at least `segment_min` channels or a layer would be emptied.
     segments: list[list[int]] = field(default_factory=list)
     segment_min: list[int] = field(default_factory=list)
+    # Channels j, j + size/ties, j + 2*size/ties, ... are kept or removed together: a grouped convolution
+    # (groups=ties) sees them at the same position of its `ties` blocks, and its weight tensor can only
+    # lose a column in every block at once.
+    ties: int = 1
+
+    def keep_top(self, scores: torch.Tensor, n: int) -> torch.Tensor:
+        """Keep mask of the `n` best channels (n a multiple of `ties`; tied channels ranked by their mean)."""
+        if self.ties <= 1:
+            keep = torch.zeros(scores.numel(), dtype=torch.bool)
+            keep[torch.argsort(scores, descending=True, stable=True)[:n]] = True
+            return keep
+        unit = scores.view(self.ties, -1).mean(0)
+        keep_u = torch.zeros(unit.numel(), dtype=torch.bool)
+        keep_u[torch.argsort(unit, descending=True, stable=True)[: n // self.ties]] = True
+        return keep_u.repeat(self.ties)
 
     def protect(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores with each segment's best channels raised to +inf, so that any top-k keeps them."""
@@ -126,6 +142,38 @@ def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     return [layers[-1].name] if layers else []
 
 
+def _dense_reason(g: Any, names: dict[nn.Module, str]) -> str | None:
+    """Why removing channels of this group would change the kept channels' values (None: it would not).
+
+    A normalisation whose statistics span several channels (LayerNorm over channels, GroupNorm) computes
+    different numbers once a channel is gone, so no mask on the gated model can equal the compacted one.
+    """
+    for item in g:
+        mod = item[0].target.module
+        if isinstance(mod, nn.LayerNorm):
+            return f"normalised across channels by LayerNorm {names.get(mod, '?')}"
+        if isinstance(mod, nn.GroupNorm) and mod.num_groups < mod.num_channels:
+            return f"normalised across channels by GroupNorm {names.get(mod, '?')}"
+    return None
+
+
+def _ties(g: Any, size: int) -> int | str:
+    """How many blocks of tied channels grouped convolutions impose on a group (a str: why it can't be pruned)."""
+    ties = 1
+    for item in g:
+        dep, idxs = item
+        mod = dep.target.module
+        if not (isinstance(mod, _CONV) and 1 < mod.groups != mod.in_channels):
+            continue
+        root = getattr(item, "root_idxs", None)
+        if len(idxs) != size or (root is not None and len(set(root)) != size) or size % mod.groups:
+            return f"only part of these channels reach grouped conv (groups={mod.groups})"
+        ties = math.lcm(ties, mod.groups)
+    if size % ties or size // ties < 2:
+        return f"grouped convs need {ties} equal blocks of these {size} channels"
+    return ties
+
+
 class PruningGraph:
     """The dependency graph of one model plus its prunable channel groups and layer shapes.
 
@@ -153,6 +201,8 @@ class PruningGraph:
                 raise GraphError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from e
             self._names = {m: n for n, m in model.named_modules()}
             self.groups: list[ChannelGroup] = []
+            # Groups that exist but must stay whole: (root layer, why). Reported, never pruned.
+            self.left_dense: list[tuple[str, str]] = []
             for g in self.DG.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Conv1d,
                                                                                          nn.Linear]):
                 self._add_group(g, round_to, max_prune_ratio)
@@ -167,6 +217,10 @@ class PruningGraph:
             return
         members: list[Member] = []
         segments: dict[tuple[int, ...], None] = {}
+        why = _dense_reason(g, self._names)
+        if why:
+            self.left_dense.append((self._names.get(root_mod, str(root_mod)), why))
+            return
         for item in g:
             dep, idxs = item
             root_idxs = getattr(item, "root_idxs", None)
@@ -195,7 +249,15 @@ class PruningGraph:
             if any(m.module == name and m.role == role for m in members):
                 continue
             members.append(Member(name, role, mult, sub))
-        step = round_to if size >= round_to and size % round_to == 0 else 1
+        ties = _ties(g, size)
+        if isinstance(ties, str):
+            self.left_dense.append((self._names[root_mod], ties))
+            return
+        if ties > 1 and segments:
+            self.left_dense.append((self._names[root_mod], "channels feed both a grouped conv and a concat"))
+            return
+        per = size // ties
+        step = ties * (round_to if per >= round_to and per % round_to == 0 else 1)
         min_keep = max(step, int(-(-size * (1.0 - max_prune_ratio) // 1)))
         # keep only minimal segments (a segment containing a smaller one is implied by it)
         segs = [list(s) for s in segments if not any(set(o) < set(s) for o in segments)]
@@ -205,7 +267,7 @@ class PruningGraph:
         if min_keep >= size:
             return
         self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g,
-                                        segs, seg_min))
+                                        segs, seg_min, ties))
 
     def copy(self) -> "PruningGraph":
         """An independent graph over a deep copy of the model, with the same groups in the same order.

@@ -383,7 +383,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
         calib_info = None if calib is None else {
             "samples": int(len(calib)), "split": "train", "seed": seed,
             "unique": len(set(_sample_hashes(calib))), "layout_given_to_converter": "NHWC",
-            "what": "full-integer int8 (TFLiteConverter on onnx2tf's SavedModel): per-channel int8 weights, "
+            "what": "full-integer int8 (TFLiteConverter on onnx2tf's Keras model): per-channel int8 weights, "
                     "int8 activations, int8 input and output tensors, calibrated on these samples"}
         card = _model_card(version=__version__, model=model, spec=spec, data=bundle, target=tgt, budgets=budgets,
                            result=result, artifacts=arts, profiles=profiles, input_shape=input_shape,

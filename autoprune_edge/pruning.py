@@ -179,7 +179,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     widths_before = graph.widths()
     cost = GroupCostModel(graph)
     evaluator, cheap = _make_evaluator(graph, cost, budgets, target, input_shape)
-    notes: list[str] = []
+    notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
     gate_log: list[dict[str, float]] = []
     if method == "autoprune":
         scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt)

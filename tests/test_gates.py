@@ -10,7 +10,7 @@ from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeigh
 from autoprune_edge.graph import PruningGraph
 from autoprune_edge.profiles.counting import count_macs
 from autoprune_edge.pruning import prune
-from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
+from toy_models import ConcatDepthwiseNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN, randomize_bn
 
 
 def test_ste_derivatives():
@@ -55,7 +55,8 @@ def test_hard_gate_ste():
 
 
 @pytest.mark.parametrize("cls,shape", [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)),
-                                       (ConcatDepthwiseNet, (1, 3, 8, 8))])
+                                       (ConcatDepthwiseNet, (1, 3, 8, 8)), (GroupedNet, (1, 3, 8, 8)),
+                                       (LayerNormNet, (1, 3, 6, 6))])
 def test_gated_model_equals_compacted(cls, shape):
     torch.manual_seed(0)
     model = randomize_bn(cls())
@@ -65,8 +66,8 @@ def test_gated_model_equals_compacted(cls, shape):
     with torch.no_grad():
         for grp, m in zip(graph.groups, gates.m):
             s = grp.protect(torch.rand(grp.size, generator=g))
-            order = torch.argsort(s, descending=True)
-            m[order[grp.min_keep + (grp.size - grp.min_keep) // 2:]] = -0.1  # close about half
+            n = grp.min_keep + (grp.size - grp.min_keep) // 2 // grp.round_to * grp.round_to  # about half
+            m.copy_(torch.where(grp.keep_top(s, n), 0.1, -0.1))
     keep = gates.keep()
     assert any(not bool(k.all()) for k in keep)
     x = torch.randn(5, *shape[1:])

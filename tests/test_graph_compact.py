@@ -11,20 +11,19 @@ from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
 from autoprune_edge.profiles.counting import count_macs, count_params
 from autoprune_edge.pruning import check_equivalence, prune
-from toy_models import ConcatDepthwiseNet, ResidualNet, SmallCNN, randomize_bn
+from toy_models import ConcatDepthwiseNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN, randomize_bn
 
-NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8))]
+NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8)),
+        (GroupedNet, (1, 3, 8, 8)), (LayerNormNet, (1, 3, 6, 6))]
 
 
 def _random_keep(graph, seed):
     g = torch.Generator().manual_seed(seed)
     keep = []
     for grp in graph.groups:
-        n = int(torch.randint(grp.min_keep, grp.size + 1, (1,), generator=g))
+        n = int(torch.randint(grp.min_keep, grp.size + 1, (1,), generator=g)) // grp.round_to * grp.round_to
         scores = grp.protect(torch.rand(grp.size, generator=g))  # keeps every concat branch non-empty
-        k = torch.zeros(grp.size, dtype=torch.bool)
-        k[torch.argsort(scores, descending=True)[:n]] = True
-        keep.append(k)
+        keep.append(grp.keep_top(scores, n))
     return keep
 
 
@@ -117,3 +116,26 @@ def test_prune_api_two_budgets():
               method="l1", input_shape=(1, 3, 12, 12), finetune_epochs=0)
     assert r.macs_after <= dense.macs * 0.6 and r.params_after <= dense.params * 0.4
     assert r.equivalence_rel < 1e-5
+
+
+def test_grouped_conv_channels_are_tied_and_layernorm_groups_stay_dense():
+    torch.manual_seed(0)
+    graph = PruningGraph(randomize_bn(GroupedNet()), torch.randn(1, 3, 8, 8))
+    tied = [g for g in graph.groups if g.ties > 1]
+    assert tied and all(g.ties == 4 and g.round_to % 4 == 0 for g in tied)
+    keep = tied[0].keep_top(torch.rand(tied[0].size), 8)
+    assert keep.view(4, -1).all(0).sum() == 2 and (keep.view(4, -1).any(0) == keep.view(4, -1).all(0)).all()
+
+    graph = PruningGraph(LayerNormNet(), torch.randn(1, 3, 6, 6))
+    assert [why for _, why in graph.left_dense] == ["normalised across channels by LayerNorm norm"]
+    assert [g.root for g in graph.groups] == ["up"]  # the MLP's hidden width is still prunable
+
+
+def test_cost_model_counts_exactly_beyond_float32():
+    # 2**24 + 1 MACs are not representable in float32; budgets are checked against exact counts
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4097, 1, bias=False), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4097, 2, 1, bias=False))
+    x = torch.randn(1, 1, 64, 64)
+    graph = PruningGraph(model, x)
+    cost = GroupCostModel(graph)
+    assert float(cost.macs(graph.full_keep())) == count_macs(model, x).macs

@@ -53,6 +53,40 @@ class ConcatDepthwiseNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class GroupedNet(nn.Module):
+    """ResNeXt/RegNet-style bottleneck: 1x1 -> grouped 3x3 (groups=4) -> SE-free 1x1, residual add."""
+
+    def __init__(self, n=10, w=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(w, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(w, w, 1, bias=False), nn.BatchNorm2d(w))
+        self.fc = nn.Linear(w, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.c(self.b(self.a(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class LayerNormNet(nn.Module):
+    """ConvNeXt-style: LayerNorm over channels (channels-last) on the trunk, an MLP that widens 4x."""
+
+    def __init__(self, n=10, w=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, w, 3, padding=1)
+        self.norm = nn.LayerNorm(w)
+        self.up = nn.Linear(w, 4 * w)
+        self.down = nn.Linear(4 * w, w)
+        self.fc = nn.Linear(w, n)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)
+        x = x + self.down(nn.functional.gelu(self.up(self.norm(x))))
+        return self.fc(x.mean((1, 2)))
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN statistics so that masking and compaction are really exercised."""
     g = torch.Generator().manual_seed(seed)

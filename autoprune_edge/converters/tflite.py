@@ -3,12 +3,12 @@
 One subprocess does everything, so TensorFlow is imported once:
 
 * simplify a *copy* of the ONNX file once with the ``onnxsim`` CLI (onnx2tf would run it three times,
-  in place), then ``onnx2tf.convert(..., not_use_onnxsim=True)``. That always writes a SavedModel plus
-  ``*_float32.tflite`` and ``*_float16.tflite`` (onnx2tf 1.29 has no switch to skip either);
-* for int8, quantise that SavedModel with ``tf.lite.TFLiteConverter`` ourselves (full integer, int8 I/O,
-  per-channel, builtin int8 ops only, so an op that cannot be quantised fails instead of becoming a
-  Flex op). This gives the same file as onnx2tf's ``-oiqt ... full_integer_quant.tflite`` but skips the
-  five other quantised variants ``-oiqt`` always builds (about 20 s on MobileNetV2).
+  in place), then ``onnx2tf.convert(..., not_use_onnxsim=True, disable_model_save=True)``, which hands
+  back the Keras model instead of always writing a SavedModel plus float32 and float16 files;
+* convert that Keras model with ``tf.lite.TFLiteConverter`` once per requested precision. int8 is full
+  integer with int8 I/O, per-channel, builtin int8 ops only, so an op that cannot be quantised fails
+  instead of becoming a Flex op (the same recipe as onnx2tf's ``-oiqt`` full-integer file, without the
+  five other quantised variants ``-oiqt`` always builds).
 
 Offline traps handled here: onnx2tf fetches a calibration .npy from GitHub for any 4-D 3-channel input
 even for fp32, unless ``calibration_image_sample_data_20x128x128x3_float32.npy`` is in its working
@@ -53,36 +53,54 @@ if a["simplify"]:
     if r.returncode != 0:
         print("AUTOPRUNE_EDGE: onnxsim failed, converting the unsimplified model: " + (r.stderr or r.stdout)[-500:])
 import onnx2tf
-onnx2tf.convert(
+model = onnx2tf.convert(
     input_onnx_file_path=a["onnx"],
     output_folder_path=a["out"],
     not_use_onnxsim=True,
     non_verbose=not a["verbose"],
     batch_size=a["batch_size"],
     keep_ncw_or_nchw_or_ncdhw_input_names=a["keep_nchw"],
-    # The CLI always sets this (store_true with default=True); the Python API defaults to False and then
-    # tf.saved_model.save rejects torch's op names ("/features/features.0/Conv/kernel").
-    output_signaturedefs=True,
     replace_to_pseudo_operators=[],
+    # Return the Keras model instead of writing a SavedModel and both float files: we convert only the
+    # precisions that were asked for (the SavedModel dump alone is most of onnx2tf's time on big nets).
+    disable_model_save=True,
 )
+import tensorflow as tf
 t1 = time.perf_counter()
 timings = {"onnx2tf_s": t1 - t0}
-if a["calib"]:
-    import numpy as np
-    import tensorflow as tf
-    calib = np.load(a["calib"]).astype(np.float32)
-    def rep():
-        for i in range(calib.shape[0]):
-            yield [calib[i : i + 1]]
-    conv = tf.lite.TFLiteConverter.from_saved_model(a["out"])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    conv.representative_dataset = rep
-    with open(a["int8_out"], "wb") as f:
+os.makedirs(a["out"], exist_ok=True)
+
+def converter():
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    except Exception:
+        fn = tf.function(lambda *xs: model(xs),
+                         input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
+        return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+
+for p in a["precisions"]:
+    t = time.perf_counter()
+    conv = converter()
+    if p == "int8":
+        import numpy as np
+        calib = np.load(a["calib"]).astype(np.float32)
+        def rep():
+            for i in range(calib.shape[0]):
+                yield [calib[i : i + 1]]
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        conv.representative_dataset = rep
+    else:
+        # Select-TF ops are allowed here only so that a Flex op is reported by name afterwards.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        if p == "fp16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+    with open(a["files"][p], "wb") as f:
         f.write(conv.convert())
-    timings["int8_s"] = time.perf_counter() - t1
+    timings[p + "_s"] = time.perf_counter() - t
 print("AUTOPRUNE_EDGE_TIMINGS " + json.dumps(timings))
 """
 
@@ -237,7 +255,8 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
         "batch_size": None if batch_fixed else 1,
         "keep_nchw": [input_name] if keep_nchw else None,
         "calib": str(calib_path) if calib_path else None,
-        "int8_out": str(sm_dir / "model_full_integer_quant.tflite"),
+        "precisions": list(ps),
+        "files": {p: str(sm_dir / f"model_{p}.tflite") for p in ps},
     }
     t0 = time.perf_counter()
     with progress.task(f"Converting {onnx_path.name} to TFLite ({', '.join(ps)}) with onnx2tf"):
@@ -258,11 +277,7 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
     output = r.stdout.decode("utf-8", errors="replace")
     (wd / "onnx2tf.log").write_text(output)
     wall = time.perf_counter() - t0
-    produced = {
-        "fp32": sm_dir / "model_float32.tflite",
-        "fp16": sm_dir / "model_float16.tflite",
-        "int8": sm_dir / "model_full_integer_quant.tflite",
-    }
+    produced = {p: sm_dir / f"model_{p}.tflite" for p in ps}
     missing = [p for p in ps if not produced[p].is_file()]
     if r.returncode != 0 or missing:
         what = f"exit code {r.returncode}" if r.returncode != 0 else f"no {', '.join(missing)} file"

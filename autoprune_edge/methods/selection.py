@@ -18,12 +18,6 @@ from ..graph import PruningGraph
 Evaluator = Callable[[list[torch.Tensor]], dict[str, float]]
 
 
-def _keep_top(scores: torch.Tensor, n: int) -> torch.Tensor:
-    keep = torch.zeros(scores.numel(), dtype=torch.bool)
-    keep[torch.argsort(scores, descending=True, stable=True)[:n]] = True
-    return keep
-
-
 def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor: list[int]) -> list[int]:
     counts = []
     for g, s, lo in zip(graph.groups, scores, floor):
@@ -46,7 +40,7 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
     scores = [g.protect(s) for g, s in zip(graph.groups, scores)]
 
     def masks(counts: list[int]) -> list[torch.Tensor]:
-        return [_keep_top(s, n) for s, n in zip(scores, counts)]
+        return [g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, counts)]
 
     full = [g.size for g in graph.groups]
     if _fits(evaluate(masks(full)), budgets):
@@ -92,7 +86,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
             return counts
         trial = list(counts)
         trial[best] += graph.groups[best].round_to
-        if _fits(evaluate([_keep_top(s, n) for s, n in zip(scores, trial)]), budgets):
+        if _fits(evaluate([g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, trial)]), budgets):
             counts = trial
         else:
             blocked.add(best)

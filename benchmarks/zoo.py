@@ -1,0 +1,275 @@
+"""Every torchvision classifier through the whole pipeline: graph -> gates -> prune ~30 % of MACs ->
+compact -> equality with the gated model -> ONNX -> onnxruntime parity -> TFLite fp32 (onnx2tf) -> LiteRT
+parity. Random init, batch 1, one model per subprocess (a crash or hang costs one row, not the run).
+
+    python benchmarks/zoo.py                      # all models, all stages, 2 workers
+    python benchmarks/zoo.py --models resnet18,vit_b_16 --stop-after ort
+    python benchmarks/zoo.py --render-only        # rebuild the Markdown from the JSON
+
+Input size: 224 for every model (299 for inception_v3), the resolution every torchvision constructor
+builds for (ViT's image_size default); the larger evaluation crops of some weight recipes are not used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import RESULTS, md_table, write_results  # noqa: E402
+
+STAGES = ["graph", "gates", "prune", "compact", "equal", "onnx", "ort", "tflite", "litert"]
+EQUAL_TOL = 1e-4
+PARITY_TOL = 1e-3
+TARGET_KEEP = 0.70  # prune ~30 % of MACs
+
+
+def run_one(name: str, stop_after: str, work: Path) -> dict[str, Any]:
+    """All stages for one model, in this process. Records the first failure and stops there."""
+    import numpy as np
+    import torch
+
+    from autoprune_edge.budget import Budget
+    from autoprune_edge.cost import GroupCostModel
+    from autoprune_edge.gates import ChannelGates, GateConfig
+    from autoprune_edge.graph import PruningGraph
+    from autoprune_edge.methods.selection import select
+    from autoprune_edge.models import build_model, default_input_size
+    from autoprune_edge.profiles.counting import count_macs
+    from autoprune_edge.pruning import check_equivalence
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    row: dict[str, Any] = {"model": name, "times": {}, "passed": [], "failed_stage": None, "error": None}
+    t_stage = time.perf_counter()
+    stage = "build"
+
+    def done(st: str) -> None:
+        nonlocal t_stage
+        now = time.perf_counter()
+        row["times"][st] = round(now - t_stage, 2)
+        row["passed"].append(st)
+        t_stage = now
+
+    try:
+        model, _ = build_model(name)
+        model.eval()
+        size = default_input_size(name)
+        row["input"] = size
+        x = torch.randn(1, 3, size, size)
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+        dense = count_macs(model, x)
+        row["macs_before"], row["params_before"] = dense.macs, dense.params
+        with torch.no_grad():
+            ref_dense = model(probe)
+        row["times"]["build"] = round(time.perf_counter() - t_stage, 2)
+        t_stage = time.perf_counter()
+
+        stage = "graph"
+        graph = PruningGraph(model, x)
+        row["groups"] = len(graph.groups)
+        done(stage)
+
+        stage = "gates"
+        gates = ChannelGates(graph, GateConfig())
+        gates.attach()
+        with torch.no_grad():
+            open_out = model(probe)
+        diff = float((open_out - ref_dense).abs().max()) / (float(ref_dense.abs().max()) or 1.0)
+        if diff > EQUAL_TOL:
+            raise RuntimeError(f"model with all gates open differs from dense by {diff:.3g} (relative)")
+        row["ungated"] = dict(graph.left_dense)
+        row["ungated"].update({graph.groups[i].root: why for i, why in sorted(gates.ungated.items())})
+        done(stage)
+
+        stage = "prune"
+        cost = GroupCostModel(graph)
+        budget = Budget("macs", math.floor(TARGET_KEEP * dense.macs), f"{TARGET_KEEP:.0%} of dense MACs")
+        keep = select(graph, gates.scores(), [budget],
+                      lambda k: {"macs": float(cost.macs(k)), "params": float(cost.params(k))})
+        with torch.no_grad():
+            for m, k in zip(gates.m, keep):
+                m.copy_(torch.where(k, torch.ones_like(m), -torch.ones_like(m)))
+            gated_out = model(probe)
+        row["groups_pruned"] = sum(1 for k in keep if not bool(k.all()))
+        done(stage)
+
+        stage = "compact"
+        gates.detach()
+        graph.compact(keep)
+        after = count_macs(model, x)
+        row["macs_after"], row["params_after"] = after.macs, after.params
+        row["macs_kept"] = after.macs / dense.macs
+        done(stage)
+
+        stage = "equal"
+        max_abs, rel = check_equivalence(_Fixed(gated_out), model, probe)
+        row["equal_rel"] = rel
+        if rel > EQUAL_TOL:
+            raise RuntimeError(f"compacted model differs from the gated one by {rel:.3g} of the output scale")
+        if after.macs > budget.value:
+            raise RuntimeError(f"compacted model has {after.macs} MACs, above the budget {budget.value}")
+        done(stage)
+        if stop_after == "equal":
+            return row
+
+        from autoprune_edge.converters.litert import run_tflite
+        from autoprune_edge.converters.onnx_export import export_onnx, run_onnx
+        from autoprune_edge.converters.parity import compare
+        from autoprune_edge.converters.tflite import onnx_to_tflite
+
+        stage = "onnx"
+        onnx_path = export_onnx(model, x, work / "model.onnx")
+        done(stage)
+
+        stage = "ort"
+        ref = gated_out.numpy()
+        p = compare(ref, run_onnx(onnx_path, probe.numpy()))
+        row["ort_rel"] = p.rel
+        if not p.ok(PARITY_TOL):
+            raise RuntimeError(f"onnxruntime differs from torch: {p}")
+        done(stage)
+        if stop_after == "ort":
+            return row
+
+        stage = "tflite"
+        files = onnx_to_tflite(onnx_path, work / "tflite", precisions=("fp32",), work_dir=work / "onnx2tf",
+                               timeout_s=1200)
+        row["tflite_mb"] = round(files["fp32"].stat().st_size / 2**20, 1)
+        done(stage)
+
+        stage = "litert"
+        p = compare(ref, run_tflite(files["fp32"], probe.numpy()))
+        row["litert_rel"] = p.rel
+        if not p.ok(PARITY_TOL):
+            raise RuntimeError(f"LiteRT differs from torch: {p}")
+        done(stage)
+        del np
+    except BaseException as e:  # noqa: BLE001 - every failure is a result here
+        row["failed_stage"] = stage
+        row["times"][stage] = round(time.perf_counter() - t_stage, 2)
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" [at {Path(tb[-1].filename).name}:{tb[-1].lineno}]" if tb else ""
+        row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}{where}"
+    return row
+
+
+class _Fixed:
+    """A stand-in 'model' that returns recorded outputs, for check_equivalence."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def eval(self) -> "_Fixed":
+        return self
+
+    def __call__(self, _x: Any) -> Any:
+        return self.out
+
+
+def run_subprocess(name: str, stop_after: str, timeout: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"zoo_{name}_") as tmp:
+        out = Path(tmp) / "row.json"
+        cmd = [sys.executable, __file__, "--worker", name, "--stop-after", stop_after, "--work", tmp]
+        t0 = time.perf_counter()
+        env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env)
+            log = r.stdout.decode("utf-8", "replace")
+            if out.exists():
+                row = json.loads(out.read_text())
+            else:
+                row = {"model": name, "failed_stage": "?", "error": f"worker died (rc={r.returncode}): "
+                       + (log.strip().splitlines() or [""])[-1][:300], "passed": [], "times": {}}
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "failed_stage": "?", "error": f"timeout after {timeout:.0f} s", "passed": [],
+                   "times": {}}
+        row["wall_s"] = round(time.perf_counter() - t0, 1)
+        return row
+
+
+def render(rows: list[dict[str, Any]], stop_after: str, wall: float) -> str:
+    stages = STAGES[: STAGES.index(stop_after) + 1]
+    ok = [r for r in rows if r.get("failed_stage") is None]
+    lines = [f"**{len(ok)}/{len(rows)} models pass every stage through `{stop_after}`** "
+             f"(equality ≤ {EQUAL_TOL:g}, parity ≤ {PARITY_TOL:g} relative to the output scale); "
+             f"total wall time {wall / 60:.1f} min.", ""]
+    fails = [r for r in rows if r.get("failed_stage") is not None]
+    if fails:
+        lines += ["Failures:", ""] + [f"- `{r['model']}` at **{r['failed_stage']}**: {r['error']}" for r in fails] + [""]
+    table = []
+    for r in rows:
+        t = r.get("times", {})
+        table.append({
+            "model": r["model"], "input": r.get("input"),
+            "result": "PASS" if r.get("failed_stage") is None else f"FAIL ({r['failed_stage']})",
+            "GMACs": f"{r['macs_before'] / 1e9:.2f}→{r['macs_after'] / 1e9:.2f}" if "macs_after" in r else None,
+            "kept": f"{r['macs_kept']:.1%}" if "macs_kept" in r else None,
+            "Mparams": f"{r['params_before'] / 1e6:.1f}→{r['params_after'] / 1e6:.1f}" if "params_after" in r else None,
+            "groups (pruned/left dense)": f"{r.get('groups_pruned', '–')}/{len(r.get('ungated', {}))}"
+            if "groups" in r else None,
+            "equal rel": r.get("equal_rel"), "ORT rel": r.get("ort_rel"), "LiteRT rel": r.get("litert_rel"),
+            "times s (" + "/".join(stages) + ")": "/".join(str(t.get(s, "–")) for s in stages),
+            "wall s": r.get("wall_s"),
+        })
+    lines.append(md_table(table, list(table[0].keys())) if table else "")
+    dense = [(r["model"], root, why) for r in rows for root, why in r.get("ungated", {}).items()]
+    if dense:
+        lines += ["", "Groups left dense (cannot be gated), and why:", ""]
+        by_model: dict[str, list[str]] = {}
+        for m, root, why in dense:
+            by_model.setdefault(m, []).append(f"{root} ({why})")
+        for m, items in by_model.items():
+            lines.append(f"- `{m}`: {len(items)} group(s): " + "; ".join(items[:4]) + (" …" if len(items) > 4 else ""))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="", help="comma-separated names (default: all torchvision classifiers)")
+    ap.add_argument("--stop-after", default="litert", choices=["equal", "ort", "litert"])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    ap.add_argument("--name", default="zoo", help="results file stem")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        row = run_one(a.worker, a.stop_after, Path(a.work))
+        Path(a.work, "row.json").write_text(json.dumps(row, default=str))
+        return
+    if a.render_only:
+        payload = json.loads((RESULTS / f"{a.name}.json").read_text())
+        (RESULTS / f"{a.name}.md").write_text(
+            f"Command: `{payload['command']}` ({payload['date']})\n\n"
+            + render(payload["rows"], payload["stop_after"], payload["wall_s"]) + "\n")
+        return
+    import torchvision
+
+    names = [n for n in a.models.split(",") if n] or torchvision.models.list_models(module=torchvision.models)
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    # Biggest models first so that the long conversions overlap with the many small ones.
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for row in pool.map(lambda n: run_subprocess(n, a.stop_after, a.timeout), names):
+            rows.append(row)
+            status = "PASS" if row.get("failed_stage") is None else f"FAIL at {row['failed_stage']}: {row['error']}"
+            print(f"{row['model']:<22} {row['wall_s']:>7.1f} s  {status}", flush=True)
+    wall = time.perf_counter() - t0
+    write_results(a.name, {"stop_after": a.stop_after, "jobs": a.jobs, "wall_s": wall, "rows": rows},
+                  render(rows, a.stop_after, wall))
+
+
+if __name__ == "__main__":
+    main()
