@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from .errors import GraphError
 from .layers import custom_pruners_for
+from .tracing import SafeDependencyGraph, opaque_reason
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -147,7 +147,11 @@ def _dense_reason(g: Any, names: dict[nn.Module, str]) -> str | None:
 
     A normalisation whose statistics span several channels (LayerNorm over channels, GroupNorm) computes
     different numbers once a channel is gone, so no mask on the gated model can equal the compacted one.
+    Channels that reach an op whose channel mapping cannot be tracked (see tracing.py) stay dense too.
     """
+    why = opaque_reason(g, names)
+    if why:
+        return why
     for item in g:
         mod = item[0].target.module
         if isinstance(mod, nn.LayerNorm):
@@ -195,7 +199,7 @@ class PruningGraph:
             ignored = [named[n] for n in self.output_layers + list(ignored_layers or []) if n in named]
             try:
                 with torch.enable_grad():
-                    self.DG = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
+                    self.DG = SafeDependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
                                                                     customized_pruners=custom_pruners_for(model))
             except Exception as e:  # tracing failures come from arbitrary user code
                 raise GraphError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from e
@@ -352,7 +356,7 @@ def apply_history(model: nn.Module, example: torch.Tensor, history: list[list[An
     model.eval()
     try:
         with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
+            dg = SafeDependencyGraph().build_dependency(model, example_inputs=example, verbose=False,
                                                        customized_pruners=custom_pruners_for(model))
         dg.load_pruning_history([[n, o, list(i)] for n, o, i in history])
     except Exception as e:

@@ -34,7 +34,7 @@ PARITY_TOL = 1e-3
 TARGET_KEEP = 0.70  # prune ~30 % of MACs
 
 
-def run_one(name: str, stop_after: str, work: Path) -> dict[str, Any]:
+def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = math.inf) -> dict[str, Any]:
     """All stages for one model, in this process. Records the first failure and stops there."""
     import numpy as np
     import torch
@@ -141,6 +141,10 @@ def run_one(name: str, stop_after: str, work: Path) -> dict[str, Any]:
         done(stage)
         if stop_after == "ort":
             return row
+        if after.params > tflite_max_mparams * 1e6:
+            row["skipped"] = (f"TFLite/LiteRT not run: {after.params / 1e6:.0f}M params after pruning > "
+                              f"--tflite-max-mparams {tflite_max_mparams:g} (time)")
+            return row
 
         stage = "tflite"
         files = onnx_to_tflite(onnx_path, work / "tflite", precisions=("fp32",), work_dir=work / "onnx2tf",
@@ -177,10 +181,11 @@ class _Fixed:
         return self.out
 
 
-def run_subprocess(name: str, stop_after: str, timeout: float) -> dict[str, Any]:
+def run_subprocess(name: str, stop_after: str, timeout: float, tflite_max_mparams: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"zoo_{name}_") as tmp:
         out = Path(tmp) / "row.json"
-        cmd = [sys.executable, __file__, "--worker", name, "--stop-after", stop_after, "--work", tmp]
+        cmd = [sys.executable, __file__, "--worker", name, "--stop-after", stop_after, "--work", tmp,
+               "--tflite-max-mparams", str(tflite_max_mparams)]
         t0 = time.perf_counter()
         env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
         try:
@@ -198,12 +203,17 @@ def run_subprocess(name: str, stop_after: str, timeout: float) -> dict[str, Any]
         return row
 
 
-def render(rows: list[dict[str, Any]], stop_after: str, wall: float) -> str:
+def render(rows: list[dict[str, Any]], stop_after: str, wall: float, jobs: int = 1, partial: bool = False) -> str:
     stages = STAGES[: STAGES.index(stop_after) + 1]
     ok = [r for r in rows if r.get("failed_stage") is None]
-    lines = [f"**{len(ok)}/{len(rows)} models pass every stage through `{stop_after}`** "
-             f"(equality ≤ {EQUAL_TOL:g}, parity ≤ {PARITY_TOL:g} relative to the output scale); "
-             f"total wall time {wall / 60:.1f} min.", ""]
+    full = [r for r in ok if not r.get("skipped")]
+    skipped = [r for r in ok if r.get("skipped")]
+    lines = [f"**{len(full)}/{len(rows)} models pass every stage through `{stop_after}`**"
+             + (f"; {len(skipped)} more pass every stage through `ort` and were not converted to TFLite "
+                f"(too big for the time limit, see the table)" if skipped else "")
+             + f". Equality ≤ {EQUAL_TOL:g}, parity ≤ {PARITY_TOL:g}, both relative to the output scale. "
+             f"Total wall time {wall / 60:.1f} min with {jobs} parallel worker(s)"
+             + (" — **partial: the run was cut off before every model was done**" if partial else "") + ".", ""]
     fails = [r for r in rows if r.get("failed_stage") is not None]
     if fails:
         lines += ["Failures:", ""] + [f"- `{r['model']}` at **{r['failed_stage']}**: {r['error']}" for r in fails] + [""]
@@ -212,7 +222,8 @@ def render(rows: list[dict[str, Any]], stop_after: str, wall: float) -> str:
         t = r.get("times", {})
         table.append({
             "model": r["model"], "input": r.get("input"),
-            "result": "PASS" if r.get("failed_stage") is None else f"FAIL ({r['failed_stage']})",
+            "result": (("PASS (to ort)" if r.get("skipped") else "PASS") if r.get("failed_stage") is None
+                       else f"FAIL ({r['failed_stage']})"),
             "GMACs": f"{r['macs_before'] / 1e9:.2f}→{r['macs_after'] / 1e9:.2f}" if "macs_after" in r else None,
             "kept": f"{r['macs_kept']:.1%}" if "macs_kept" in r else None,
             "Mparams": f"{r['params_before'] / 1e6:.1f}→{r['params_after'] / 1e6:.1f}" if "params_after" in r else None,
@@ -234,6 +245,27 @@ def render(rows: list[dict[str, Any]], stop_after: str, wall: float) -> str:
     return "\n".join(lines)
 
 
+def update(a: argparse.Namespace, names: list[str]) -> None:
+    jp = RESULTS / f"{a.name}.json"
+    payload = json.loads(jp.read_text())
+    t0 = time.perf_counter()
+    new = {n: run_subprocess(n, payload["stop_after"], a.timeout, payload.get("tflite_max_mparams", math.inf))
+           for n in names}
+    for n, row in new.items():
+        print(f"{n:<22} {row['wall_s']:>7.1f} s  " + ("PASS" if row.get("failed_stage") is None
+                                                       else f"FAIL at {row['failed_stage']}: {row['error']}"))
+    rows = [new.pop(r["model"], r) for r in payload["rows"]] + list(new.values())
+    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], Path(__file__).resolve().parent.parent), *sys.argv[1:]])
+    reruns = payload.get("reruns", []) + [{"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                           "models": names, "wall_s": round(time.perf_counter() - t0, 1)}]
+    payload.update(rows=rows, reruns=reruns)
+    jp.write_text(json.dumps(payload, indent=1, default=str))
+    md = render(rows, payload["stop_after"], payload["wall_s"], payload.get("jobs", 1), payload.get("partial", False))
+    md += "\n\nRows re-run after the main run (their times are not in the total above):\n\n" + "\n".join(
+        f"- `{r['command']}` ({r['date']}, {r['wall_s']} s)" for r in reruns)
+    (RESULTS / f"{a.name}.md").write_text(f"Command: `{payload['command']}` ({payload['date']})\n\n" + md + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="", help="comma-separated names (default: all torchvision classifiers)")
@@ -241,34 +273,46 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
     ap.add_argument("--name", default="zoo", help="results file stem")
+    ap.add_argument("--tflite-max-mparams", type=float, default=math.inf,
+                    help="skip TFLite/LiteRT for models with more parameters (millions) after pruning, for time")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="re-run only --models and replace their rows in the existing results (the rerun is logged)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        row = run_one(a.worker, a.stop_after, Path(a.work))
+        row = run_one(a.worker, a.stop_after, Path(a.work), a.tflite_max_mparams)
         Path(a.work, "row.json").write_text(json.dumps(row, default=str))
         return
     if a.render_only:
         payload = json.loads((RESULTS / f"{a.name}.json").read_text())
         (RESULTS / f"{a.name}.md").write_text(
             f"Command: `{payload['command']}` ({payload['date']})\n\n"
-            + render(payload["rows"], payload["stop_after"], payload["wall_s"]) + "\n")
+            + render(payload["rows"], payload["stop_after"], payload["wall_s"], payload.get("jobs", 1),
+                     payload.get("partial", False)) + "\n")
         return
     import torchvision
 
     names = [n for n in a.models.split(",") if n] or torchvision.models.list_models(module=torchvision.models)
+    if a.update:
+        update(a, names)
+        return
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    # Biggest models first so that the long conversions overlap with the many small ones.
+    def save(partial: bool) -> None:  # after every model, so a cut-off run still leaves its rows
+        wall = time.perf_counter() - t0
+        write_results(a.name, {"stop_after": a.stop_after, "jobs": a.jobs, "wall_s": wall, "partial": partial,
+                               "tflite_max_mparams": a.tflite_max_mparams, "rows": rows},
+                      render(rows, a.stop_after, wall, a.jobs, partial))
+
     with ThreadPoolExecutor(a.jobs) as pool:
-        for row in pool.map(lambda n: run_subprocess(n, a.stop_after, a.timeout), names):
+        for row in pool.map(lambda n: run_subprocess(n, a.stop_after, a.timeout, a.tflite_max_mparams), names):
             rows.append(row)
             status = "PASS" if row.get("failed_stage") is None else f"FAIL at {row['failed_stage']}: {row['error']}"
-            print(f"{row['model']:<22} {row['wall_s']:>7.1f} s  {status}", flush=True)
-    wall = time.perf_counter() - t0
-    write_results(a.name, {"stop_after": a.stop_after, "jobs": a.jobs, "wall_s": wall, "rows": rows},
-                  render(rows, a.stop_after, wall))
+            print(f"{row['model']:<22} {row['wall_s']:>7.1f} s  {status} {row.get('skipped', '')}", flush=True)
+            save(partial=len(rows) < len(names))
+    save(partial=False)
 
 
 if __name__ == "__main__":

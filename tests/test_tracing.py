@@ -1,0 +1,119 @@
+"""Ops whose channel mapping Torch-Pruning cannot compute: the graph builds, the groups through them stay
+dense (with a reason naming the op), everything else prunes, and compaction equals masking."""
+import copy
+
+import torch
+from torch import nn
+from toy_models import randomize_bn
+
+from autoprune_edge.graph import PruningGraph, apply_history
+from autoprune_edge.pruning import check_equivalence
+
+
+def _cbr(cin, cout, k=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())
+
+
+class ShuffleNet(nn.Module):
+    """A ShuffleNetV2 unit: chunk -> branch -> concat -> channel shuffle (view/transpose/view)."""
+
+    def __init__(self, w=8, n=5):
+        super().__init__()
+        self.stem = _cbr(3, 2 * w, 3)
+        self.branch = nn.Sequential(_cbr(w, w), _cbr(w, w, 3, groups=w), _cbr(w, w))
+        self.b = _cbr(2 * w, 2 * w, 3)
+        self.mid1 = _cbr(2 * w, 3 * w)
+        self.mid2 = _cbr(3 * w, 2 * w)
+        self.head = nn.Linear(2 * w, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x1, x2 = x.chunk(2, dim=1)
+        x = torch.cat([x1, self.branch(x2)], 1)
+        b, c, h, w = x.shape
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        x = self.mid2(self.mid1(self.b(x)))
+        return self.head(x.mean((2, 3)))
+
+
+class WindowNet(nn.Module):
+    """Swin-style: channels-last window partition/reverse (channels kept whole) around an attention whose
+    qkv reshape folds channels into heads."""
+
+    def __init__(self, c=8, n=5, ws=2, heads=2):
+        super().__init__()
+        self.c, self.ws, self.heads = c, ws, heads
+        self.embed = nn.Conv2d(3, c, 2, stride=2)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        self.fc1 = nn.Linear(c, 2 * c)
+        self.fc2 = nn.Linear(2 * c, c)
+        self.head = nn.Linear(c, n)
+
+    def forward(self, x):
+        x = self.embed(x).permute(0, 2, 3, 1)  # B H W C
+        B, H, W, C = x.shape
+        ws, d = self.ws, self.c // self.heads
+        t = x.view(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+        q, k, v = self.qkv(t).reshape(t.shape[0], ws * ws, 3, self.heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        a = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(t.shape[0], ws * ws, self.c)
+        t = t + self.proj(a)
+        t = t + self.fc2(torch.relu(self.fc1(t)))
+        x = t.view(B, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+        return self.head(x.mean((1, 2)))
+
+
+def _keep(graph, seed):
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for grp in graph.groups:
+        n = int(torch.randint(grp.min_keep, grp.size, (1,), generator=g))  # always remove something
+        k = torch.zeros(grp.size, dtype=torch.bool)
+        k[torch.argsort(grp.protect(torch.rand(grp.size, generator=g)), descending=True)[:n]] = True
+        keep.append(k)
+    return keep
+
+
+def _check_equal(model, shape, seeds=(0, 1)):
+    x = torch.randn(shape)
+    for seed in seeds:
+        m2 = copy.deepcopy(model)
+        graph = PruningGraph(m2, x)
+        keep = _keep(graph, seed)
+        masked = graph.masked_copy(keep)
+        history = graph.compact(keep)
+        _, rel = check_equivalence(masked, m2, torch.randn(3, *shape[1:]))
+        assert rel < 1e-5, (seed, rel)
+        again = apply_history(copy.deepcopy(model).eval(), x, history)
+        _, rel = check_equivalence(m2, again, torch.randn(2, *shape[1:]))
+        assert rel < 1e-6, rel
+
+
+def test_channel_shuffle_left_dense_rest_prunes():
+    torch.manual_seed(0)
+    model = randomize_bn(ShuffleNet())
+    graph = PruningGraph(model, torch.randn(1, 3, 8, 8))
+    dense = dict(graph.left_dense)
+    # the stem (through chunk -> concat -> shuffle) and the branch output both reach the shuffle
+    assert {"stem.0", "branch.2.0"} <= set(dense), graph.left_dense
+    assert all("view" in why and "left dense" in why for why in dense.values()), dense
+    assert any("model view" in why for why in dense.values()), dense  # names the module path and the op
+    pruned = {m for g in graph.groups for m in g.member_modules("out")}
+    assert {"branch.0.0", "branch.1.0", "b.0", "mid1.0", "mid2.0"} <= pruned, pruned
+    assert not pruned & {"stem.0", "branch.2.0"}
+    _check_equal(model, (1, 3, 8, 8))
+
+
+def test_window_partition_prunes_and_head_fold_left_dense():
+    torch.manual_seed(0)
+    model = WindowNet().eval()
+    graph = PruningGraph(model, torch.randn(1, 3, 8, 8))
+    dense = dict(graph.left_dense)
+    assert "qkv" in dense and "reshape" in dense["qkv"], graph.left_dense
+    # the channels-last stream goes through the window partition/reverse reshapes and stays prunable
+    stream = next(g for g in graph.groups if "embed" in g.member_modules("out"))
+    assert any(g.member_modules("out") == ["fc1"] for g in graph.groups)
+    assert {"qkv", "fc1", "head"} <= set(stream.member_modules("in"))
+    assert {"proj", "fc2"} <= set(stream.member_modules("out"))
+    _check_equal(model, (1, 3, 8, 8))
