@@ -249,20 +249,24 @@ def update(a: argparse.Namespace, names: list[str]) -> None:
     jp = RESULTS / f"{a.name}.json"
     payload = json.loads(jp.read_text())
     t0 = time.perf_counter()
-    new = {n: run_subprocess(n, payload["stop_after"], a.timeout, payload.get("tflite_max_mparams", math.inf))
-           for n in names}
+    with ThreadPoolExecutor(a.jobs) as pool:
+        done = list(pool.map(lambda n: run_subprocess(n, payload["stop_after"], a.timeout, a.tflite_max_mparams),
+                             names))
+    new = dict(zip(names, done))
     for n, row in new.items():
         print(f"{n:<22} {row['wall_s']:>7.1f} s  " + ("PASS" if row.get("failed_stage") is None
                                                        else f"FAIL at {row['failed_stage']}: {row['error']}"))
     rows = [new.pop(r["model"], r) for r in payload["rows"]] + list(new.values())
     cmd = "python " + " ".join([os.path.relpath(sys.argv[0], Path(__file__).resolve().parent.parent), *sys.argv[1:]])
     reruns = payload.get("reruns", []) + [{"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                           "models": names, "wall_s": round(time.perf_counter() - t0, 1)}]
+                                           "models": names, "jobs": a.jobs, "tflite_max_mparams": a.tflite_max_mparams,
+                                           "wall_s": round(time.perf_counter() - t0, 1)}]
     payload.update(rows=rows, reruns=reruns)
     jp.write_text(json.dumps(payload, indent=1, default=str))
     md = render(rows, payload["stop_after"], payload["wall_s"], payload.get("jobs", 1), payload.get("partial", False))
     md += "\n\nRows re-run after the main run (their times are not in the total above):\n\n" + "\n".join(
-        f"- `{r['command']}` ({r['date']}, {r['wall_s']} s)" for r in reruns)
+        f"- `{r['command']}` ({r['date']}, {len(r['models'])} models, {r['wall_s'] / 60:.1f} min with "
+        f"{r.get('jobs', 1)} worker(s))" for r in reruns)
     (RESULTS / f"{a.name}.md").write_text(f"Command: `{payload['command']}` ({payload['date']})\n\n" + md + "\n")
 
 

@@ -63,6 +63,10 @@ def export_onnx(
     example = example.detach().to("cpu")
     model = model.to("cpu").eval()
     data_file = path.with_name(path.name + ".data")
+    # nn.MultiheadAttention / TransformerEncoderLayer take a fused inference kernel
+    # (aten::_native_multi_head_attention) under no_grad that no ONNX opset has; export the plain ops.
+    mha_fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with _quiet() as out, torch.no_grad():
             if exporter == "torchscript":
@@ -99,6 +103,8 @@ def export_onnx(
             f"ONNX export ({exporter}, opset {opset}) failed: {type(e).__name__}: {msg[:300]}; "
             f"try exporter='{'dynamo' if exporter == 'torchscript' else 'torchscript'}' or make the model traceable"
         ) from e
+    finally:
+        torch.backends.mha.set_fastpath_enabled(mha_fastpath)
     if data_file.exists():  # should not happen with external_data=False; fold it back in to be safe
         m = onnx.load(str(path))
         onnx.save(m, str(path), save_as_external_data=False)
