@@ -265,6 +265,10 @@ class PruningGraph:
         min_keep = max(step, int(-(-size * (1.0 - max_prune_ratio) // 1)))
         # keep only minimal segments (a segment containing a smaller one is implied by it)
         segs = [list(s) for s in segments if not any(set(o) < set(s) for o in segments)]
+        why = self._aliased(g, root_mod, [0] + [sg[0] for sg in segs])
+        if why:
+            self.left_dense.append((self._names[root_mod], why))
+            return
         seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
         min_keep = max(min_keep, sum(seg_min))
         min_keep = min(size, -(-min_keep // step) * step)
@@ -272,6 +276,21 @@ class PruningGraph:
             return
         self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g,
                                         segs, seg_min, ties))
+
+    def _aliased(self, g: Any, root: nn.Module, probes: list[int]) -> str | None:
+        """Why removing one root channel would also remove other root channels (None if it would not).
+
+        GhostNet concatenates a conv's output with a depthwise copy of it and adds that to a residual:
+        residual channels j and j + C/2 then come from the same conv channel, so removing either removes
+        both, and per-channel costs would be wrong (the budget would land far below target)."""
+        for i in dict.fromkeys(probes):
+            sub = self.DG.get_pruning_group(root, g[0].dep.handler, [i])
+            for dep, idxs in sub:
+                if dep.target.module is root and self.DG.is_out_channel_pruning_fn(dep.handler) \
+                        and set(int(j) for j in idxs) != {i}:
+                    return (f"removing one of its channels removes others too (they are copies of the same "
+                            f"channel further up, e.g. a concat of a layer with a depthwise copy of itself)")
+        return None
 
     def copy(self) -> "PruningGraph":
         """An independent graph over a deep copy of the model, with the same groups in the same order.

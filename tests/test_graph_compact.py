@@ -11,10 +11,11 @@ from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
 from autoprune_edge.profiles.counting import count_macs, count_params
 from autoprune_edge.pruning import check_equivalence, prune
-from toy_models import ConcatDepthwiseNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN, randomize_bn
+from toy_models import (ConcatDepthwiseNet, GhostNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
+                        randomize_bn)
 
 NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8)),
-        (GroupedNet, (1, 3, 8, 8)), (LayerNormNet, (1, 3, 6, 6))]
+        (GroupedNet, (1, 3, 8, 8)), (LayerNormNet, (1, 3, 6, 6)), (GhostNet, (1, 3, 8, 8))]
 
 
 def _random_keep(graph, seed):
@@ -139,3 +140,4 @@ def test_cost_model_counts_exactly_beyond_float32():
     graph = PruningGraph(model, x)
     cost = GroupCostModel(graph)
     assert float(cost.macs(graph.full_keep())) == count_macs(model, x).macs
+

@@ -87,6 +87,24 @@ class LayerNormNet(nn.Module):
         return self.fc(x.mean((1, 2)))
 
 
+class GhostNet(nn.Module):
+    """GhostNet-style block: a conv's output concatenated with a depthwise copy of itself, added to a residual."""
+
+    def __init__(self, n=10, w=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.primary = nn.Sequential(nn.Conv2d(2 * w, w, 1, bias=False), nn.BatchNorm2d(w))
+        self.cheap = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, groups=w, bias=False), nn.BatchNorm2d(w))
+        self.head = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 1), nn.ReLU())
+        self.fc = nn.Linear(4 * w, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.primary(x)
+        x = x + torch.cat([y, self.cheap(y)], 1)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN statistics so that masking and compaction are really exercised."""
     g = torch.Generator().manual_seed(seed)
