@@ -167,6 +167,8 @@ def _ties(g: Any, size: int) -> int | str:
     for item in g:
         dep, idxs = item
         mod = dep.target.module
+        if isinstance(mod, _CONV) and 1 < mod.groups == mod.in_channels != mod.out_channels:
+            return f"depthwise conv with a channel multiplier ({mod.in_channels}->{mod.out_channels}) consumes them"
         if not (isinstance(mod, _CONV) and 1 < mod.groups != mod.in_channels):
             continue
         root = getattr(item, "root_idxs", None)

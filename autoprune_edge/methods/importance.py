@@ -24,10 +24,25 @@ METHODS = {
 }
 
 
+def _root_l1(graph: PruningGraph, g: Any) -> torch.Tensor:
+    """L1 norm of the root layer's output-channel weights, normalised to mean 1."""
+    w = getattr(graph.module(g.root), "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() < 1 or w.shape[0] != g.size:
+        return torch.ones(g.size)
+    s = w.detach().abs().flatten(1).sum(1).float() if w.dim() > 1 else w.detach().abs().float()
+    return s / s.mean().clamp_min(1e-12)
+
+
 def _group_scores(graph: PruningGraph, imp: Any) -> list[torch.Tensor]:
     out = []
     for g in graph.groups:
-        s = imp(g.tp_group)
+        try:
+            s = imp(g.tp_group)
+        except (IndexError, RuntimeError, ValueError):
+            # Torch-Pruning's group importance can fail on unusual members (timm FastViT's reparam
+            # branches: IndexError); rank by the root layer's own weights instead.
+            out.append(_root_l1(graph, g))
+            continue
         s = torch.ones(g.size) if s is None else s.detach().float().flatten()[: g.size].clone()
         out.append(s)
     return out
