@@ -36,7 +36,6 @@ TARGET_KEEP = 0.70  # prune ~30 % of MACs
 
 def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = math.inf) -> dict[str, Any]:
     """All stages for one model, in this process. Records the first failure and stops there."""
-    import numpy as np
     import torch
 
     from autoprune_edge.budget import Budget
@@ -158,7 +157,6 @@ def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = 
         if not p.ok(PARITY_TOL):
             raise RuntimeError(f"LiteRT differs from torch: {p}")
         done(stage)
-        del np
     except BaseException as e:  # noqa: BLE001 - every failure is a result here
         row["failed_stage"] = stage
         row["times"][stage] = round(time.perf_counter() - t_stage, 2)
