@@ -88,7 +88,8 @@ class GroupCostModel:
             n_rows = len(rows_terms)
             if rows:
                 ind = torch.stack([torch.cat(rows), torch.cat(cols)])
-                mat = torch.sparse_coo_tensor(ind, torch.cat(vals), (n_rows, self._n), check_invariants=True).coalesce()
+                mat = torch.sparse_coo_tensor(ind, torch.cat(vals), (n_rows, self._n),
+                                              check_invariants=True).coalesce()
             else:
                 mat = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64),
                                               (n_rows, self._n), check_invariants=True)

@@ -149,7 +149,7 @@ class ChannelGates(nn.Module):
 
     def _consumer_terms(self, graph: PruningGraph) -> dict[str, tuple[int, int, int, list]]:
         """For each consumer layer: (input width, weight dim, conv groups, [(group, root idx, consumer idx)])."""
-        plan: dict[str, tuple[int, int, list]] = {}
+        plan: dict[str, tuple[int, int, int, list]] = {}
         named = dict(graph.model.named_modules())
         for g in graph.groups:
             terms_here = []

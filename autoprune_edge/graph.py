@@ -290,8 +290,8 @@ class PruningGraph:
             for dep, idxs in sub:
                 if dep.target.module is root and self.DG.is_out_channel_pruning_fn(dep.handler) \
                         and set(int(j) for j in idxs) != {i}:
-                    return (f"removing one of its channels removes others too (they are copies of the same "
-                            f"channel further up, e.g. a concat of a layer with a depthwise copy of itself)")
+                    return ("removing one of its channels removes others too (they are copies of the same "
+                            "channel further up, e.g. a concat of a layer with a depthwise copy of itself)")
         return None
 
     def copy(self) -> "PruningGraph":
