@@ -11,7 +11,11 @@ and output sizes of each op) and the channel counts of the layers around it:
 * a reshape that keeps the channel dim whole is an identity; one that merges the channel dim with the
   dims right after it (conv -> flatten -> linear) is Torch-Pruning's flatten mapping; one that splits it
   back (its inverse) is the unflatten mapping;
-* a concat/split/slice along the channel dim maps offsets, along any other dim it is an identity;
+* a concat/split along the channel dim maps offsets, along any other dim it is an identity (as is a
+  slice along another dim, or one that takes every channel);
+* a slice that takes only part of the channels (`x[:, 0:c]`), or an in-place write into part of them
+  (`x[:, :c] += y`, `x[:, :c] = 0`: autograd's CopySlices, located from the view the recorder saw being
+  written), has its bounds fixed in the model's code: after pruning they would select other channels;
 * an element-wise op whose inputs carry different channel counts couples nothing sensible.
 
 Anything else, and any mapping that raises or lands outside a layer's channels while groups are
@@ -22,6 +26,7 @@ but never leave it. Groups that touch an opaque node are reported by `opaque_rea
 from __future__ import annotations
 
 import contextlib
+import math
 import typing
 import warnings
 from typing import Any
@@ -100,6 +105,8 @@ class _OpRecorder(TorchFunctionMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.where: dict[Any, tuple[str, str]] = {}
+        # CopySlices grad_fn -> geometries of the region written in place and of its base (see `_region`)
+        self.writes: dict[Any, tuple[Any, Any]] = {}
         self._stack: list[str] = []
         self._hooks: list[Any] = []
         for name, m in model.named_modules():
@@ -120,14 +127,52 @@ class _OpRecorder(TorchFunctionMode):
             h.remove()
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", str(func))
+        write = None
+        with contextlib.suppress(Exception):
+            write = self._region(name, args)
         out = func(*args, **(kwargs or {}))
         with contextlib.suppress(Exception):  # bookkeeping must never break the model
+            here = (self._stack[-1] if self._stack else "", name)
+            if write is not None:
+                base, before, geometry = write
+                g = base.grad_fn
+                if g is not None and g is not before and "CopySlices" in g.name() and g not in self.writes:
+                    self.writes[g] = geometry
+                    self.where.setdefault(g, here)
             outs = out if isinstance(out, (tuple, list)) else (out,)
             for t in outs:
                 g = getattr(t, "grad_fn", None) if isinstance(t, torch.Tensor) else None
                 if g is not None and g not in self.where:
-                    self.where[g] = (self._stack[-1] if self._stack else "", getattr(func, "__name__", str(func)))
+                    self.where[g] = here
         return out
+
+    @staticmethod
+    def _region(name: str, args: Any) -> tuple[torch.Tensor, Any, tuple[Any, Any]] | None:
+        """(base, its grad_fn before the write, (region, base) geometries) of an in-place write into a view
+        of a tensor, which autograd records as `CopySlices` on the base (slice assignment, `x[:, :c] += y`,
+        an in-place op on a view); a geometry is (sizes, strides, storage offset)."""
+        if not args or not isinstance(args[0], torch.Tensor) or not any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return None
+        t = args[0]
+        if name == "__setitem__":
+            with torch.no_grad():
+                region = t[args[1]]
+            if not region._is_view():  # advanced indexing: an index_put, not a view write
+                return None
+        elif (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name.endswith("__")):
+            region = t
+        else:
+            return None
+        if not region._is_view() or region._base is None:
+            return None
+        base = region._base
+
+        def geo(v: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+            return tuple(v.shape), tuple(v.stride()), int(v.storage_offset())
+
+        return base, base.grad_fn, (geo(region), geo(base))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,7 +245,11 @@ def _unique(vals: list[Any]) -> Any:
 
 
 class _Opaque(Exception):
-    pass
+    """A node whose channel mapping cannot be made exact; `desc` (optional) names what kind of op it is."""
+
+    def __init__(self, detail: str, desc: str | None = None) -> None:
+        super().__init__(detail)
+        self.desc = desc
 
 
 def _first_free(deps: list[Any], target: Any, taken: set[int]) -> Any:
@@ -266,6 +315,7 @@ class SafeDependencyGraph(tp.DependencyGraph):
         # (owner node, dependency, slot, mapping): what planning decided; dropped while the owner is opaque
         self._links: list[tuple[Any, Any, int, Any]] = []
         self._where: dict[Any, tuple[str, str]] = {}
+        self._writes: dict[Any, tuple[Any, Any]] = {}
         self._gradfn2module: dict[Any, Any] = {}
         self._planned = False
         self._mapping_dirty = True
@@ -290,6 +340,7 @@ class SafeDependencyGraph(tp.DependencyGraph):
         finally:
             rec.remove()
             self._where = rec.where
+            self._writes = rec.writes
 
     def _trace_computational_graph(self, module2node: Any, output: Any, gradfn2module: Any, reused: Any,
                                    visited: Any = set()) -> Any:  # noqa: B006 - Torch-Pruning's signature
@@ -400,7 +451,8 @@ class SafeDependencyGraph(tp.DependencyGraph):
             try:
                 self._plan_node(node, after)
             except _Opaque as e:
-                self.mark_opaque(node, _DESC.get(node.type, "an op"), ", ".join(filter(None, [str(e), after])))
+                self.mark_opaque(node, e.desc or _DESC.get(node.type, "an op"),
+                                 ", ".join(filter(None, [str(e), after])))
                 self._ch[node], self._pos[node] = None, None
             except Exception as e:  # noqa: BLE001 - anything unexpected: do not guess
                 self.mark_opaque(node, _DESC.get(node.type, "an op"), f"{type(e).__name__}: {e}")
@@ -448,6 +500,10 @@ class SafeDependencyGraph(tp.DependencyGraph):
             return self._plan_slice(node, c_in, p_in)
         if t == O.EXPAND:
             return self._plan_expand(node, c_in, p_in)
+        if "CopySlices" in (gf.name() if hasattr(gf, "name") else ""):
+            partial = self._partial_write(node)
+            if partial is not None:
+                raise _Opaque(partial, "an in-place write into part of the channels (slice assignment)")
         # element-wise (add, mul, activations, permute, pooling, ...): channels pass unchanged
         known = {c for c, _ in ins if c is not None}
         if len(known) > 1:
@@ -493,6 +549,44 @@ class SafeDependencyGraph(tp.DependencyGraph):
                 guess = p - len(in_shape) + len(shape)
         cands = self._locate(shape, ch, guess if guess is not None and 0 <= guess < len(shape) else None)
         return cands[0] if len(cands) == 1 else None
+
+    def _partial_write(self, node: Any) -> str | None:
+        """None if the in-place write recorded as `node` (autograd's CopySlices: `x[:, :c] += y`, `x[..] = v`,
+        an in-place op on a view) covers every channel of the tensor it writes into, else why not.
+
+        A write into some of the channels keeps its bounds as constants in the model's code: once channels
+        are removed it lands on other channels, so no index mapping can make it exact."""
+        geometry = self._writes.get(node.grad_fn)
+        if geometry is None:
+            return "region not recorded"
+        (vs, vt, vo), (bs, bt, bo) = geometry
+        region = f"region {list(vs)} of {list(bs)}"
+        if math.prod(vs) == math.prod(bs):  # the whole tensor (a view of it written in place)
+            return None
+        base_fn = node.grad_fn.next_functions[0][0] if node.grad_fn.next_functions else None
+        mod = self._gradfn2module.get(base_fn) if base_fn is not None else None
+        src = self.module2node.get(mod) if mod is not None else None
+        if src is None or src not in node.inputs:
+            return region + ", written tensor not traced"
+        c, p = self._edge(src, node)
+        ks = self._locate(bs, c, p)
+        if len(ks) != 1:
+            return region + ", channel dim " + ("ambiguous" if ks else "unknown")
+        k = ks[0]
+        dims = [d for d in range(len(bs)) if bs[d] > 1]
+        if sum(1 for d in dims if bt[d] == bt[k]) != 1 or not any(
+                vs[j] == bs[k] and vt[j] == bt[k] for j in range(len(vs))):
+            return region
+        # the region spans the channel dim whole; it must also start at channel 0 (its storage offset,
+        # decomposed over the base's dims from the largest stride down, has no channel component)
+        delta = vo - bo
+        for d in sorted(dims, key=lambda d: -bt[d]):
+            q, delta = divmod(delta, bt[d]) if bt[d] > 0 else (0, delta)
+            if not 0 <= q < bs[d]:
+                return region
+            if d == k:
+                return None if q == 0 else region
+        return region
 
     def _plan_reshape(self, node: Any, c_in: int | None, p_in: int | None) -> None:
         gf = node.grad_fn
@@ -675,6 +769,11 @@ class SafeDependencyGraph(tp.DependencyGraph):
         start, end = max(0, min(start, n)), max(0, min(end, n))
         if step is None or step < 1:
             raise _Opaque("slice step")
+        if (start, step) != (0, 1) or end < n:
+            # its bounds are constants in the model's code (x[:, 0:self.in_channels]): once channels are
+            # removed they select other channels, so no index mapping makes it exact
+            bounds = f"{start}:{end}" + (f":{step}" if step != 1 else "")
+            raise _Opaque(f"channels {bounds} of {n}", "a slice that takes part of the channels")
         node.module.start, node.module.end, node.module.step, node.module.dim = start, end, step, d
         self._ch[node], self._pos[node] = len(range(start, end, step)), k
         c_out = self._in_ch.get(node)

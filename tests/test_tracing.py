@@ -2,12 +2,14 @@
 dense (with a reason naming the op), everything else prunes, and compaction equals masking."""
 import copy
 
+import pytest
 import torch
 from torch import nn
 from toy_models import randomize_bn
 
 from autoprune_edge.graph import PruningGraph, apply_history
-from autoprune_edge.pruning import check_equivalence
+from autoprune_edge.profiles.counting import count_macs
+from autoprune_edge.pruning import check_equivalence, prune
 
 
 def _cbr(cin, cout, k=1, groups=1):
@@ -64,6 +66,35 @@ class WindowNet(nn.Module):
         return self.head(x.mean((1, 2)))
 
 
+class PartialResidual(nn.Module):
+    """ReXNet-style block: the residual is added to only the first `w` of the block's 2w output channels.
+    `mode` is how the model writes it: in place (`x[:, :w] += s`), out of place (`cat([x[:, :w] + s,
+    x[:, w:]])`), or (`fill`) an in-place write into some channels without a residual (`x[:, :w] = 0`);
+    `spatial` writes in place into part of every channel, which is a channel identity."""
+
+    def __init__(self, mode, w=8, n=5):
+        super().__init__()
+        self.mode, self.w = mode, w
+        self.stem = _cbr(3, w, 3)
+        self.exp = _cbr(w, 3 * w)
+        self.pwl = nn.Sequential(nn.Conv2d(3 * w, 2 * w, 1, bias=False), nn.BatchNorm2d(2 * w))
+        self.mid = _cbr(2 * w, 2 * w, 3)
+        self.head = nn.Linear(2 * w, n)
+
+    def forward(self, x):
+        s = self.stem(x)
+        x = self.pwl(self.exp(s))
+        if self.mode == "inplace":
+            x[:, 0:self.w] += s
+        elif self.mode == "cat":
+            x = torch.cat([x[:, 0:self.w] + s, x[:, self.w:]], 1)
+        elif self.mode == "fill":
+            x[:, :self.w] = 0
+        else:
+            x[:, :, :2] *= 2
+        return self.head(self.mid(x).mean((2, 3)))
+
+
 def _keep(graph, seed):
     g = torch.Generator().manual_seed(seed)
     keep = []
@@ -117,3 +148,31 @@ def test_window_partition_prunes_and_head_fold_left_dense():
     assert {"qkv", "fc1", "head"} <= set(stream.member_modules("in"))
     assert {"proj", "fc2"} <= set(stream.member_modules("out"))
     _check_equal(model, (1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("mode,dense_roots,why", [
+    ("inplace", {"stem.0", "pwl.0"}, "an in-place write into part of the channels (slice assignment) (model add_"),
+    ("cat", {"stem.0", "pwl.0"}, "a slice that takes part of the channels (model __getitem__; channels "),
+    ("fill", {"pwl.0"}, "an in-place write into part of the channels (slice assignment) (model __setitem__"),
+    ("spatial", set(), None),
+])
+def test_partial_channel_writes_left_dense_rest_prunes(mode, dense_roots, why):
+    """The slice bounds are constants in the model's code, so they cannot follow pruning: the groups whose
+    channels reach them stay dense and are reported; everything else prunes and compacts exactly."""
+    torch.manual_seed(0)
+    model = randomize_bn(PartialResidual(mode)).eval()
+    shape = (1, 3, 8, 8)
+    graph = PruningGraph(model, torch.randn(shape))
+    dense = dict(graph.left_dense)
+    assert set(dense) == dense_roots, graph.left_dense
+    assert all(why in reason and reason.endswith("left dense") for reason in dense.values()), dense
+    pruned = {m for g in graph.groups for m in g.member_modules("out")}
+    assert {"exp.0", "mid.0"} | ({"stem.0", "pwl.0"} - dense_roots) <= pruned, pruned
+    assert not pruned & dense_roots
+    _check_equal(model, shape)
+
+    macs = count_macs(model, torch.randn(shape)).macs
+    r = prune(copy.deepcopy(model), None, [f"{int(macs * 0.8)}MACs"], method="l1", epochs=0, input_shape=shape,
+              finetune_epochs=0)
+    assert r.macs_after <= macs * 0.8 and r.equivalence_rel < 1e-5, (r.macs_after, r.equivalence_rel)
+    assert sum(why in n for n in r.notes) == len(dense_roots) if why else not r.notes, r.notes
