@@ -18,9 +18,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +168,77 @@ def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = 
     return row
 
 
+class MemorySlots:
+    """Run models side by side only while their estimated peak RAM fits: onnx2tf plus the TFLite converter
+    hold about ten copies of the weights (AlexNet, 61M params: 3.7 GB peak), so two ViT-L at once would be
+    killed for memory where either alone converts."""
+
+    BASE_GB = 1.5  # TensorFlow + torch + onnxruntime in one worker
+    BYTES_PER_PARAM = 50.0
+
+    def __init__(self, capacity_gb: float) -> None:
+        self.capacity = capacity_gb
+        self.free = capacity_gb
+        self.cv = threading.Condition()
+
+    def need_gb(self, params: int) -> float:
+        return min(self.capacity, self.BASE_GB + self.BYTES_PER_PARAM * params / 1e9)
+
+    @contextmanager
+    def hold(self, gb: float):  # noqa: ANN201
+        with self.cv:
+            self.cv.wait_for(lambda: self.free >= gb - 1e-9)
+            self.free -= gb
+        try:
+            yield
+        finally:
+            with self.cv:
+                self.free += gb
+                self.cv.notify_all()
+
+
+def total_ram_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 16.0
+
+
+def dense_params(name: str) -> int:
+    """Parameter count, without allocating weights where the constructor allows (meta device)."""
+    import torch
+
+    from autoprune_edge.models import build_model
+
+    for device in ("meta", "cpu"):  # RegNet's constructor computes widths with real tensors
+        try:
+            with torch.device(device):
+                model, _ = build_model(name)
+            return sum(p.numel() for p in model.parameters())
+        except Exception:  # noqa: BLE001 - only a scheduling hint; the worker reports real failures
+            continue
+    return 0
+
+
+def run_all(names: list[str], a: argparse.Namespace, stop_after: str, on_row=None) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Largest models first (they bound the wall time), as many at once as --jobs and RAM allow; rows come
+    back in the order of `names`."""
+    params = {n: dense_params(n) for n in names}
+    slots = MemorySlots(0.8 * total_ram_gb())
+    order = sorted(names, key=lambda n: -params[n])
+
+    def one(n: str) -> dict[str, Any]:
+        with slots.hold(slots.need_gb(params[n])):
+            row = run_subprocess(n, stop_after, a.timeout, a.tflite_max_mparams)
+        if on_row is not None:
+            on_row(row)
+        return row
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        done = dict(zip(order, pool.map(one, order)))
+    return [done[n] for n in names]
+
+
 class _Fixed:
     """A stand-in 'model' that returns recorded outputs, for check_equivalence."""
 
@@ -247,9 +320,7 @@ def update(a: argparse.Namespace, names: list[str]) -> None:
     jp = RESULTS / f"{a.name}.json"
     payload = json.loads(jp.read_text())
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        done = list(pool.map(lambda n: run_subprocess(n, payload["stop_after"], a.timeout, a.tflite_max_mparams),
-                             names))
+    done = run_all(names, a, payload["stop_after"])
     new = dict(zip(names, done))
     for n, row in new.items():
         print(f"{n:<22} {row['wall_s']:>7.1f} s  " + ("PASS" if row.get("failed_stage") is None
@@ -317,12 +388,18 @@ def main() -> None:
                                "tflite_max_mparams": a.tflite_max_mparams, "rows": rows},
                       render(rows, a.stop_after, wall, a.jobs, partial))
 
-    with ThreadPoolExecutor(a.jobs) as pool:
-        for row in pool.map(lambda n: run_subprocess(n, a.stop_after, a.timeout, a.tflite_max_mparams), names):
+    lock = threading.Lock()
+
+    def on_row(row: dict[str, Any]) -> None:
+        with lock:
             rows.append(row)
             status = "PASS" if row.get("failed_stage") is None else f"FAIL at {row['failed_stage']}: {row['error']}"
             print(f"{row['model']:<22} {row['wall_s']:>7.1f} s  {status} {row.get('skipped', '')}", flush=True)
             save(partial=len(rows) < len(names))
+
+    rows[:] = []
+    final = run_all(names, a, a.stop_after, on_row)
+    rows[:] = final
     save(partial=False)
 
 
