@@ -293,7 +293,7 @@ def _gated_originals(model: nn.Module, gates: ChannelGates | WeightGates):
         par = p[0]
         if isinstance(gates, WeightGates):
             idx = par.index
-            out.append((mod, orig, lambda g=gates, i=idx: (g.m[i].detach() > 0).to(orig.dtype)))
+            out.append((mod, orig, lambda g=gates, i=idx, o=orig: (g.m[i].detach() > 0).to(o.dtype)))
         else:
             def mask_fn(par=par, orig=orig) -> torch.Tensor:
                 g = par._gates[0]
