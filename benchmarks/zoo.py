@@ -12,6 +12,7 @@ builds for (ViT's image_size default); the larger evaluation crops of some weigh
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -148,6 +149,9 @@ def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = 
             return row
 
         stage = "tflite"
+        # The conversion subprocess needs ~10x the weights in RAM; give it back what torch holds.
+        model = graph = gates = cost = None
+        gc.collect()
         files = onnx_to_tflite(onnx_path, work / "tflite", precisions=("fp32",), work_dir=work / "onnx2tf",
                                timeout_s=1200)
         row["tflite_mb"] = round(files["fp32"].stat().st_size / 2**20, 1)
