@@ -401,7 +401,6 @@ def main() -> None:
             print(f"{row['model']:<22} {row['wall_s']:>7.1f} s  {status} {row.get('skipped', '')}", flush=True)
             save(partial=len(rows) < len(names))
 
-    rows[:] = []
     final = run_all(names, a, a.stop_after, on_row)
     rows[:] = final
     save(partial=False)
