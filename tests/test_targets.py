@@ -71,8 +71,8 @@ def test_raspberrypi4_profile_contents():
 
 def test_host_profile_channel_multiples():
     t = load_target("host")
-    assert t.channel_multiple_for() == 32
-    assert t.channel_multiple_for("fp32") == 32
+    assert t.channel_multiple_for() == 16
+    assert t.channel_multiple_for("fp32") == 16
     assert t.channel_multiple_for("int8") == 16
 
 
