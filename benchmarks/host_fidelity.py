@@ -434,7 +434,7 @@ def _cal_params(t) -> dict:
            "memory.bandwidth_gbps": round(t.memory.bandwidth_gbps, 2),
            "ops.fixed_overhead_us": round(t.ops.fixed_overhead_us, 3)}
     for c in ("conv3x3", "depthwise", "grouped", "fc", "pool", "elementwise"):
-        out[f"ops.{c}"] = round(t.ops.efficiency(c), 3)
+        out[f"ops.{c}"] = round(t.efficiency(c, "fp32"), 3)
     return out
 
 

@@ -103,10 +103,13 @@ def test_calibration_recovers_known_efficiencies(tmp_path):
     spec = dataclasses.replace(truth.compute.precisions[0], gmacs_per_core=38.0)
     truth = dataclasses.replace(truth, compute=dataclasses.replace(truth.compute, precisions=(spec,) + truth.compute.precisions[1:]))
     res = fit(host, _synthetic_doc(tmp_path, truth), source="synthetic")
-    assert res.fitted["ops.depthwise"][1] == pytest.approx(0.5, rel=0.03)
-    assert res.fitted["ops.pool"][1] == pytest.approx(0.7, rel=0.03)
+    # host has fp32 and int8; only fp32 was measured, so the efficiencies are fp32's own
+    assert res.fitted["compute.fp32.ops.depthwise"][1] == pytest.approx(0.5, rel=0.03)
+    assert res.fitted["compute.fp32.ops.pool"][1] == pytest.approx(0.7, rel=0.03)
     assert res.fitted["compute.fp32.gmacs_per_core"][1] == pytest.approx(38.0, rel=0.03)
     assert res.mape("after") < 1.0 < res.mape("before")
+    assert res.target.efficiency("depthwise", "fp32") == pytest.approx(0.5, rel=0.03)
+    assert res.target.efficiency("depthwise", "int8") == host.efficiency("depthwise", "int8")
 
 
 def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
@@ -120,11 +123,19 @@ def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
     assert summary["measurements"] == len(suite()) and summary["out"] == str(out)
     t = load_target(str(out))  # validated by the loader
     assert t.name == "my-host"
-    assert t.ops.depthwise == pytest.approx(0.4, rel=0.05)
-    assert t.source("ops.depthwise").startswith(f"calibrated from {len(suite())} measurements on ")
+    assert t.efficiency("depthwise", "fp32") == pytest.approx(0.4, rel=0.05)
+    assert t.source("compute.fp32.ops.depthwise").startswith(f"calibrated from {len(suite())} measurements on ")
     assert t.source("runtime.threads") == host.source("runtime.threads")  # everything else kept
     data = tomllib.loads(out.read_text())
     assert data["compute"]["int8"] == tomllib.loads(Path(host.path).read_text())["compute"]["int8"]
+    assert data["ops"] == tomllib.loads(Path(host.path).read_text())["ops"] | {
+        "fixed_overhead_us": data["ops"]["fixed_overhead_us"]}
+    # an fp32-only calibration leaves int8 predictions where they were
+    from autoprune_edge.profiles.latency import conv_latency_ms
+
+    assert conv_latency_ms(t, 96, 96, 3, 96, 56, "int8") == pytest.approx(
+        conv_latency_ms(host, 96, 96, 3, 96, 56, "int8"), rel=0.2)
+    assert conv_latency_ms(t, 96, 96, 3, 96, 56, "fp32") > 1.5 * conv_latency_ms(host, 96, 96, 3, 96, 56, "fp32")
 
 
 def test_host_microbenchmark_calibration(tmp_path):

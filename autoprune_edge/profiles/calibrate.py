@@ -75,6 +75,8 @@ class CalibrationResult:
 
 def _get(t: Target, key: str) -> float:
     parts = key.split(".")
+    if parts[0] == "compute" and len(parts) == 4 and parts[2] == "ops":  # compute.<p>.ops.<class>
+        return float(t.efficiency(parts[3], parts[1]))
     if parts[0] == "compute":
         return float(getattr(t.compute.get(parts[1]), parts[2]))
     return float(getattr(getattr(t, parts[0]), parts[1]))
@@ -82,6 +84,13 @@ def _get(t: Target, key: str) -> float:
 
 def _set(t: Target, key: str, value: float) -> Target:
     parts = key.split(".")
+    if parts[0] == "compute" and len(parts) == 4 and parts[2] == "ops":
+        def with_op(p):
+            return tuple(sorted({**dict(p.ops), parts[3]: value}.items()))
+
+        precs = tuple(dataclasses.replace(p, ops=with_op(p)) if p.name == parts[1] else p
+                      for p in t.compute.precisions)
+        return dataclasses.replace(t, compute=dataclasses.replace(t.compute, precisions=precs))
     if parts[0] == "compute":
         precs = tuple(dataclasses.replace(p, **{parts[2]: value}) if p.name == parts[1] else p
                       for p in t.compute.precisions)
@@ -100,7 +109,7 @@ def _to_theta(key: str, v: float) -> float:
 
 def _from_theta(key: str, x: float) -> float:
     v = math.exp(x) - _SHIFT.get(key, 0.0)
-    if key.startswith("ops.") and key != "ops.fixed_overhead_us":
+    if (key.startswith("ops.") or ".ops." in key) and key != "ops.fixed_overhead_us":
         v = min(max(v, 1e-3), 4.0)  # the schema's (0, 4]
     return max(v, 0.0)
 
@@ -148,7 +157,7 @@ def _predict(t: Target, c: _Case) -> float:
 def _memory_bound(t: Target, k: KernelCost, precision: str, threads: int) -> bool:
     spec = t.precision(precision)
     work, _ = layer_work(spec, k)
-    macs_per_s = spec.gmacs_per_core * 1e9 * t.thread_speedup(threads) * t.ops.efficiency(k.op_class)
+    macs_per_s = spec.gmacs_per_core * 1e9 * t.thread_speedup(threads) * t.efficiency(k.op_class, precision)
     compute_s = (work + spec.output_element_cost * k.out_elements) / macs_per_s
     return kernel_bytes(k, precision, spec.bytes_per_element) / (t.memory.bandwidth_gbps * 1e9) > compute_s
 
@@ -175,13 +184,20 @@ def _class_shares(t: Target, cases: list[_Case]) -> dict[str, float]:
 
 
 def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
-    keys = [f"compute.{p}.gmacs_per_core" for p in sorted({c.precision for c in cases})]
+    """Which numbers the measurements can identify. Op-class efficiencies go to ``[ops]`` when every
+    precision of the target was measured, else to ``[compute.<p>.ops]`` of the measured ones only, so
+    an fp32-only calibration leaves int8 as it was."""
+    measured = sorted({c.precision for c in cases})
+    keys = [f"compute.{p}.gmacs_per_core" for p in measured]
     if any(c.precision == "int8" for c in cases):
         keys.append("compute.int8.output_element_cost")
     shares = _class_shares(target, cases)
     present = [cls for cls in EFFICIENCY_CLASSES if shares.get(cls, 0.0) >= MIN_SHARE]
     anchor = "conv1x1" if "conv1x1" in present else max(present, key=lambda c: shares[c], default=None)
-    keys += [f"ops.{cls}" for cls in present if cls != anchor]
+    if set(measured) == set(target.precisions):
+        keys += [f"ops.{cls}" for cls in present if cls != anchor]
+    else:
+        keys += [f"compute.{p}.ops.{cls}" for p in measured for cls in present if cls != anchor]
     if shares.get("memory", 0.0) >= MIN_SHARE:
         keys.append("memory.bandwidth_gbps")
     keys.append("ops.fixed_overhead_us")

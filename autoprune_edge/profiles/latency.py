@@ -77,7 +77,7 @@ def roofline_ms(
     if op_class == "free":
         return 0.0
     spec = target.precision(precision)
-    eff = target.ops.efficiency(op_class)
+    eff = target.efficiency(op_class, precision)
     macs_per_s = spec.gmacs_per_core * 1e9 * target.thread_speedup(threads) * eff
     compute_s = (work + spec.output_element_cost * out_elements) / macs_per_s
     memory_s = bytes_moved / (target.memory.bandwidth_gbps * 1e9)

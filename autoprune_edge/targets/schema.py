@@ -96,6 +96,8 @@ class PrecisionCompute:
     dw_tile: int  # depthwise channels are padded up to a multiple of this
     channel_multiple: int  # preferred channel rounding when pruning for this precision only
     output_element_cost: float  # extra MAC-equivalents per output element (requantisation etc.)
+    # per-op-class efficiencies for this precision only ([compute.<p>.ops]); classes not listed use [ops]
+    ops: tuple[tuple[str, float], ...] = ()
 
     @property
     def bytes_per_element(self) -> int:
@@ -230,6 +232,18 @@ class Target:
             )
         return spec
 
+    def efficiency(self, op_class: str, precision: str | None = None) -> float:
+        """Efficiency of an op class: the precision's own ``[compute.<p>.ops]`` value, else ``[ops]``.
+
+        Per-precision values exist so that calibrating one precision (the host microbenchmark is fp32
+        only) does not move the others."""
+        cls = "elementwise" if op_class in ("norm", "act") else op_class
+        if precision is not None:
+            for k, x in self.precision(precision).ops:
+                if k == cls:
+                    return x
+        return self.ops.efficiency(cls)
+
     def thread_speedup(self, threads: int) -> float:
         return self.compute.speedup(threads)
 
@@ -352,6 +366,8 @@ _PRECISION_KEYS = {
     "channel_multiple": _num(positive_int, required=False),
     "output_element_cost": _num(nonneg_number, required=False),
 }
+
+_PRECISION_OPS_KEYS = {k: _num(efficiency, required=False) for k in EFFICIENCY_CLASSES}
 
 _SPEC: dict[str, Any] = {
     "schema_version": _Key(positive_int),
@@ -573,7 +589,9 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
         if p not in compute:
             raise v.fail(("compute", p), "is missing (a table is required for every entry of precisions)")
         tbl = v.table(compute[p], ("compute", p))
-        v.check_keys(tbl, _PRECISION_KEYS, ("compute", p))
+        v.check_keys(tbl, _PRECISION_KEYS, ("compute", p), extra=("ops",))
+        ops_tbl = v.table(tbl.get("ops", {}), ("compute", p, "ops"))
+        v.check_keys(ops_tbl, _PRECISION_OPS_KEYS, ("compute", p, "ops"))
         specs.append(
             PrecisionCompute(
                 name=p,
@@ -585,6 +603,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
                 dw_tile=tbl.get("dw_tile", tbl["out_tile"]),
                 channel_multiple=tbl.get("channel_multiple", data["channel_multiple"]),
                 output_element_cost=float(tbl.get("output_element_cost", 0.0)),
+                ops=tuple(sorted((k, float(x)) for k, x in ops_tbl.items())),
             )
         )
 
@@ -694,7 +713,8 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
                 )
             node = node[part]
     full_spec = dict(_SPEC)
-    full_spec["compute"] = {**_SPEC["compute"], **{p: _PRECISION_KEYS for p in precisions}}
+    full_spec["compute"] = {**_SPEC["compute"],
+                            **{p: {**_PRECISION_KEYS, "ops": _PRECISION_OPS_KEYS} for p in precisions}}
     full_spec["accelerator"] = _ACCELERATOR_KEYS
     budget_keys = [("budgets", k) for k in raw_budgets]
     for p in _numeric_paths(data, full_spec) + budget_keys:
