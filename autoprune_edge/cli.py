@@ -151,6 +151,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else dest.parent / f".{dest.name}.checkpoint"
     res = prune(model, bundle, budgets, target=args.target, method=args.method, input_shape=input_shape,
                 epochs=epochs, granularity=args.granularity, autoprune=cfg, distill=args.distill,
+                distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
                 finetune_epochs=args.finetune_epochs if bundle is not None else 0, seed=args.seed,
                 evaluate_accuracy=bundle is not None, checkpoint_dir=ckpt_dir, resume=args.resume)
     if not w.main:
@@ -494,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="straight-through derivative for the gates (AutoPrune)")
     p.add_argument("--lr-gates", type=float, default=0.002, help="learning rate of the gates")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
+    p.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
     p.add_argument("--checkpoint-dir", help="where per-epoch checkpoints go (default: .OUT.checkpoint beside OUT)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--finetune-epochs", type=float, default=1.0)

@@ -133,7 +133,8 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
 def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
           target: Any = None, method: str = "autoprune", input_shape: tuple[int, ...] | None = None,
           epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
-          distill: bool = False, round_to: int | None = None, max_prune_ratio: float = 0.9,
+          distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
+          round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
@@ -141,12 +142,19 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline
     (see methods.METHODS). granularity "unstructured" (AutoPrune only) prunes single weights instead of
     channels; the model then keeps its shape and the budget counts non-zero weights / MACs.
+
+    distill: fine-tune against the dense model's soft labels, loss = (1-α)·CE + α·T²·KL(T). The defaults
+    (α 0.9, T 2) suit the small students pruning produces: at T 4 the soft term swamped a 5-10-50
+    LeNet-5 (benchmarks/lenet_mnist.py; issue 3 notes).
     """
     from .autoprune import AutoPruneConfig
     from .methods import METHODS
 
     if method != "autoprune" and method not in METHODS:
         raise BudgetError(f"unknown pruning method {method!r}; choose autoprune or one of: {', '.join(METHODS)}")
+    if distill and not (0.0 < distill_alpha <= 1.0 and distill_temperature > 0):
+        raise BudgetError(f"distillation needs 0 < alpha <= 1 and temperature > 0, got alpha {distill_alpha} and "
+                          f"temperature {distill_temperature}")
     if method == "autoprune" and (data is None or epochs <= 0):
         raise BudgetError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
                           "or use --method l1 for a one-shot structural run")
@@ -224,7 +232,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)")
     if data is not None and finetune_epochs > 0 and not full_kept:
         tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
-                           kd_alpha=0.5 if distill else 0.0)
+                           kd_alpha=distill_alpha if distill else 0.0, kd_temperature=distill_temperature)
         log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune", ckpt=ckpt)
         if evaluate_accuracy:
             acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)")

@@ -44,6 +44,10 @@ def main() -> None:
     ap.add_argument("--only", choices=["structured", "unstructured"], default=None)
     ap.add_argument("--models", default="lenet5,lenet300")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distill", action="store_true",
+                    help="structured: fine-tune every method with distillation from the dense net")
+    ap.add_argument("--distill-alpha", type=float, default=0.9)
+    ap.add_argument("--distill-temperature", type=float, default=2.0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     data = load_data(f"mnist:{shared('mnist')}")
@@ -65,7 +69,8 @@ def main() -> None:
                     r = prune(copy.deepcopy(dense), data, f"{budget / 1e6:.6f}MFLOPs", method=method, autoprune=cfg,
                               epochs=args.gate_epochs if method == "autoprune" else 0,
                               finetune_epochs=args.finetune_epochs, lr=0.02, batch_size=128, round_to=1,
-                              seed=args.seed)
+                              seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
+                              distill_temperature=args.distill_temperature)
                 rows.append({**base, "granularity": "structured", "method": method, "budget": budget,
                              "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
                              "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
@@ -73,7 +78,9 @@ def main() -> None:
                              "widths": {k: v for k, v in r.widths_after.items()},
                              "equivalence_rel": r.equivalence_rel, "seconds": t.seconds,
                              "gate_epochs": args.gate_epochs if method == "autoprune" else 0,
-                             "finetune_epochs": args.finetune_epochs})
+                             "finetune_epochs": args.finetune_epochs,
+                             "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
+                                         if args.distill else "no")})
                 print(rows[-1], flush=True)
         if args.only in (None, "unstructured"):
             gated = gated_weights(dense)
@@ -93,7 +100,7 @@ def main() -> None:
                          "gate_epochs": args.unstructured_gate_epochs, "finetune_epochs": args.finetune_epochs})
             print(rows[-1], flush=True)
     cols = ["model", "granularity", "method", "dense_acc", "acc_after", "drop_pt", "macs_fraction", "compression",
-            "gate_epochs", "finetune_epochs", "seconds"]
+            "gate_epochs", "finetune_epochs", "distill", "seconds"]
     md = ["# LeNet on MNIST (10,000 test images)", "",
           "Goals: structured LeNet-5 <= 7% of dense MACs at <= 0.2 pt drop; unstructured LeNet-5 >= 310x fewer "
           "non-zero weights at <= 0.2 pt drop. Dense nets trained by this script "

@@ -154,3 +154,28 @@ def test_unstructured_budget_counts_nonzero_weights():
     other = sum(p.numel() for p in model.parameters()) - gated
     assert nz == r.nonzero_after and r.params_after <= 1000
     assert nz + other == r.params_after  # the budget counts every non-gated parameter too
+
+
+def test_distillation_settings_reach_fine_tuning(monkeypatch):
+    """prune(distill=True) fine-tunes against the dense teacher with the given alpha and temperature."""
+    from autoprune_edge import pruning
+    from autoprune_edge.budget import BudgetError
+    from autoprune_edge.data import load_data
+
+    seen = {}
+
+    def fake_train(model, dataset, cfg, *, teacher=None, **kw):
+        seen.update(alpha=cfg.kd_alpha, T=cfg.kd_temperature, teacher=teacher)
+        return []
+
+    monkeypatch.setattr(pruning, "train", fake_train)
+    data = load_data("synthetic", input_size=8, synthetic_train=64, synthetic_val=16)
+    model = SmallCNN(w=8)
+    macs = count_macs(model, torch.zeros(1, 3, 8, 8)).macs
+    prune(model, data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, finetune_epochs=1, distill=True,
+          distill_alpha=0.7, distill_temperature=1.5)
+    assert seen["alpha"] == 0.7 and seen["T"] == 1.5 and isinstance(seen["teacher"], torch.nn.Module)
+    prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, finetune_epochs=1)
+    assert seen["alpha"] == 0.0 and seen["teacher"] is None
+    with pytest.raises(BudgetError, match="0 < alpha <= 1"):
+        prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, distill=True, distill_alpha=0)
