@@ -20,7 +20,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Layer:
-    kind: str  # conv | dw | fc | add | avgpool | mean | logistic | hardswish
+    kind: str  # conv | dw | fc | add | avgpool | mean | logistic | hardswish | silu | se
     cout: int = 0
     k: int = 1
     stride: int = 1
@@ -53,6 +53,14 @@ def suite(quick: bool = False) -> list[Net]:
         Net("mixed_block_c64_28", 28, 28, 64, (Layer("conv", 192, 1), Layer("dw", 192, 3), Layer("conv", 64, 1),
                                                Layer("conv", 192, 1), Layer("dw", 192, 3), Layer("conv", 64, 1),
                                                Layer("mean"))),
+        Net("mbconv_se_c40_28", 28, 28, 40, (Layer("conv", 240, 1), Layer("silu"), Layer("dw", 0, 5), Layer("silu"),
+                                              Layer("se"), Layer("conv", 40, 1)) * 2),
+        # the resolution extremes real backbones spend time at: 112 px stems (activations beyond L2) and
+        # 7-14 px stages with hundreds of channels (megabyte weights, few rows)
+        Net("pw_expand_c16_112", 112, 112, 16, (Layer("conv", 96, 1), Layer("conv", 16, 1)) * 2),
+        Net("dw3x3_c96_112", 112, 112, 96, tuple(Layer("dw", 0, 3) for _ in range(4))),
+        Net("dw3x3_c576_14", 14, 14, 576, tuple(Layer("dw", 0, 3) for _ in range(4))),
+        Net("pw_c320_7", 7, 7, 320, (Layer("conv", 1920, 1), Layer("conv", 320, 1)) * 2),
         Net("pyramid_dw_224", 224, 224, 3, _pyramid_dw()),
         Net("pyramid_conv_112", 112, 112, 3, _pyramid_conv()),
     ]
@@ -144,7 +152,7 @@ class _Builder:
             B = s.BuiltinOperator
             # int8 kernels are registered under higher op versions (per-channel quantisation)
             int8_versions = {B.CONV_2D: 3, B.DEPTHWISE_CONV_2D: 3, B.FULLY_CONNECTED: 4, B.ADD: 2,
-                             B.AVERAGE_POOL_2D: 2, B.MEAN: 2}
+                             B.AVERAGE_POOL_2D: 2, B.MEAN: 2, B.MUL: 2, B.LOGISTIC: 2}
             oc = s.OperatorCodeT()
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, 127)
@@ -158,6 +166,12 @@ class _Builder:
         o.builtinOptionsType = opt_type
         o.builtinOptions = opts
         self.ops.append(o)
+
+    def _mul(self, a: int, b: int, out: int) -> None:
+        s = self.s
+        o = s.MulOptionsT()
+        o.fusedActivationFunction = s.ActivationFunctionType.NONE
+        self.op(s.BuiltinOperator.MUL, [a, b], [out], s.BuiltinOptions.MulOptions, o)
 
     def build(self, net: Net) -> bytes:
         import flatbuffers
@@ -206,6 +220,31 @@ class _Builder:
                 o.padding, o.strideH, o.strideW, o.filterHeight, o.filterWidth = P.SAME, 1, 1, L.k, L.k
                 o.fusedActivationFunction = A.NONE
                 self.op(B.AVERAGE_POOL_2D, [x], [y], s.BuiltinOptions.Pool2DOptions, o)
+            elif L.kind == "silu":  # x * sigmoid(x), as converters emit SiLU / Swish
+                sig = self.act([1, h, w, c])
+                self.op(B.LOGISTIC, [x], [sig])
+                y = self.act([1, h, w, c])
+                self._mul(x, sig, y)
+            elif L.kind == "se":  # squeeze-excitation: mean -> 1x1 (c/4, ReLU) -> 1x1 (c) -> sigmoid -> x * s
+                pooled = self.act([1, 1, 1, c])
+                axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
+                o = s.ReducerOptionsT()
+                o.keepDims = True
+                self.op(B.MEAN, [x, axes], [pooled], s.BuiltinOptions.ReducerOptions, o)
+                squeezed = max(1, c // 4)
+                z, zc = pooled, c
+                for cout, act in ((squeezed, A.RELU), (c, A.NONE)):
+                    zo = self.act([1, 1, 1, cout])
+                    co = s.Conv2DOptionsT()
+                    co.padding, co.strideH, co.strideW, co.fusedActivationFunction = P.SAME, 1, 1, act
+                    co.dilationHFactor = co.dilationWFactor = 1
+                    self.op(B.CONV_2D, [z, self.weights([cout, 1, 1, zc], 0), self.bias(cout)], [zo],
+                            s.BuiltinOptions.Conv2DOptions, co)
+                    z, zc = zo, cout
+                gate = self.act([1, 1, 1, c])
+                self.op(B.LOGISTIC, [z], [gate])
+                y = self.act([1, h, w, c])
+                self._mul(x, gate, y)
             elif L.kind == "mean":
                 y = self.act([1, c])
                 axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
