@@ -203,3 +203,13 @@ def test_module_entry_point():
     assert r.returncode == 0 and "autoprune-edge" in r.stdout
     r = subprocess.run([sys.executable, "-m", "autoprune_edge", "build"], capture_output=True, text=True)
     assert r.returncode == 2 and "--target" in r.stderr
+
+
+def test_prune_bad_distillation_settings_one_line_error(tmp_path, capsys):
+    from autoprune_edge.cli import main
+
+    rc = main(["prune", "--model", "lenet5", "--budget", "100kFLOPs", "--data", "synthetic", "--method", "l1",
+               "--distill", "--distill-temperature", "0", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "temperature > 0" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -209,3 +209,23 @@ def test_packaged_name_must_match_file(tmp_path):
 def test_unsupported_precision_error():
     with pytest.raises(TargetProfileError, match="does not support precision 'fp16'"):
         load_target("host").precision("fp16")
+
+
+def test_per_precision_ops_table(tmp_path):
+    """[compute.<p>.ops] overrides [ops] for that precision only; bad keys and values are one-line errors."""
+    text = _rpi_text()
+    assert "[compute.fp32]" in text and "\n[sources]\n" in text
+    text = text.replace("\n[sources]\n", '\n[sources]\n"compute.fp32.ops" = "test"\n')
+    p = _write(tmp_path, text + '\n[compute.fp32.ops]\ndepthwise = 0.5\n', "ok.toml")
+    t = load_target(str(p))
+    assert t.efficiency("depthwise", "fp32") == 0.5
+    assert t.efficiency("depthwise") == t.ops.depthwise
+    for p_ in t.precisions:
+        if p_ != "fp32":
+            assert t.efficiency("depthwise", p_) == t.ops.depthwise
+    bad = _write(tmp_path, text + '\n[compute.fp32.ops]\ndepthwise = 9\n', "bad.toml")
+    with pytest.raises(TargetProfileError, match=r"compute\.fp32\.ops\.depthwise must be a number in \(0, 4\]"):
+        load_target(str(bad))
+    typo = _write(tmp_path, text + '\n[compute.fp32.ops]\ndepthwize = 0.5\n', "typo.toml")
+    with pytest.raises(TargetProfileError, match=r"unknown key compute\.fp32\.ops\.depthwize.*did you mean"):
+        load_target(str(typo))
