@@ -32,6 +32,9 @@ def environment() -> dict[str, Any]:
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    # thread counts change float results (and timings): keep the settings that were in force
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    cmd = " ".join(env + [cmd])
     payload = {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(), **payload}
     jp = RESULTS / f"{name}.json"
     mp = RESULTS / f"{name}.md"
