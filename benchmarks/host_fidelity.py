@@ -253,7 +253,6 @@ def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dic
     ref = next(s for s in ready if s.name == REF)
     others = [s for s in ready if s.name != REF]
     visits: dict[str, list[dict]] = {s.name: [] for s in ready}
-    pairs: dict[str, list[float]] = {s.name: [] for s in others}
     rng = random.Random(0)
     t_start = time.time()
     from autoprune_edge.profiles.calibrate import host_microbenchmark
@@ -267,12 +266,8 @@ def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dic
         for i, s in enumerate(order):
             a_first = (r + i) % 2 == 0
             seq = [s, ref] if a_first else [ref, s]
-            got = {}
             for x in seq:
-                v = visit(WORK / x.name / "model_fp32.tflite", runs, warmup)
-                visits[x.name].append(v)
-                got[x.name] = v
-            pairs[s.name].append(got[s.name]["p10"] / got[REF]["p10"])
+                visits[x.name].append(visit(WORK / x.name / "model_fp32.tflite", runs, warmup))
         mb = host_microbenchmark(host, runs=20, rounds=1)
         for rec in mb["measurements"]:
             prev = micro.get(rec["model"])
@@ -281,7 +276,7 @@ def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dic
         loads = [v["others_cores"] for vs in visits.values() for v in vs[-1:]]
         print(f"[measure] round {r + 1}/{rounds} done ({time.time() - t_start:.0f} s; other load now "
               f"≈{sorted(loads)[len(loads) // 2]:.2f} cores)", flush=True)
-    return {"visits": visits, "pair_ratios_p10": pairs, "rounds": rounds, "runs": runs, "warmup": warmup,
+    return {"visits": visits, "rounds": rounds, "runs": runs, "warmup": warmup,
             "microbenchmark": list(micro.values()), "date": _dt.datetime.now().isoformat(timespec="seconds")}
 
 
