@@ -4,10 +4,11 @@
 the LiteRT interpreter on this machine and refits the profile. Each network stresses one op class
 (3×3 convs, 1×1 convs, depthwise convs, fully connected, pooling, element-wise adds, many tiny layers)
 at channel counts that exercise the SIMD tile padding, so a least-squares fit can separate the
-per-class efficiencies, the throughput and the per-kernel overhead. Two "pyramid" networks add what
-those repeated blocks lack and real backbones have: stride-2 layers, resolutions falling from 112 to 7,
-channel counts growing to 512 and megabytes of weights that do not stay in cache between layers. Without
-them the fit comes out ≈15% too fast on real models (benchmarks/results/host_fidelity.md). fp32 and int8
+per-class efficiencies, the throughput and the per-kernel overhead. The rest add what those repeated
+blocks lack and real backbones have: an MBConv block with SiLU and squeeze-excitation, layers at the
+resolution extremes (112 px activations beyond L2; 7-14 px stages with hundreds of channels), and two
+"pyramids" with stride-2 layers, resolutions falling from 112 to 7 and megabytes of weights. Each
+addition lowered the error on real models in benchmarks/results/host_fidelity.md. fp32 and int8
 (per-channel quantised, as the converter produces) are supported.
 """
 from __future__ import annotations
@@ -167,6 +168,21 @@ class _Builder:
         o.builtinOptions = opts
         self.ops.append(o)
 
+    def _conv(self, x: int, cin: int, y: int, cout: int, k: int, stride: int, act: int) -> None:
+        s = self.s
+        o = s.Conv2DOptionsT()
+        o.padding, o.strideH, o.strideW, o.fusedActivationFunction = s.Padding.SAME, stride, stride, act
+        o.dilationHFactor = o.dilationWFactor = 1
+        self.op(s.BuiltinOperator.CONV_2D, [x, self.weights([cout, k, k, cin], 0), self.bias(cout)], [y],
+                s.BuiltinOptions.Conv2DOptions, o)
+
+    def _mean(self, x: int, y: int, keep_dims: bool) -> None:
+        s = self.s
+        axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
+        o = s.ReducerOptionsT()
+        o.keepDims = keep_dims
+        self.op(s.BuiltinOperator.MEAN, [x, axes], [y], s.BuiltinOptions.ReducerOptions, o)
+
     def _mul(self, a: int, b: int, out: int) -> None:
         s = self.s
         o = s.MulOptionsT()
@@ -186,11 +202,7 @@ class _Builder:
                 h, w = -(-h // L.stride), -(-w // L.stride)  # SAME padding
             if L.kind == "conv":
                 y = self.act([1, h, w, L.cout])
-                o = s.Conv2DOptionsT()
-                o.padding, o.strideH, o.strideW, o.fusedActivationFunction = P.SAME, L.stride, L.stride, A.RELU
-                o.dilationHFactor = o.dilationWFactor = 1
-                self.op(B.CONV_2D, [x, self.weights([L.cout, L.k, L.k, c], 0), self.bias(L.cout)], [y],
-                        s.BuiltinOptions.Conv2DOptions, o)
+                self._conv(x, c, y, L.cout, L.k, L.stride, A.RELU)
                 c = L.cout
             elif L.kind == "dw":
                 y = self.act([1, h, w, c])
@@ -226,20 +238,12 @@ class _Builder:
                 y = self.act([1, h, w, c])
                 self._mul(x, sig, y)
             elif L.kind == "se":  # squeeze-excitation: mean -> 1x1 (c/4, ReLU) -> 1x1 (c) -> sigmoid -> x * s
-                pooled = self.act([1, 1, 1, c])
-                axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
-                o = s.ReducerOptionsT()
-                o.keepDims = True
-                self.op(B.MEAN, [x, axes], [pooled], s.BuiltinOptions.ReducerOptions, o)
-                squeezed = max(1, c // 4)
-                z, zc = pooled, c
-                for cout, act in ((squeezed, A.RELU), (c, A.NONE)):
+                z = self.act([1, 1, 1, c])
+                self._mean(x, z, keep_dims=True)
+                zc = c
+                for cout, act in ((max(1, c // 4), A.RELU), (c, A.NONE)):
                     zo = self.act([1, 1, 1, cout])
-                    co = s.Conv2DOptionsT()
-                    co.padding, co.strideH, co.strideW, co.fusedActivationFunction = P.SAME, 1, 1, act
-                    co.dilationHFactor = co.dilationWFactor = 1
-                    self.op(B.CONV_2D, [z, self.weights([cout, 1, 1, zc], 0), self.bias(cout)], [zo],
-                            s.BuiltinOptions.Conv2DOptions, co)
+                    self._conv(z, zc, zo, cout, 1, 1, act)
                     z, zc = zo, cout
                 gate = self.act([1, 1, 1, c])
                 self.op(B.LOGISTIC, [z], [gate])
@@ -247,10 +251,7 @@ class _Builder:
                 self._mul(x, gate, y)
             elif L.kind == "mean":
                 y = self.act([1, c])
-                axes = self.tensor([2], "i32", np.array([1, 2], dtype=np.int32))
-                o = s.ReducerOptionsT()
-                o.keepDims = False
-                self.op(B.MEAN, [x, axes], [y], s.BuiltinOptions.ReducerOptions, o)
+                self._mean(x, y, keep_dims=False)
                 h = w = 1
             else:
                 raise ValueError(L.kind)
