@@ -255,7 +255,7 @@ def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dic
     visits: dict[str, list[dict]] = {s.name: [] for s in ready}
     rng = random.Random(0)
     t_start = time.time()
-    from autoprune_edge.profiles.calibrate import host_microbenchmark
+    from autoprune_edge.profiles.calibrate import host_microbenchmark, keep_fastest
     from autoprune_edge.targets import load_target
 
     host = load_target("host")
@@ -268,11 +268,7 @@ def stage_measure(specs: list[Spec], rounds: int, runs: int, warmup: int) -> dic
             seq = [s, ref] if a_first else [ref, s]
             for x in seq:
                 visits[x.name].append(visit(WORK / x.name / "model_fp32.tflite", runs, warmup))
-        mb = host_microbenchmark(host, runs=20, rounds=1)
-        for rec in mb["measurements"]:
-            prev = micro.get(rec["model"])
-            if prev is None or rec["p10_ms"] < prev["p10_ms"]:
-                micro[rec["model"]] = rec
+        keep_fastest(micro, host_microbenchmark(host, runs=20, rounds=1)["measurements"])
         loads = [v["others_cores"] for vs in visits.values() for v in vs[-1:]]
         print(f"[measure] round {r + 1}/{rounds} done ({time.time() - t_start:.0f} s; other load now "
               f"≈{sorted(loads)[len(loads) // 2]:.2f} cores)", flush=True)

@@ -5,10 +5,9 @@
 Each network is one convolution from a fixed number of input channels to C output channels (written
 directly as .tflite, see autoprune_edge/profiles/microbench.py), timed with LiteRT at 1 thread: per
 visit the p10 of 40 invokes, the minimum over 3 visits (the undisturbed machine, as the host
-microbenchmark measures it). For each tile
-hypothesis the latency is modelled as ``padded MACs / k`` (output channels rounded up to the tile, ≤tile
-channels counted as one tile) with ``k`` fitted by least squares on log latency; the table gives the
-MAPE of each hypothesis over the sweep. The `host` profile's ``compute.fp32.out_tile`` takes the winner.
+microbenchmark measures it). For each tile hypothesis the latency is modelled as ``padded MACs / k``
+(output channels rounded up to the tile, ≤ tile channels counted as one tile) with ``k`` fitted by least
+squares on log latency; the table gives the MAPE of each hypothesis over the sweep. The `host` profile's ``compute.fp32.out_tile`` takes the winner.
 """
 from __future__ import annotations
 

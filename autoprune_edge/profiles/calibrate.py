@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import AutoPruneEdgeError
 from ..targets import Target, resolve_target
-from ..targets.schema import EFFICIENCY_CLASSES, parse_target
+from ..targets.schema import EFFICIENCY_CLASSES, efficiency_class, parse_target
 from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
 from .latency import layer_work
 from .measure import MeasurementsError, load_measurements
@@ -173,7 +173,7 @@ def _class_shares(t: Target, cases: list[_Case]) -> dict[str, float]:
         for k, ms in zip(c.kernels, per):
             if k.op_class == "free":
                 continue
-            cls = "elementwise" if k.op_class in ("norm", "act") else k.op_class
+            cls = efficiency_class(k.op_class)
             if _memory_bound(t, k, c.precision, c.threads):
                 acc["memory"] = acc.get("memory", 0.0) + ms
             else:
@@ -367,11 +367,15 @@ def host_microbenchmark(target: Target, *, runs: int = 30, rounds: int = 2, quic
         paths = write_suite(d, tuple(p for p in precisions if p in target.precisions), quick=quick)
         best: dict[str, dict] = {}
         for _ in range(rounds):  # interleaved rounds; keep each network's lowest p10 (robust to load)
-            for p in paths:
-                rec = measure_file(p, threads=threads, runs=runs, warmup=3)
-                if p.name not in best or rec["p10_ms"] < best[p.name]["p10_ms"]:
-                    best[p.name] = rec
+            keep_fastest(best, [measure_file(p, threads=threads, runs=runs, warmup=3) for p in paths])
     return new_document(list(best.values()))
+
+
+def keep_fastest(best: dict[str, dict], records: list[dict]) -> None:
+    """Merge measurement records into ``best`` (by model name), keeping each model's lowest p10."""
+    for rec in records:
+        if rec["model"] not in best or rec["p10_ms"] < best[rec["model"]]["p10_ms"]:
+            best[rec["model"]] = rec
 
 
 def calibrate(target: Target | str, measurements: str | Path | dict | None = None, out: str | Path | None = None,

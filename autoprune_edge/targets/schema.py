@@ -170,9 +170,12 @@ class Ops:
     fixed_overhead_us: float
 
     def efficiency(self, op_class: str) -> float:
-        if op_class in ("norm", "act"):
-            op_class = "elementwise"
-        return float(getattr(self, op_class))
+        return float(getattr(self, efficiency_class(op_class)))
+
+
+def efficiency_class(op_class: str) -> str:
+    """The efficiency key an op class is costed under (unfused norms and activations are element-wise)."""
+    return "elementwise" if op_class in ("norm", "act") else op_class
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ class Target:
 
         Per-precision values exist so that calibrating one precision (the host microbenchmark is fp32
         only) does not move the others."""
-        cls = "elementwise" if op_class in ("norm", "act") else op_class
+        cls = efficiency_class(op_class)
         if precision is not None:
             for k, x in self.precision(precision).ops:
                 if k == cls:
