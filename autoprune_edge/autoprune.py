@@ -1,8 +1,10 @@
 """AutoPrune training: weights and gates learned together, the budget penalty steered by a controller.
 
 The loss is CE + sum_k lambda_k * cost_k(h(M)) / budget_k. Each cost is the exact group cost model
-evaluated on the hard masks, differentiated through the STE, so every gate is pushed in proportion to
-what it costs on the chosen target (MACs, parameters, or predicted latency linearised per layer). The
+evaluated on the hard masks, differentiated through the STE, so every gate is pushed according to what
+it costs on the chosen target (MACs, parameters, or predicted latency linearised per layer): by default
+in proportion to the square root of its marginal cost (`cost_exponent`), because the full cost emptied
+residual streams, whose channels each cost many layers, before anything else. The
 paper tunes lambda by hand; here each lambda_k follows the budget error with a multiplicative
 (exponentiated-gradient) update: it grows while the masked model is over budget and shrinks while it
 is under, so training settles on the budget instead of near it. Weights use SGD with the masked
@@ -32,7 +34,9 @@ from .train import fit
 class AutoPruneConfig:
     epochs: float = 1.0  # gate-training epochs (weights and gates together)
     lr: float = 0.01  # weights (SGD)
-    lr_gates: float = 0.002  # gates (per step, on the RMS-normalised gradient with nsgd)
+    # gates (per step, on the RMS-normalised gradient with nsgd). 0.005: on the short CIFAR schedules of
+    # benchmarks/cifar_compare.py (24 gate steps) 0.002 left the gates too close to their L1 start.
+    lr_gates: float = 0.005
     # "nsgd": SGD with momentum on the gate gradient divided by its global RMS, so gates compare by the
     # size of their gradients (loss vs cost); "adam": per-gate normalisation (sign-like steps).
     gate_optimizer: str = "nsgd"
@@ -50,6 +54,12 @@ class AutoPruneConfig:
     # phase (gradual pruning), so the weights spend the rest of it adapting to a mask near the final one.
     ramp: float = 0.5
     lambda_max: float = 1e4
+    # The penalty pushes each gate by (its marginal cost)^cost_exponent, rescaled so the mean push is
+    # unchanged: 1 = the cost gradient itself (importance per MAC, a knapsack), 0 = every gate alike (the
+    # paper's plain L1 on M). Below 1 it stops expensive coupled groups (residual streams) from being
+    # emptied first just because each of their channels costs many layers.
+    # 0.5 measured best over ResNet-20/56 at 2x/3x (issue 3 notes); 1 emptied the residual streams.
+    cost_exponent: float = 0.5
     seed: int = 0
     log_every: int = 20
 
@@ -149,8 +159,9 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         opt_m = torch.optim.SGD(gate_params, lr=cfg.lr_gates, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     resumed = ckpt.has(phase)
+    push = _penalty_push(gates, cost_fn, budgets, cfg.cost_exponent)
     lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
-                                _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w))
+                                _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w, push))
     with torch.no_grad():
         start = {k: float(v) for k, v in cost_fn([torch.ones_like(m) for m in gate_params]).items()}
     ctrl = _Controller(budgets, cfg, lam0, start, total)
@@ -161,7 +172,7 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         logits = net(x)
         ce = F.cross_entropy(logits, y)
-        costs = cost_fn(gates.soft_keep())
+        costs = cost_fn(_scaled(gates.soft_keep(), push))
         loss = ce + ctrl.penalty(costs)
         opt_w.zero_grad(set_to_none=True)
         opt_m.zero_grad(set_to_none=True)
@@ -214,6 +225,56 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
     return log
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward gradient is multiplied elementwise by `scale`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
+
+
+def _scaled(keep: list[torch.Tensor], push: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    if push is None:
+        return keep
+    return [_ScaleGrad.apply(k, s) if k.requires_grad else k for k, s in zip(keep, push)]
+
+
+def _penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: list[Budget],
+                  exponent: float) -> list[torch.Tensor] | None:
+    """Per-gate factors that turn the cost gradient c into c^exponent (same mean over open gates)."""
+    if exponent == 1.0:
+        return None
+    keep = [torch.ones_like(m, requires_grad=True) for m in gates.m]
+    costs = cost_fn(keep)
+    reg = sum(costs[b.kind] / b.value for b in budgets if b.kind in costs)
+    if not isinstance(reg, torch.Tensor) or not reg.requires_grad:
+        return None
+    grads = torch.autograd.grad(reg, keep, allow_unused=True)
+    marg = [torch.zeros_like(k) if g is None else g.detach().clamp_min(0) for k, g in zip(keep, grads)]
+    ungated = getattr(gates, "ungated", {})
+    live = torch.cat([c.flatten() for i, c in enumerate(marg) if i not in ungated and c.numel()])
+    live = live[live > 0]
+    if live.numel() == 0:
+        return None
+    ref = float(live.mean())
+    out = []
+    for c in marg:
+        f = torch.where(c > 0, (c / ref).clamp_min(1e-12) ** (exponent - 1.0), torch.ones_like(c))
+        out.append(f)
+    # keep the mean push over all gates equal to the unscaled one, so lambda_init and the controller see
+    # the same overall strength
+    num = sum(float((c * f).sum()) for c, f in zip(marg, out))
+    den = sum(float(c.sum()) for c in marg)
+    k = den / num if num > 0 else 1.0
+    return [f * k for f in out]
+
+
 @torch.no_grad()
 def _normalise_gradients(params: list[torch.Tensor]) -> None:
     grads = [p.grad for p in params if p.grad is not None]
@@ -261,12 +322,13 @@ def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Control
 
 
 def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, cfg: AutoPruneConfig,
-                     budgets: list[Budget], cost_fn: CostFn, w: World) -> float:
+                     budgets: list[Budget], cost_fn: CostFn, w: World,
+                     push: list[torch.Tensor] | None = None) -> float:
     """The multiplier at which the budget penalty's gradient on the gates matches the loss gradient's norm."""
     x, y = next(epoch_batches(data, cfg.batch_size, seed=cfg.seed, epoch=-1, w=World()))
     gate_params = list(gates.m)
     g_ce = torch.autograd.grad(F.cross_entropy(model(x), y), gate_params, allow_unused=True)
-    costs = cost_fn(gates.soft_keep())
+    costs = cost_fn(_scaled(gates.soft_keep(), push))
     reg = sum(costs[b.kind] / b.value for b in budgets if b.kind in costs)
     if not isinstance(reg, torch.Tensor) or not reg.requires_grad:
         return 1.0

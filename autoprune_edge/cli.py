@@ -142,7 +142,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.method == "autoprune":
         from .autoprune import AutoPruneConfig
 
-        cfg = AutoPruneConfig(epochs=epochs, ste=args.ste, lr_gates=args.lr_gates, seed=args.seed)
+        tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent))
+                 if v is not None}
+        cfg = AutoPruneConfig(epochs=epochs, ste=args.ste, seed=args.seed, **tuned)
     from .distributed import world
 
     w = world()
@@ -493,7 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
     p.add_argument("--ste", default="softplus", choices=["identity", "leaky", "sigmoid", "softplus"],
                    help="straight-through derivative for the gates (AutoPrune)")
-    p.add_argument("--lr-gates", type=float, default=0.002, help="learning rate of the gates")
+    p.add_argument("--lr-gates", type=float, help="learning rate of the gates (default 0.005)")
+    p.add_argument("--cost-exponent", type=float,
+                   help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
+                        "0 = all gates alike (default 0.5)")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
     p.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")

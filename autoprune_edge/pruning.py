@@ -160,6 +160,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
                           "or use --method l1 for a one-shot structural run")
     budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
+    if method == "autoprune" and not 0.0 <= cfg.cost_exponent <= 1.0:
+        raise BudgetError(f"cost exponent must be between 0 (every gate alike) and 1 (importance per MAC), "
+                          f"got {cfg.cost_exponent}")
     from .checkpoint import Checkpointer
     from .distributed import world
 

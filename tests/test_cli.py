@@ -213,3 +213,13 @@ def test_prune_bad_distillation_settings_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "temperature > 0" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_prune_bad_cost_exponent_one_line_error(tmp_path, capsys):
+    from autoprune_edge.cli import main
+
+    rc = main(["prune", "--model", "lenet5", "--budget", "100kFLOPs", "--data", "synthetic", "--cost-exponent", "2",
+               "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cost exponent must be between 0" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

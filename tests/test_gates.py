@@ -179,3 +179,29 @@ def test_distillation_settings_reach_fine_tuning(monkeypatch):
     assert seen["alpha"] == 0.0 and seen["teacher"] is None
     with pytest.raises(BudgetError, match="0 < alpha <= 1"):
         prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, distill=True, distill_alpha=0)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
+def test_cost_exponent_reshapes_the_penalty_push(exponent):
+    """The penalty's gradient on gate i becomes proportional to c_i**exponent (c_i: its marginal cost), with
+    the same total as the plain cost gradient; exponent 1 leaves the cost gradient untouched."""
+    from autoprune_edge.autoprune import _penalty_push, _scaled, structured_costs
+    from autoprune_edge.cost import GroupCostModel
+
+    model = ResidualNet(w=8).eval()
+    graph = PruningGraph(model, torch.randn(1, 3, 12, 12))
+    gates = ChannelGates(graph, GateConfig())
+    budgets = parse_budgets("0.1MFLOPs")
+    cost_fn = structured_costs(GroupCostModel(graph), {"macs"})
+
+    def push_grads(push):
+        keep = [torch.ones_like(m, requires_grad=True) for m in gates.m]
+        cost_fn(_scaled(keep, push))["macs"].backward()
+        return torch.cat([k.grad for k in keep])
+
+    assert _penalty_push(gates, cost_fn, budgets, 1.0) is None
+    plain = push_grads(None)
+    assert plain.max() > 2 * plain.min() > 0  # the residual stream costs more per channel than the interiors
+    shaped = push_grads(_penalty_push(gates, cost_fn, budgets, exponent))
+    want = plain ** exponent * plain.sum() / (plain ** exponent).sum()  # sum(c * f) stays sum(c)
+    assert torch.allclose(shaped, want, rtol=1e-4)
