@@ -2,9 +2,9 @@
 
 The loss is CE + sum_k lambda_k * cost_k(h(M)) / budget_k. Each cost is the exact group cost model
 evaluated on the hard masks, differentiated through the STE, so every gate is pushed according to what
-it costs on the chosen target (MACs, parameters, or predicted latency linearised per layer): by default
-in proportion to the square root of its marginal cost (`cost_exponent`), because the full cost emptied
-residual streams, whose channels each cost many layers, before anything else. The
+it costs on the chosen target (MACs, parameters, or predicted latency linearised per layer), divided by
+the square root of the number of layers the gate acts in (`coupling_exponent`): the full cost push
+emptied residual streams, whose channels each cost many layers, before anything else. The
 paper tunes lambda by hand; here each lambda_k follows the budget error with a multiplicative
 (exponentiated-gradient) update: it grows while the masked model is over budget and shrinks while it
 is under, so training settles on the budget instead of near it. Weights use SGD with the masked
@@ -54,12 +54,15 @@ class AutoPruneConfig:
     # phase (gradual pruning), so the weights spend the rest of it adapting to a mask near the final one.
     ramp: float = 0.5
     lambda_max: float = 1e4
-    # The penalty pushes each gate by (its marginal cost)^cost_exponent, rescaled so the mean push is
-    # unchanged: 1 = the cost gradient itself (importance per MAC, a knapsack), 0 = every gate alike (the
-    # paper's plain L1 on M). Below 1 it stops expensive coupled groups (residual streams) from being
-    # emptied first just because each of their channels costs many layers.
-    # 0.5 measured best over ResNet-20/56 at 2x/3x (issue 3 notes); 1 emptied the residual streams.
-    cost_exponent: float = 0.5
+    # The penalty pushes each gate by c^cost_exponent / k^coupling_exponent, rescaled so the total push is
+    # unchanged; c is the gate's marginal cost and k the number of layers its channel is gated in (the
+    # consumers whose sgn(W) * dL/dW_eff terms Eq. 7 sums). cost_exponent 1 is importance per MAC (a
+    # knapsack), 0 every gate alike (the paper's plain L1 on M). coupling_exponent 0.5 matches the noise
+    # of that k-term sum: a residual-stream channel of ResNet-56 feeds ~10 layers, so it costs ~9x an
+    # interior channel, while its loss signal only grows ~sqrt(10)x within a short gate phase; the plain
+    # cost push emptied the streams first. Chains (LeNet: k = 1 everywhere) are unaffected.
+    cost_exponent: float = 1.0
+    coupling_exponent: float = 0.5
     seed: int = 0
     log_every: int = 20
 
@@ -159,7 +162,7 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         opt_m = torch.optim.SGD(gate_params, lr=cfg.lr_gates, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     resumed = ckpt.has(phase)
-    push = _penalty_push(gates, cost_fn, budgets, cfg.cost_exponent)
+    push = _penalty_push(gates, cost_fn, budgets, cfg.cost_exponent, cfg.coupling_exponent)
     lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
                                 _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w, push))
     with torch.no_grad():
@@ -246,9 +249,10 @@ def _scaled(keep: list[torch.Tensor], push: list[torch.Tensor] | None) -> list[t
 
 
 def _penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: list[Budget],
-                  exponent: float) -> list[torch.Tensor] | None:
-    """Per-gate factors that turn the cost gradient c into c^exponent (same mean over open gates)."""
-    if exponent == 1.0:
+                  exponent: float, coupling: float = 0.0) -> list[torch.Tensor] | None:
+    """Per-gate factors f turning the cost gradient c into c^exponent / k^coupling, with sum(c f) = sum(c)."""
+    fan = [torch.as_tensor(k, dtype=torch.float32) for k in gates.coupling()]
+    if exponent == 1.0 and (coupling == 0.0 or all(bool((k == 1).all()) for k in fan)):
         return None
     keep = [torch.ones_like(m, requires_grad=True) for m in gates.m]
     costs = cost_fn(keep)
@@ -264,15 +268,14 @@ def _penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: l
         return None
     ref = float(live.mean())
     out = []
-    for c in marg:
+    for c, k in zip(marg, fan):
         f = torch.where(c > 0, (c / ref).clamp_min(1e-12) ** (exponent - 1.0), torch.ones_like(c))
-        out.append(f)
-    # keep the mean push over all gates equal to the unscaled one, so lambda_init and the controller see
-    # the same overall strength
+        out.append(f * k.clamp_min(1.0) ** (-coupling))
+    # the total push stays the unscaled one, so lambda_init and the controller see the same strength
     num = sum(float((c * f).sum()) for c, f in zip(marg, out))
     den = sum(float(c.sum()) for c in marg)
-    k = den / num if num > 0 else 1.0
-    return [f * k for f in out]
+    scale = den / num if num > 0 else 1.0
+    return [f * scale for f in out]
 
 
 @torch.no_grad()

@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-gates", type=float, help="learning rate of the gates (default 0.005)")
     p.add_argument("--cost-exponent", type=float,
                    help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
-                        "0 = all gates alike (default 0.5)")
+                        "0 = all gates alike (default 1)")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
     p.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")

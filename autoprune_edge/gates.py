@@ -210,6 +210,14 @@ class ChannelGates(nn.Module):
                     parametrize.remove_parametrizations(mod, tensor, leave_parametrized=False)
         self.attached = False
 
+    def coupling(self) -> list[int]:
+        """Per group, how many layers its gates mask (the consumers Eq. 7 sums over); 1 if ungated."""
+        count = [0] * len(self.m)
+        for _, _, _, terms in self._plan.values():
+            for gi in {t[0] for t in terms}:
+                count[gi] += 1
+        return [max(1, c) for c in count]
+
     def keep(self) -> list[torch.Tensor]:
         """Hard keep masks (bool) per group; ungated groups keep everything."""
         return [torch.ones_like(m, dtype=torch.bool) if i in self.ungated else (m.detach() > 0)
@@ -241,9 +249,20 @@ class WeightGates(nn.Module):
         self.names = [n for n, m in model.named_modules()
                       if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n not in skip]
         named = dict(model.named_modules())
-        self.m = nn.ParameterList([nn.Parameter(torch.full_like(named[n].weight.detach(), float(self.cfg.init)))
-                                   for n in self.names])
+        self.m = nn.ParameterList([nn.Parameter(v) for v in self._initial_values([named[n].weight for n in self.names])])
         self.attached = False
+
+    def _initial_values(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        init = float(self.cfg.init)
+        if self.cfg.init_mode == "constant":
+            return [torch.full_like(w.detach(), init) for w in weights]
+        if self.cfg.init_mode != "l1":
+            raise AutoPruneEdgeError(f"unknown gate init {self.cfg.init_mode!r}; use l1 or constant")
+        # |w| relative to the mean over every gated weight (one global scale, not per layer: at 300x a
+        # per-layer scale would leave a 500-weight conv a couple of weights), clipped so all start open
+        mags = [w.detach().abs().float() for w in weights]
+        mean = float(sum(m.sum() for m in mags) / max(1, sum(m.numel() for m in mags))) or 1.0
+        return [init * (m / mean).clamp(0.05, 20.0) for m in mags]
 
     def attach(self) -> None:
         named = dict(self.model[0].named_modules())
@@ -258,6 +277,9 @@ class WeightGates(nn.Module):
             if parametrize.is_parametrized(named[n], "weight"):
                 parametrize.remove_parametrizations(named[n], "weight", leave_parametrized=bake)
         self.attached = False
+
+    def coupling(self) -> list[int]:
+        return [1] * len(self.m)  # every weight gate masks one weight
 
     def keep(self) -> list[torch.Tensor]:
         return [m.detach() > 0 for m in self.m]

@@ -163,6 +163,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if method == "autoprune" and not 0.0 <= cfg.cost_exponent <= 1.0:
         raise BudgetError(f"cost exponent must be between 0 (every gate alike) and 1 (importance per MAC), "
                           f"got {cfg.cost_exponent}")
+    if method == "autoprune" and not 0.0 <= cfg.coupling_exponent <= 1.0:
+        raise BudgetError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
     from .checkpoint import Checkpointer
     from .distributed import world
 

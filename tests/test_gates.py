@@ -181,10 +181,11 @@ def test_distillation_settings_reach_fine_tuning(monkeypatch):
         prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, distill=True, distill_alpha=0)
 
 
-@pytest.mark.parametrize("exponent", [0.0, 0.5])
-def test_cost_exponent_reshapes_the_penalty_push(exponent):
-    """The penalty's gradient on gate i becomes proportional to c_i**exponent (c_i: its marginal cost), with
-    the same total as the plain cost gradient; exponent 1 leaves the cost gradient untouched."""
+@pytest.mark.parametrize("exponent,coupling", [(0.0, 0.0), (0.5, 0.0), (1.0, 0.5), (0.5, 1.0)])
+def test_penalty_push_follows_cost_and_coupling(exponent, coupling):
+    """The penalty's gradient on gate i becomes proportional to c_i**exponent / k_i**coupling (c_i: its
+    marginal cost, k_i: how many layers it masks), with the same total as the plain cost gradient; plain
+    cost weighting (1, 0) leaves the cost gradient untouched."""
     from autoprune_edge.autoprune import _penalty_push, _scaled, structured_costs
     from autoprune_edge.cost import GroupCostModel
 
@@ -199,9 +200,12 @@ def test_cost_exponent_reshapes_the_penalty_push(exponent):
         cost_fn(_scaled(keep, push))["macs"].backward()
         return torch.cat([k.grad for k in keep])
 
-    assert _penalty_push(gates, cost_fn, budgets, 1.0) is None
+    fan = torch.cat([torch.full_like(m, float(k)) for m, k in zip(gates.m, gates.coupling())]).detach()
+    assert fan.max() == 3 and fan.min() == 1  # the stream is read by both blocks and the head
+    assert _penalty_push(gates, cost_fn, budgets, 1.0, 0.0) is None
     plain = push_grads(None)
     assert plain.max() > 2 * plain.min() > 0  # the residual stream costs more per channel than the interiors
-    shaped = push_grads(_penalty_push(gates, cost_fn, budgets, exponent))
-    want = plain ** exponent * plain.sum() / (plain ** exponent).sum()  # sum(c * f) stays sum(c)
+    shaped = push_grads(_penalty_push(gates, cost_fn, budgets, exponent, coupling))
+    want = plain ** exponent / fan ** coupling
+    want = want * plain.sum() / want.sum()  # sum(c * f) stays sum(c)
     assert torch.allclose(shaped, want, rtol=1e-4)
