@@ -175,7 +175,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         from .unstructured import prune_unstructured
 
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
-                                  batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt)
+                                  batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt,
+                                  distill=(distill_alpha, distill_temperature) if distill else None)
     if granularity != "structured":
         raise BudgetError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)

@@ -77,7 +77,8 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
 
 def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
                        cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
-                       evaluate_accuracy: bool, seed: int, ckpt: Any = None):
+                       evaluate_accuracy: bool, seed: int, ckpt: Any = None,
+                       distill: tuple[float, float] | None = None):
     from .checkpoint import NONE
 
     ckpt = ckpt or NONE
@@ -89,6 +90,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     model.eval()
     example = torch.randn(*input_shape)
     before = count_macs(model, example)
+    teacher = copy.deepcopy(model) if distill else None
     widths = {n: list(m.weight.shape[:2]) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     acc_before = evaluate(model, data.val, desc="accuracy (dense)") if evaluate_accuracy and data else None
     gates = WeightGates(model, cfg.gate_config())
@@ -114,9 +116,11 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     if data is not None and finetune_epochs > 0:
         hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.dtype)) for n, k in masks.items()]
         try:
+            kd_alpha, kd_t = distill or (0.0, 2.0)
             log = train(model, data.train, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                                                       seed=seed, weight_decay=0.0), desc="fine-tune (masked)",
-                        ckpt=ckpt)
+                                                       seed=seed, weight_decay=0.0, kd_alpha=kd_alpha,
+                                                       kd_temperature=kd_t),
+                        teacher=teacher, desc="fine-tune (masked)", ckpt=ckpt)
         finally:
             for h in hooks:
                 h.remove()

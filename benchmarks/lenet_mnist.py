@@ -93,14 +93,17 @@ def main() -> None:
             with Timer() as t:
                 r = prune(copy.deepcopy(dense), data, f"{target_nonzero + other}params", method="autoprune",
                           autoprune=cfg, granularity="unstructured", finetune_epochs=args.finetune_epochs, lr=0.02,
-                          batch_size=128, seed=args.seed)
+                          batch_size=128, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
+                          distill_temperature=args.distill_temperature)
             rows.append({**base, "granularity": "unstructured", "method": "autoprune",
                          "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
                          "nonzero_after": r.nonzero_after, "compression": r.nonzero_before / max(1, r.nonzero_after),
                          "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
                          "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
                          "drop_pt": 100 * (acc_dense - r.accuracy_after), "seconds": t.seconds,
-                         "gate_epochs": args.unstructured_gate_epochs, "finetune_epochs": args.finetune_epochs})
+                         "gate_epochs": args.unstructured_gate_epochs, "finetune_epochs": args.finetune_epochs,
+                         "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
+                                     if args.distill else "no")})
             print(rows[-1], flush=True)
     cols = ["model", "granularity", "method", "dense_acc", "acc_after", "drop_pt", "macs_fraction", "compression",
             "gate_epochs", "finetune_epochs", "distill", "seconds"]

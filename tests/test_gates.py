@@ -181,6 +181,27 @@ def test_distillation_settings_reach_fine_tuning(monkeypatch):
         prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, distill=True, distill_alpha=0)
 
 
+def test_unstructured_distillation_reaches_masked_fine_tuning(monkeypatch):
+    from autoprune_edge import unstructured
+    from autoprune_edge.data import load_data
+
+    seen = {}
+
+    def fake_train(model, dataset, cfg, *, teacher=None, **kw):
+        seen.update(alpha=cfg.kd_alpha, T=cfg.kd_temperature, teacher=teacher)
+        return []
+
+    monkeypatch.setattr(unstructured, "train", fake_train)
+    data = load_data("synthetic", input_size=8, synthetic_train=64, synthetic_val=16)
+    model = SmallCNN(w=8)
+    prune(model, data, "1kparams", method="autoprune", autoprune=AutoPruneConfig(epochs=0.5, batch_size=32),
+          granularity="unstructured", finetune_epochs=1, distill=True, distill_alpha=0.6, distill_temperature=3.0)
+    assert seen["alpha"] == 0.6 and seen["T"] == 3.0 and isinstance(seen["teacher"], torch.nn.Module)
+    # the teacher is the dense model, not the pruned one
+    nz = lambda m: sum(int((x.weight != 0).sum()) for x in m.modules() if isinstance(x, torch.nn.Conv2d))  # noqa: E731
+    assert nz(seen["teacher"]) > nz(model)
+
+
 @pytest.mark.parametrize("exponent,coupling", [(0.0, 0.0), (0.5, 0.0), (1.0, 0.5), (0.5, 1.0)])
 def test_penalty_push_follows_cost_and_coupling(exponent, coupling):
     """The penalty's gradient on gate i becomes proportional to c_i**exponent / k_i**coupling (c_i: its
