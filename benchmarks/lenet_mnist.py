@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--models", default="lenet5,lenet300")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--distill", action="store_true",
-                    help="structured: fine-tune every method with distillation from the dense net")
+                    help="fine-tune every method (structured and unstructured) distilled from the dense net")
     ap.add_argument("--distill-alpha", type=float, default=0.9)
     ap.add_argument("--distill-temperature", type=float, default=2.0)
     args = ap.parse_args()
