@@ -97,7 +97,8 @@ class GateConfig:
     leaky_alpha: float = 0.1
     init: float = 0.1  # all gates start open, close to the threshold
     # "l1": start each structured gate at init x (its channel's L1 group magnitude / the group mean), clipped
-    # to [0.1, 3] x init, so short runs begin from the magnitude ranking; "constant": all at `init`.
+    # to [0.1, 3] x init, so short runs begin from the magnitude ranking; unstructured gates start at
+    # init x |w| / (mean |w| over all gated weights), clipped to [0.05, 20] x init; "constant": all at `init`.
     init_mode: str = "l1"
 
 
