@@ -226,3 +226,38 @@ def test_parity_math():
     with pytest.raises(ParityError, match="rel error"):
         check(ref, got, max_rel=0.1)
     assert check(ref, ref * (1 + 1e-7), max_rel=1e-6).ok(1e-6)
+
+
+class _ConvNeXtish(nn.Module):
+    """Depthwise conv, channels-last LayerNorm (permutes), GELU, residual: ops onnx2tf validates one by one."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 4, stride=4)
+        self.blocks = nn.ModuleList(nn.ModuleDict({"dw": nn.Conv2d(c, c, 7, padding=3, groups=c),
+                                                   "ln": nn.LayerNorm(c), "fc1": nn.Linear(c, 2 * c),
+                                                   "fc2": nn.Linear(2 * c, c)}) for _ in range(3))
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for b in self.blocks:
+            y = b["ln"](b["dw"](x).permute(0, 2, 3, 1))
+            x = x + b["fc2"](nn.functional.gelu(b["fc1"](y))).permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def test_onnx2tf_speedup_writes_the_same_bytes(tmp_path):
+    """converters/onnx2tf_speedup.py must install on the pinned onnx2tf/tf_keras and change nothing."""
+    torch.manual_seed(0)
+    m = _ConvNeXtish().eval()
+    example = torch.randn(1, 3, 32, 32)
+    onnx_path = export_onnx(m, example, tmp_path / "m.onnx")
+    fast = onnx_to_tflite(onnx_path, tmp_path / "fast", work_dir=tmp_path / "wf")["fp32"]
+    slow = onnx_to_tflite(onnx_path, tmp_path / "slow", work_dir=tmp_path / "ws", speedup=False)["fp32"]
+    log = (tmp_path / "wf" / "onnx2tf.log").read_text()
+    assert "speed-up not installed" not in log, log[-2000:]
+    assert fast.read_bytes() == slow.read_bytes()
+    x = example.numpy()
+    rel = np.abs(run_tflite(fast, x) - m(example).detach().numpy()).max()
+    assert rel <= 1e-3 * float(np.abs(m(example).detach().numpy()).max())
