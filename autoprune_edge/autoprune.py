@@ -310,7 +310,7 @@ def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Control
 
     def excess(threshold: float) -> float:
         """Largest relative overshoot of a target with the gates <= threshold closed (> 0: over)."""
-        keep = [((m > threshold) & (m > 0)).float() if i not in ungated else torch.ones_like(m)
+        keep = [(m > max(threshold, 0.0)).float() if i not in ungated else torch.ones_like(m)
                 for i, m in enumerate(gates.m)]
         c = cost_fn(keep)
         return max((float(c[k]) - t) / t for k, t in targets.items() if k in c)

@@ -119,8 +119,15 @@ class GroupCostModel:
         return out, inp
 
     def _macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        return self._layer_macs(keep).sum()
+
+    def _layer_macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
         out, inp = self._widths(keep)
-        return (self._coeff * out * inp).sum()
+        return self._coeff * out * inp
+
+    def layer_macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        """MACs of each layer in `layers` order (no offset); differentiable like `macs`."""
+        return self._layer_macs(self._as_float(keep))
 
     def _params(self, keep: list[torch.Tensor]) -> torch.Tensor:
         out, inp = self._widths(keep)
@@ -142,9 +149,33 @@ class GroupCostModel:
     def params(self, keep: list[torch.Tensor]) -> torch.Tensor:
         return self._params(self._as_float(keep)) + self.params_offset
 
+    def latency_model(self, layer_ms: dict[str, float], total_ms: float) -> "LinearLatency":
+        """Predicted latency linearised at the dense model: each layer keeps its ms per MAC."""
+        full = [torch.ones(int(n), dtype=torch.float64) for n in self.sizes.tolist()]
+        dense = self.layer_macs(full)
+        per_mac = torch.tensor([layer_ms.get(layer.name, 0.0) / float(m) if float(m) > 0 else 0.0
+                                for layer, m in zip(self.layers, dense)], dtype=torch.float64)
+        return LinearLatency(self, per_mac, total_ms - float((per_mac * dense).sum()))
+
     def evaluate(self, kind: str, keep: list[torch.Tensor]) -> torch.Tensor:
         if kind == "macs":
             return self.macs(keep)
         if kind == "params":
             return self.params(keep)
         raise KeyError(kind)
+
+
+class LinearLatency:
+    """Target latency as a differentiable function of keep vectors, for AutoPrune's penalty.
+
+    Each conv/linear layer keeps the ms per MAC the target's cost model predicts for it in the dense
+    model (so a depthwise or memory-bound layer weighs more per MAC than a big 3x3 conv); everything the
+    groups do not scale (element-wise ops, the stem's input side, fixed overheads) stays constant. It
+    ranks channels by what they cost on the device; the final selection checks the exact prediction.
+    """
+
+    def __init__(self, cost: GroupCostModel, ms_per_mac: torch.Tensor, offset_ms: float) -> None:
+        self.cost, self.ms_per_mac, self.offset_ms = cost, ms_per_mac, offset_ms
+
+    def __call__(self, keep: list[torch.Tensor]) -> torch.Tensor:
+        return (self.ms_per_mac * self.cost.layer_macs(keep)).sum() + self.offset_ms

@@ -196,7 +196,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
     gate_log: list[dict[str, float]] = []
     if method == "autoprune":
-        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt)
+        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt, target, input_shape)
         notes += gate_notes
     else:
         with progress.task(f"score channels ({method})", total=None):
@@ -255,21 +255,29 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         round_to=round_to)
 
 
-def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any, ckpt: Any):
+def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any, ckpt: Any,
+                 target: Any = None, input_shape: tuple[int, ...] | None = None):
     """Train weights and channel gates together on `data`; return gate values as channel scores."""
     from .autoprune import structured_costs, train_gates
     from .gates import ChannelGates
 
     gates = ChannelGates(graph, cfg.gate_config())
     notes = [f"channel group at {graph.groups[i].root} left dense: {why}" for i, why in sorted(gates.ungated.items())]
-    learnable = [b for b in budgets if b.kind in FAST_KINDS]
+    latency = None
+    if target is not None and any(b.kind == "latency_ms" for b in budgets):
+        from .profiles.profile import profile
+
+        dense = profile(graph.model, input_shape, target)
+        latency = cost.latency_model({layer.name: layer.latency_ms for layer in dense.layers}, dense.latency_ms)
+    learnable = [b for b in budgets if b.kind in FAST_KINDS or (b.kind == "latency_ms" and latency is not None)]
     if cfg.epochs <= 0 or data is None:
         return gates.scores(), [], notes
-    if not learnable:
-        notes.append("latency/memory budgets are met by the final selection only (no differentiable cost yet)")
+    if len(learnable) < len(budgets):
+        notes.append("memory and size budgets are met by the final selection only (gate training steers "
+                     "MACs, parameters and latency)")
     gates.attach()
     try:
-        costs = structured_costs(cost, {b.kind for b in learnable})
+        costs = structured_costs(cost, {b.kind for b in learnable}, latency)
         log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt)
     finally:
         gates.detach()
