@@ -43,7 +43,12 @@ class AutoPruneConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
-    ste: str = "softplus"
+    # None: softplus for channel gates (as both public implementations code it), sigmoid for per-weight
+    # gates. softplus grows with m, so per-weight gates that start high (the |w| start favours small
+    # layers such as conv1) run away from the rest; on unstructured LeNet-5 at 310x sigmoid kept
+    # 212/491/417/268 weights in conv1/conv2/fc1/fc2 against softplus's 256/521/275/336 and lost 0.59 pt
+    # instead of 0.90 (10 gate + 10 distilled fine-tune epochs; docs/autoprune.md).
+    ste: str | None = None
     leaky_alpha: float = 0.1
     gate_init: float = 0.1
     gate_init_mode: str = "l1"  # or "constant" (the paper's descendants: every gate at the same positive value)
@@ -71,9 +76,9 @@ class AutoPruneConfig:
     seed: int = 0
     log_every: int = 20
 
-    def gate_config(self) -> GateConfig:
-        return GateConfig(ste=self.ste, leaky_alpha=self.leaky_alpha, init=self.gate_init,
-                          init_mode=self.gate_init_mode)
+    def gate_config(self, granularity: str = "structured") -> GateConfig:
+        ste = self.ste or ("sigmoid" if granularity == "unstructured" else "softplus")
+        return GateConfig(ste=ste, leaky_alpha=self.leaky_alpha, init=self.gate_init, init_mode=self.gate_init_mode)
 
 
 @dataclass

@@ -493,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data to fine-tune and evaluate on (omit for a structure-only run)")
     p.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; l1 takes none)")
     p.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
-    p.add_argument("--ste", default="softplus", choices=["identity", "leaky", "sigmoid", "softplus"],
-                   help="straight-through derivative for the gates (AutoPrune)")
+    p.add_argument("--ste", default=None, choices=["identity", "leaky", "sigmoid", "softplus"],
+                   help="straight-through derivative for the gates (AutoPrune; default softplus for channel "
+                        "gates, sigmoid for per-weight gates)")
     p.add_argument("--lr-gates", type=float, help="learning rate of the gates (default 0.005)")
     p.add_argument("--cost-exponent", type=float,
                    help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "

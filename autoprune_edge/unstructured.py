@@ -93,7 +93,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     teacher = copy.deepcopy(model) if distill else None
     widths = {n: list(m.weight.shape[:2]) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     acc_before = evaluate(model, data.val, desc="accuracy (dense)") if evaluate_accuracy and data else None
-    gates = WeightGates(model, cfg.gate_config())
+    gates = WeightGates(model, cfg.gate_config("unstructured"))
     cost = WeightCost(model, gates, example)
     dense_nonzero = int(sum(gates.m[i].numel() for i in range(len(gates.m))))
     gate_log = []
