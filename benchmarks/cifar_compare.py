@@ -80,6 +80,14 @@ def tp_prune(model: torch.nn.Module, method: str, budget_macs: float, data, exam
     return model
 
 
+def _overrides(text: str) -> dict:
+    out = {}
+    for kv in filter(None, text.split(",")):
+        k, v = kv.split("=")
+        out[k] = v if k in ("gate_optimizer", "ste", "gate_init_mode", "ramp_shape") else float(v)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="cifar_resnet20,cifar_resnet56")
@@ -92,6 +100,8 @@ def main() -> None:
     ap.add_argument("--round-to", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--autoprune-opts", default="",
+                    help="AutoPruneConfig overrides, e.g. coupling_exponent=1,lr_gates=0.01 (probes; default: none)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from an existing (partial) .json")
     args = ap.parse_args()
     if args.render_only:
@@ -138,7 +148,8 @@ def main() -> None:
                     else:
                         ours = "l1" if method == "l1+extra" else method
                         data = _Bundle(base, gate_set if ours == "autoprune" else ft_set, base.val)
-                        cfg = AutoPruneConfig(epochs=1, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+                        cfg = AutoPruneConfig(epochs=1, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                              **_overrides(args.autoprune_opts))
                         r = prune(model, data, f"{budget / 1e6:.6f}MFLOPs", method=ours, autoprune=cfg,
                                   epochs=1 if ours == "autoprune" else 0, finetune_epochs=0,
                                   round_to=args.round_to, seed=args.seed, evaluate_accuracy=False)

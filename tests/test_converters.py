@@ -261,3 +261,24 @@ def test_onnx2tf_speedup_writes_the_same_bytes(tmp_path):
     x = example.numpy()
     rel = np.abs(run_tflite(fast, x) - m(example).detach().numpy()).max()
     assert rel <= 1e-3 * float(np.abs(m(example).detach().numpy()).max())
+
+
+def test_killed_converter_is_reported_as_out_of_memory(tmp_path, monkeypatch):
+    """onnx2tf killed by the kernel (ViT-H/14 on 24 GB) must say so, not 'check the ops'."""
+    import subprocess
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    import autoprune_edge.converters.tflite as tfl
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 8, 8])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "g", [x], [y]),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    monkeypatch.setattr(tfl.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, stdout=b"", stderr=None))
+    with pytest.raises(ConversionError, match="killed .* most likely out of memory"):
+        onnx_to_tflite(path, tmp_path / "out", work_dir=tmp_path / "wd")
+    assert not (tmp_path / "out" / "model_fp32.tflite").exists()

@@ -296,6 +296,12 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
     wall = time.perf_counter() - t0
     produced = {p: sm_dir / f"model_{p}.tflite" for p in ps}
     missing = [p for p in ps if not produced[p].is_file()]
+    if r.returncode in (-9, 137):  # SIGKILL: on Linux almost always the kernel's out-of-memory killer
+        size_gb = sum(f.stat().st_size for f in wd.glob("model.onnx*")) / 2**30
+        raise ConversionError(
+            f"onnx2tf was killed (signal 9) converting {onnx_path.name}, most likely out of memory: onnx2tf and the "
+            f"TFLite converter hold about ten copies of the weights ({size_gb:.1f} GB here); convert on a machine "
+            "with more RAM or prune the model further first")
     if r.returncode != 0 or missing:
         what = f"exit code {r.returncode}" if r.returncode != 0 else f"no {', '.join(missing)} file"
         hint = (
