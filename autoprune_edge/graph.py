@@ -216,7 +216,7 @@ class PruningGraph:
             model.train(was_training)
 
     # -- construction -------------------------------------------------------------------------
-    def _add_group(self, g: Any, round_to: int, max_prune_ratio: float) -> None:
+    def _add_group(self, g: Any, round_to: int, max_prune_ratio: float, *, rerooted: bool = False) -> None:
         root_mod = g[0].dep.target.module
         size = len(g[0].idxs)
         if size < 2:
@@ -269,7 +269,11 @@ class PruningGraph:
         segs = [list(s) for s in segments if not any(set(o) < set(s) for o in segments)]
         why = self._aliased(g, root_mod, [0] + [sg[0] for sg in segs])
         if why:
-            self.left_dense.append((self._names[root_mod], why))
+            alt = None if rerooted else self._unaliased_root(g)
+            if alt is not None:
+                self._add_group(alt, round_to, max_prune_ratio, rerooted=True)
+            else:
+                self.left_dense.append((self._names[root_mod], why))
             return
         seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
         min_keep = max(min_keep, sum(seg_min))
@@ -292,6 +296,37 @@ class PruningGraph:
                         and set(int(j) for j in idxs) != {i}:
                     return ("removing one of its channels removes others too (they are copies of the same "
                             "channel further up, e.g. a concat of a layer with a depthwise copy of itself)")
+        return None
+
+    def _unaliased_root(self, g: Any) -> Any | None:
+        """The same channels as group `g`, rooted at a layer whose channels are not copies of each other.
+
+        Torch-Pruning roots a group at the first layer it meets, which in GhostNet may be the shortcut
+        conv or SE expand whose channels j and j + C/2 are a conv channel and its depthwise copy. Rooted
+        at the ghost module's cheap (depthwise) conv instead, every root channel is one real channel and
+        removing it removes its copy too, so the group can be gated and costed channel by channel."""
+        root = g[0].dep.target.module
+        candidates = []
+        for dep, _ in g:
+            mod = dep.target.module
+            if mod is root or not isinstance(mod, _CONV + (nn.Linear,)) or mod not in self._names:
+                continue
+            if self.DG.is_out_channel_pruning_fn(dep.handler) and mod not in candidates:
+                candidates.append(mod)
+        ignored = set(self.output_layers) | set(self._options["ignored_layers"] or [])
+        for mod in sorted(candidates, key=lambda m: (self.DG.get_pruner_of_module(m).get_out_channels(m) or 0)):
+            if self._names[mod] in ignored:
+                continue
+            pruner = self.DG.get_pruner_of_module(mod)
+            n = pruner.get_out_channels(mod) if pruner is not None else None
+            if not n or n < 2:
+                continue
+            alt = self.DG.get_pruning_group(mod, pruner.prune_out_channels, list(range(n)))
+            if any(self._names.get(d.target.module) in ignored and self.DG.is_out_channel_pruning_fn(d.handler)
+                   for d, _ in alt):
+                continue
+            if self._aliased(alt, mod, list(range(min(n, 4)))) is None:
+                return alt
         return None
 
     def copy(self) -> "PruningGraph":

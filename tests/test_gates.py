@@ -10,7 +10,8 @@ from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeigh
 from autoprune_edge.graph import PruningGraph
 from autoprune_edge.profiles.counting import count_macs
 from autoprune_edge.pruning import prune
-from toy_models import ConcatDepthwiseNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN, randomize_bn
+from toy_models import (ConcatDepthwiseNet, GhostSENet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
+                        randomize_bn)
 
 
 def test_ste_derivatives():
@@ -56,7 +57,7 @@ def test_hard_gate_ste():
 
 @pytest.mark.parametrize("cls,shape", [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)),
                                        (ConcatDepthwiseNet, (1, 3, 8, 8)), (GroupedNet, (1, 3, 8, 8)),
-                                       (LayerNormNet, (1, 3, 6, 6))])
+                                       (LayerNormNet, (1, 3, 6, 6)), (GhostSENet, (1, 3, 8, 8))])
 def test_gated_model_equals_compacted(cls, shape):
     torch.manual_seed(0)
     model = randomize_bn(cls())

@@ -11,11 +11,12 @@ from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
 from autoprune_edge.profiles.counting import count_macs, count_params
 from autoprune_edge.pruning import check_equivalence, prune
-from toy_models import (ConcatDepthwiseNet, GhostNet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
+from toy_models import (ConcatDepthwiseNet, GhostNet, GhostSENet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
                         randomize_bn)
 
 NETS = [(SmallCNN, (1, 3, 16, 16)), (ResidualNet, (1, 3, 12, 12)), (ConcatDepthwiseNet, (1, 3, 8, 8)),
-        (GroupedNet, (1, 3, 8, 8)), (LayerNormNet, (1, 3, 6, 6)), (GhostNet, (1, 3, 8, 8))]
+        (GroupedNet, (1, 3, 8, 8)), (LayerNormNet, (1, 3, 6, 6)), (GhostNet, (1, 3, 8, 8)),
+        (GhostSENet, (1, 3, 8, 8))]
 
 
 def _random_keep(graph, seed):
@@ -130,6 +131,15 @@ def test_grouped_conv_channels_are_tied_and_layernorm_groups_stay_dense():
     graph = PruningGraph(LayerNormNet(), torch.randn(1, 3, 6, 6))
     assert [why for _, why in graph.left_dense] == ["normalised across channels by LayerNorm norm"]
     assert [g.root for g in graph.groups] == ["up"]  # the MLP's hidden width is still prunable
+
+
+def test_ghost_copies_are_rerooted_not_left_dense():
+    # Torch-Pruning roots the SE and residual groups at layers whose channels j and j + C/2 are a conv
+    # channel and its depthwise copy; re-rooted at the cheap convs they are prunable channel by channel.
+    graph = PruningGraph(randomize_bn(GhostSENet()), torch.randn(1, 3, 8, 8))
+    assert graph.left_dense == []
+    assert sorted((g.root, g.size) for g in graph.groups) == [("c1.0", 6), ("c2.0", 5), ("reduce", 4),
+                                                             ("short.0", 8)]
 
 
 def test_cost_model_counts_exactly_beyond_float32():

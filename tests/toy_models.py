@@ -105,6 +105,36 @@ class GhostNet(nn.Module):
         return self.fc(self.head(x).mean((2, 3)))
 
 
+class GhostSENet(nn.Module):
+    """GhostNet bottleneck (timm): ghost module -> strided depthwise -> squeeze-excitation -> ghost module,
+    added to a conv shortcut. Torch-Pruning roots two groups at layers whose channels j and j + C/2 are
+    copies (SE expand, the shortcut conv); the graph must re-root them at the cheap depthwise convs."""
+
+    def __init__(self, n=10, w=6):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.p1 = nn.Sequential(nn.Conv2d(8, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.c1 = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, groups=w, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1, groups=2 * w, bias=False),
+                                nn.BatchNorm2d(2 * w))
+        self.reduce = nn.Conv2d(2 * w, 4, 1)
+        self.expand = nn.Conv2d(4, 2 * w, 1)
+        self.p2 = nn.Sequential(nn.Conv2d(2 * w, 5, 1, bias=False), nn.BatchNorm2d(5))
+        self.c2 = nn.Sequential(nn.Conv2d(5, 5, 3, padding=1, groups=5, bias=False), nn.BatchNorm2d(5))
+        self.short = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False), nn.BatchNorm2d(8),
+                                   nn.Conv2d(8, 10, 1, bias=False), nn.BatchNorm2d(10))
+        self.fc = nn.Linear(10, n)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.p1(x)
+        z = self.dw(torch.cat([y, self.c1(y)], 1))
+        z = z * torch.sigmoid(self.expand(torch.relu(self.reduce(z.mean((2, 3), keepdim=True)))))
+        u = self.p2(z)
+        out = torch.cat([u, self.c2(u)], 1) + self.short(x)
+        return self.fc(out.mean((2, 3)))
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN statistics so that masking and compaction are really exercised."""
     g = torch.Generator().manual_seed(seed)
