@@ -739,16 +739,10 @@ class SafeDependencyGraph(tp.DependencyGraph):
         sizes = [s[d] for s in shapes]
         if sum(sizes) != c_in:
             raise _Opaque(f"split sizes {sizes} vs {c_in} channels")
-        node.module.split_sizes = sizes
-        node.module.offsets = _offsets(sizes)
-        self._ch[node], self._pos[node] = None, k
-        if not node.enable_index_mapping:
-            return
-
-        for consumer, nrs in per.items():  # each consumer takes exactly one chunk (checked above)
-            (nr,) = nrs
-            self._link(node, node, consumer, _LiveMapping(node.module, "split", False, nr),
-                       _LiveMapping(node.module, "split", True, nr))
+        # The sizes are constants of the model's code (torch.split(x, 64), x.chunk(2), split(self.sizes)):
+        # once channels are removed the same call cuts the tensor elsewhere (CSPNet, InceptionNeXt crashed
+        # in compaction) or into a different number of parts, and autograd cannot tell chunk from split.
+        raise _Opaque(f"channels split into {sizes}", "a split of the channels into sizes fixed in the model's code")
 
     def _plan_slice(self, node: Any, c_in: int | None, p_in: int | None) -> None:
         gf = node.grad_fn

@@ -126,13 +126,43 @@ def test_channel_shuffle_left_dense_rest_prunes():
     model = randomize_bn(ShuffleNet())
     graph = PruningGraph(model, torch.randn(1, 3, 8, 8))
     dense = dict(graph.left_dense)
-    # the stem (through chunk -> concat -> shuffle) and the branch output both reach the shuffle
+    # the stem (through chunk -> concat -> shuffle) and the branch output both reach the shuffle; the
+    # chunk's sizes are constants of the forward code, so the stem is reported at the chunk
     assert {"stem.0", "branch.2.0"} <= set(dense), graph.left_dense
-    assert all("view" in why and "left dense" in why for why in dense.values()), dense
-    assert any("model view" in why for why in dense.values()), dense  # names the module path and the op
+    assert all("left dense" in why for why in dense.values()), dense
+    assert "model chunk" in dense["stem.0"] and "split" in dense["stem.0"], dense  # names the op and why
     pruned = {m for g in graph.groups for m in g.member_modules("out")}
     assert {"branch.0.0", "branch.1.0", "b.0", "mid1.0", "mid2.0"} <= pruned, pruned
     assert not pruned & {"stem.0", "branch.2.0"}
+    _check_equal(model, (1, 3, 8, 8))
+
+
+class CrossStageNet(nn.Module):
+    """timm's CSPNet cross stage: split the expanded channels with a constant size, run one half, concat."""
+
+    def __init__(self, c=8, n=5):
+        super().__init__()
+        self.c = c
+        self.expand = _cbr(3, 2 * c, 3)
+        self.inner = nn.Sequential(_cbr(c, c), _cbr(c, c, 3))
+        self.mix = _cbr(2 * c, 3 * c)
+        self.head = nn.Linear(3 * c, n)
+
+    def forward(self, x):
+        xs, xb = self.expand(x).split(self.c, dim=1)
+        x = self.mix(torch.cat([xs, self.inner(xb)], 1))
+        return self.head(x.mean((2, 3)))
+
+
+def test_split_with_constant_sizes_is_left_dense_and_compacts():
+    # split(self.c) would cut a pruned tensor at the old offset: the expand group must stay whole
+    torch.manual_seed(0)
+    model = randomize_bn(CrossStageNet())
+    graph = PruningGraph(model, torch.randn(1, 3, 8, 8))
+    dense = dict(graph.left_dense)
+    assert "expand.0" in dense and "model split" in dense["expand.0"], graph.left_dense
+    pruned = {m for g in graph.groups for m in g.member_modules("out")}
+    assert {"inner.0.0", "mix.0"} <= pruned, pruned
     _check_equal(model, (1, 3, 8, 8))
 
 
