@@ -222,3 +222,33 @@ def test_attention_macs_counted_and_fastpath_restored():
     assert prof.macs == expected == 786_432
     assert torch.backends.mha.get_fastpath_enabled() == before
     assert any(lp.kind == "LayerNorm" and lp.latency_ms > 0 for lp in prof.layers)
+
+
+class _PairBlock(torch.nn.Module):
+    def forward(self, pair):
+        x, tok = pair
+        return x * 2, tok + 1
+
+
+class _TokenTupleNet(torch.nn.Module):
+    """timm PiT passes (features, cls tokens) as one tuple through its stages; the tokens are a view of a
+    parameter, which made torch's FLOP counter assert ("Expected gradient function to be set")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.tok = torch.nn.Parameter(torch.zeros(1, 1, 4))
+        self.stages = torch.nn.Sequential(_PairBlock())
+
+    def forward(self, x):
+        x = self.conv(x)
+        x, tok = self.stages((x, self.tok.expand(x.shape[0], -1, -1)))
+        return x.mean((2, 3)) + tok[:, 0]
+
+
+def test_count_macs_with_parameter_views_in_tuples():
+    from autoprune_edge.profiles.counting import count_macs
+
+    model = _TokenTupleNet()
+    assert count_macs(model, (1, 3, 5, 5)).macs == 3 * 4 * 25
+    assert all(p.requires_grad for p in model.parameters())  # the counter gives the flags back

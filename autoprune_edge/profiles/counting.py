@@ -35,10 +35,17 @@ def count_macs(model: nn.Module, example: torch.Tensor | tuple[int, ...]) -> Cou
         example = torch.zeros(tuple(example))
     was_training = model.training
     model.eval()
+    # FlopCounterMode's module tracker hooks every tensor argument that requires grad; under no_grad a
+    # view of a parameter passed inside a tuple (timm PiT's cls token) has no grad_fn and the hook asserts.
+    frozen = [p for p in model.parameters() if p.requires_grad]
     try:
+        for p in frozen:
+            p.requires_grad_(False)
         with FlopCounterMode(display=False) as fc:
             model(example)
     finally:
+        for p in frozen:
+            p.requires_grad_(True)
         model.train(was_training)
     total = fc.get_total_flops() // 2
     per_module = fc.get_flop_counts()
