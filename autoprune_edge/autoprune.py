@@ -3,7 +3,7 @@
 The loss is CE + sum_k lambda_k * cost_k(h(M)) / budget_k. Each cost is the exact group cost model
 evaluated on the hard masks, differentiated through the STE, so every gate is pushed according to what
 it costs on the chosen target (MACs, parameters, or predicted latency linearised per layer), divided by
-the square root of the number of layers the gate acts in (`coupling_exponent`): the full cost push
+k^0.75 for a gate that acts in k layers (`coupling_exponent`): the full cost push
 emptied residual streams, whose channels each cost many layers, before anything else. The
 paper tunes lambda by hand; here each lambda_k follows the budget error with a multiplicative
 (exponentiated-gradient) update: it grows while the masked model is over budget and shrinks while it
