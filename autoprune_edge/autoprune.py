@@ -8,7 +8,8 @@ emptied residual streams, whose channels each cost many layers, before anything 
 paper tunes lambda by hand; here each lambda_k follows the budget error with a multiplicative
 (exponentiated-gradient) update: it grows while the masked model is over budget and shrinks while it
 is under, so training settles on the budget instead of near it. Weights use SGD with the masked
-gradient (and no weight decay on masked entries, so they come back unchanged); gates use Adam.
+gradient (and no weight decay on masked entries, so they come back unchanged); gates have their own
+optimiser and learning rate (SGD on RMS-normalised gradients by default, or Adam).
 """
 from __future__ import annotations
 
