@@ -314,13 +314,13 @@ class PruningGraph:
             if self.DG.is_out_channel_pruning_fn(dep.handler) and mod not in candidates:
                 candidates.append(mod)
         ignored = set(self.output_layers) | set(self._options["ignored_layers"] or [])
-        for mod in sorted(candidates, key=lambda m: (self.DG.get_pruner_of_module(m).get_out_channels(m) or 0)):
-            if self._names[mod] in ignored:
-                continue
+        sized = []
+        for mod in candidates:
             pruner = self.DG.get_pruner_of_module(mod)
             n = pruner.get_out_channels(mod) if pruner is not None else None
-            if not n or n < 2:
-                continue
+            if n and n >= 2 and self._names[mod] not in ignored:
+                sized.append((n, len(sized), mod, pruner))
+        for n, _, mod, pruner in sorted(sized, key=lambda t: t[:2]):  # fewest channels first: the unaliased ones
             alt = self.DG.get_pruning_group(mod, pruner.prune_out_channels, list(range(n)))
             if any(self._names.get(d.target.module) in ignored and self.DG.is_out_channel_pruning_fn(d.handler)
                    for d, _ in alt):
