@@ -306,21 +306,20 @@ class PruningGraph:
         at the ghost module's cheap (depthwise) conv instead, every root channel is one real channel and
         removing it removes its copy too, so the group can be gated and costed channel by channel."""
         root = g[0].dep.target.module
-        candidates = []
+        ignored = set(self.output_layers) | set(self._options["ignored_layers"] or [])
+        sized: dict[nn.Module, tuple[int, Any]] = {}
         for dep, _ in g:
             mod = dep.target.module
-            if mod is root or not isinstance(mod, _CONV + (nn.Linear,)) or mod not in self._names:
+            name = self._names.get(mod) if isinstance(mod, _CONV + (nn.Linear,)) else None
+            if name is None or name in ignored or mod is root or mod in sized \
+                    or not self.DG.is_out_channel_pruning_fn(dep.handler):
                 continue
-            if self.DG.is_out_channel_pruning_fn(dep.handler) and mod not in candidates:
-                candidates.append(mod)
-        ignored = set(self.output_layers) | set(self._options["ignored_layers"] or [])
-        sized = []
-        for mod in candidates:
             pruner = self.DG.get_pruner_of_module(mod)
             n = pruner.get_out_channels(mod) if pruner is not None else None
-            if n and n >= 2 and self._names[mod] not in ignored:
-                sized.append((n, len(sized), mod, pruner))
-        for n, _, mod, pruner in sorted(sized, key=lambda t: t[:2]):  # fewest channels first: the unaliased ones
+            if n and n >= 2:
+                sized[mod] = (n, pruner)
+        # fewest channels first: the unaliased layers (stable, so ties keep the group's order)
+        for mod, (n, pruner) in sorted(sized.items(), key=lambda kv: kv[1][0]):
             alt = self.DG.get_pruning_group(mod, pruner.prune_out_channels, list(range(n)))
             if any(self._names.get(d.target.module) in ignored and self.DG.is_out_channel_pruning_fn(d.handler)
                    for d, _ in alt):

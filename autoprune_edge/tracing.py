@@ -11,8 +11,9 @@ and output sizes of each op) and the channel counts of the layers around it:
 * a reshape that keeps the channel dim whole is an identity; one that merges the channel dim with the
   dims right after it (conv -> flatten -> linear) is Torch-Pruning's flatten mapping; one that splits it
   back (its inverse) is the unflatten mapping;
-* a concat/split along the channel dim maps offsets, along any other dim it is an identity (as is a
-  slice along another dim, or one that takes every channel);
+* a concat along the channel dim maps offsets; a split along it stays opaque (its sizes are constants
+  of the model's code); along any other dim either is an identity (as is a slice along another dim, or
+  one that takes every channel);
 * a slice that takes only part of the channels (`x[:, 0:c]`), or an in-place write into part of them
   (`x[:, :c] += y`, `x[:, :c] = 0`: autograd's CopySlices, located from the view the recorder saw being
   written), has its bounds fixed in the model's code: after pruning they would select other channels;
@@ -43,7 +44,6 @@ from torch_pruning.dependency.index_mapping import (
     _ConcatIndexMapping,
     _FlattenIndexMapping,
     _SliceIndexMapping,
-    _SplitIndexMapping,
 )
 
 O = ops.OPTYPE
@@ -81,8 +81,8 @@ def _offsets(sizes: list[int]) -> list[int]:
 class _LiveMapping:
     """A Torch-Pruning offset mapping whose parameters are read from the op when it is applied.
 
-    Torch-Pruning's pruners shrink `concat_sizes`/`split_sizes` after each pruning step; building the
-    mapping at call time keeps its offsets in step without re-planning the graph."""
+    Torch-Pruning's pruners shrink `concat_sizes` after each pruning step; building the mapping at call
+    time keeps its offsets in step without re-planning the graph."""
 
     def __init__(self, op: Any, kind: str, reverse: bool, i: int = 0) -> None:
         self.op, self.kind, self.reverse, self.i = op, kind, reverse, i
@@ -91,8 +91,6 @@ class _LiveMapping:
         op, i = self.op, self.i
         if self.kind == "concat":  # forward: input i -> concat output
             m = _ConcatIndexMapping(offset=_offsets(op.concat_sizes)[i:i + 2], reverse=self.reverse)
-        elif self.kind == "split":  # forward: split input -> output chunk i
-            m = _SplitIndexMapping(offset=_offsets(op.split_sizes)[i:i + 2], reverse=self.reverse)
         else:  # slice, forward: input -> slice output
             m = _SliceIndexMapping(dim=op.dim, start=op.start, step=op.step, end=op.end, reverse=self.reverse)
         return m(idxs)
@@ -733,16 +731,11 @@ class SafeDependencyGraph(tp.DependencyGraph):
             return
         if node.type == O.UNBIND:
             raise _Opaque("unbind over the channel dim")
-        per = self._chunks.get(node, {})
-        if any(len(nrs) != 1 for nrs in per.values()):
-            raise _Opaque("a consumer takes several chunks")
-        sizes = [s[d] for s in shapes]
-        if sum(sizes) != c_in:
-            raise _Opaque(f"split sizes {sizes} vs {c_in} channels")
         # The sizes are constants of the model's code (torch.split(x, 64), x.chunk(2), split(self.sizes)):
         # once channels are removed the same call cuts the tensor elsewhere (CSPNet, InceptionNeXt crashed
         # in compaction) or into a different number of parts, and autograd cannot tell chunk from split.
-        raise _Opaque(f"channels split into {sizes}", "a split of the channels into sizes fixed in the model's code")
+        raise _Opaque(f"channels split into {[s[d] for s in shapes]}",
+                      "a split of the channels into sizes fixed in the model's code")
 
     def _plan_slice(self, node: Any, c_in: int | None, p_in: int | None) -> None:
         gf = node.grad_fn

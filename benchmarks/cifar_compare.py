@@ -81,10 +81,14 @@ def tp_prune(model: torch.nn.Module, method: str, budget_macs: float, data, exam
 
 
 def _overrides(text: str) -> dict:
-    out = {}
+    """`k=v,...` -> AutoPruneConfig keyword arguments: numbers as floats, anything else as text."""
+    out: dict = {}
     for kv in filter(None, text.split(",")):
         k, v = kv.split("=")
-        out[k] = v if k in ("gate_optimizer", "ste", "gate_init_mode", "ramp_shape") else float(v)
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = v
     return out
 
 

@@ -54,7 +54,8 @@ def main() -> None:
                          "below_budget_pct": 100 * (budget - counted) / budget, "within_2pct_below":
                          0 <= budget - counted <= 0.02 * budget, "gated_macs_end_of_training_M":
                          None if trained is None else trained / 1e6,
-                         "gated_macs_last_quarter_M": f"{min(tail) / 1e6:.1f}-{max(tail) / 1e6:.1f}" if tail else None, "params_M": r.params_after / 1e6,
+                         "gated_macs_last_quarter_M": f"{min(tail) / 1e6:.1f}-{max(tail) / 1e6:.1f}" if tail else None,
+                         "params_M": r.params_after / 1e6,
                          "gate_steps": len(r.gate_log), "seconds": t.seconds})
             print(rows[-1], flush=True)
     md = ["# MobileNetV2-1.0 at 224x224: landing on 200M / 100M MACs", "",
