@@ -165,6 +165,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
                           f"got {cfg.cost_exponent}")
     if method == "autoprune" and not 0.0 <= cfg.coupling_exponent <= 1.0:
         raise BudgetError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
+    if method == "autoprune" and cfg.ramp_shape not in (None, "linear", "geometric", "cubic"):
+        raise BudgetError(f"unknown ramp shape {cfg.ramp_shape!r}; use linear, geometric or cubic "
+                          "(or None for the granularity's default)")
     from .checkpoint import Checkpointer
     from .distributed import world
 

@@ -111,6 +111,17 @@ def test_prune_api_noop_and_unreachable():
         prune(SmallCNN(), None, "1kFLOPs", method="l1", input_shape=(1, 3, 16, 16), finetune_epochs=0)
 
 
+def test_prune_api_rejects_unknown_ramp_shape():
+    from autoprune_edge.autoprune import AutoPruneConfig
+    from autoprune_edge.data import load_data
+    from autoprune_edge.errors import BudgetError
+
+    data = load_data("synthetic", input_size=16, synthetic_train=8, synthetic_val=8)
+    with pytest.raises(BudgetError, match="unknown ramp shape 'cosine'; use linear, geometric or cubic"):
+        prune(SmallCNN(), data, "1MFLOPs", method="autoprune", epochs=1, finetune_epochs=0,
+              autoprune=AutoPruneConfig(ramp_shape="cosine"))
+
+
 def test_prune_api_two_budgets():
     model = randomize_bn(ResidualNet(w=32))
     dense = count_macs(model, torch.randn(1, 3, 12, 12))
