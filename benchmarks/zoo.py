@@ -1,4 +1,4 @@
-"""Every torchvision classifier through the whole pipeline: graph -> gates -> prune ~30 % of MACs ->
+"""Every torchvision classifier and every built-in model (autoprune_edge.zoo) through the whole pipeline: graph -> gates -> prune ~30 % of MACs ->
 compact -> equality with the gated model -> ONNX -> onnxruntime parity -> TFLite fp32 (onnx2tf) -> LiteRT
 parity. Random init, batch 1, one model per subprocess (a crash or hang costs one row, not the run).
 
@@ -6,8 +6,9 @@ parity. Random init, batch 1, one model per subprocess (a crash or hang costs on
     python benchmarks/zoo.py --models resnet18,vit_b_16 --stop-after ort
     python benchmarks/zoo.py --render-only        # rebuild the Markdown from the JSON
 
-Input size: 224 for every model (299 for inception_v3), the resolution every torchvision constructor
-builds for (ViT's image_size default); the larger evaluation crops of some weight recipes are not used.
+Input size: 224 for every torchvision model (299 for inception_v3), the resolution every torchvision
+constructor builds for (ViT's image_size default); the larger evaluation crops of some weight recipes are
+not used. Built-in models use their own input size and channels (CIFAR ResNets 3x32x32, LeNets 1x28x28).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = 
     from autoprune_edge.methods.selection import select
     from autoprune_edge.models import build_model, default_input_size
     from autoprune_edge.profiles.counting import count_macs
+    from autoprune_edge.zoo import ZOO
     from autoprune_edge.pruning import check_equivalence
 
     torch.manual_seed(0)
@@ -67,9 +69,10 @@ def run_one(name: str, stop_after: str, work: Path, tflite_max_mparams: float = 
         model, _ = build_model(name)
         model.eval()
         size = default_input_size(name)
+        channels = ZOO[name].in_channels if name in ZOO else 3
         row["input"] = size
-        x = torch.randn(1, 3, size, size)
-        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+        x = torch.randn(1, channels, size, size)
+        probe = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
         dense = count_macs(model, x)
         row["macs_before"], row["params_before"] = dense.macs, dense.params
         with torch.no_grad():
@@ -278,6 +281,10 @@ def run_subprocess(name: str, stop_after: str, timeout: float, tflite_max_mparam
         return row
 
 
+def _macs(v: float) -> str:
+    return f"{v / 1e9:.2f}G" if v >= 1e9 else f"{v / 1e6:.1f}M"
+
+
 def render(rows: list[dict[str, Any]], stop_after: str, wall: float, jobs: int = 1, partial: bool = False) -> str:
     stages = STAGES[: STAGES.index(stop_after) + 1]
     ok = [r for r in rows if r.get("failed_stage") is None]
@@ -299,7 +306,7 @@ def render(rows: list[dict[str, Any]], stop_after: str, wall: float, jobs: int =
             "model": r["model"], "input": r.get("input"),
             "result": (("PASS (to ort)" if r.get("skipped") else "PASS") if r.get("failed_stage") is None
                        else f"FAIL ({r['failed_stage']})"),
-            "GMACs": f"{r['macs_before'] / 1e9:.2f}→{r['macs_after'] / 1e9:.2f}" if "macs_after" in r else None,
+            "MACs": f"{_macs(r['macs_before'])}→{_macs(r['macs_after'])}" if "macs_after" in r else None,
             "kept": f"{r['macs_kept']:.1%}" if "macs_kept" in r else None,
             "Mparams": f"{r['params_before'] / 1e6:.1f}→{r['params_after'] / 1e6:.1f}" if "params_after" in r else None,
             "groups (pruned/left dense)": f"{r.get('groups_pruned', '–')}/{len(r.get('ungated', {}))}"
@@ -358,7 +365,8 @@ def write_markdown(name: str, payload: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="", help="comma-separated names (default: all torchvision classifiers)")
+    ap.add_argument("--models", default="",
+                    help="comma-separated names (default: all torchvision classifiers and every built-in model)")
     ap.add_argument("--stop-after", default="litert", choices=["equal", "ort", "litert"])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
@@ -380,7 +388,10 @@ def main() -> None:
         return
     import torchvision
 
-    names = [n for n in a.models.split(",") if n] or torchvision.models.list_models(module=torchvision.models)
+    from autoprune_edge.zoo import list_zoo
+
+    names = [n for n in a.models.split(",") if n] or (
+        torchvision.models.list_models(module=torchvision.models) + list_zoo())
     if a.update:
         update(a, names)
         return
