@@ -15,7 +15,9 @@ which the torch model's MAC count does not include.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +76,23 @@ class ChannelScatter(nn.Module):
         return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
 
 
+_EXPORT_FORM: ContextVar[bool] = ContextVar("autoprune_edge_export_form", default=False)
+
+
+@contextlib.contextmanager
+def export_form() -> Iterator[None]:
+    """Run the model as it is exported, e.g. to count the MACs a converted file really has."""
+    token = _EXPORT_FORM.set(True)
+    try:
+        yield
+    finally:
+        _EXPORT_FORM.reset(token)
+
+
 def _exporting() -> bool:
-    """True while torch.onnx, torch.jit.trace or torch.export records the model."""
-    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
+    """True while torch.onnx, torch.jit.trace or torch.export records the model, or inside `export_form`."""
+    return bool(_EXPORT_FORM.get() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+                or torch.compiler.is_exporting())
 
 
 class ChannelScatterPruner(tp.pruner.BasePruningFunc):
