@@ -29,7 +29,7 @@ from autoprune_edge.models import build_model, load_weights  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
-from benchmarks.common import Timer, md_table, shared, write_results  # noqa: E402
+from benchmarks.common import Timer, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
 
 WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
            "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
@@ -165,8 +165,9 @@ def main() -> None:
                 base.train.augment = False
                 acc_test = evaluate(model, base.val, desc="test")
                 acc_hold = evaluate(model, holdout, desc="holdout")
+                ship = tflite_fp32_parity(model, torch.stack([base.val[i][0] for i in range(16)]))
                 base.train.augment = True
-                rows.append({"model": name, "reduction": red, "method": method, "macs": macs,
+                rows.append({**ship, "model": name, "reduction": red, "method": method, "macs": macs,
                              "speedup": dense_macs / macs, "budget_ok": macs <= budget,
                              "acc_test": acc_test, "acc_holdout": acc_hold, "dense_test": acc_test_dense,
                              "dense_holdout": acc_hold_dense, "delta_test_pt": 100 * (acc_test - acc_test_dense),
@@ -189,7 +190,9 @@ def render(args: argparse.Namespace, rows: list, *, partial: bool, command: str 
           "90 %, 1.5 pt at 70 %) and on training "
           "images 45,000-49,999, which no method fine-tunes on.", "",
           md_table(rows, ["model", "reduction", "method", "speedup", "acc_test", "acc_holdout", "delta_test_pt",
-                          "prune_phase_images", "finetune_images", "seconds"]), "",
+                          "prune_phase_images", "finetune_images", "tflite_fp32_rel", "seconds"]), "",
+          "`tflite_fp32_rel`: the final model converted to fp32 TFLite (onnx2tf), max |LiteRT - torch| / max |logit| "
+          "on 16 test images (ships if <= 0.001).", "",
           "Torch-Pruning methods: " + "; ".join(f"`{k}` = {v}" for k, v in TP_METHODS.items())]
     if command:
         md.insert(2, f"Rows produced by `{command}`; this file was re-rendered from its JSON.")

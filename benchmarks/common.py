@@ -65,3 +65,32 @@ class Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+def tflite_fp32_parity(model: Any, probe: Any, *, tol: float = 1e-3) -> dict[str, Any]:
+    """Convert the final model to fp32 TFLite (ONNX -> onnx2tf) and compare LiteRT with torch on `probe`.
+
+    Every accuracy row of a pruned model carries this, so no benchmark row is a model that cannot ship.
+    Returns `tflite_fp32_rel` (max |diff| / max |logit|) and `tflite_fp32_ok` (rel <= tol), or the error.
+    """
+    import tempfile
+
+    import torch
+
+    from autoprune_edge.converters.litert import run_tflite
+    from autoprune_edge.converters.onnx_export import export_onnx
+    from autoprune_edge.converters.parity import compare
+    from autoprune_edge.converters.tflite import onnx_to_tflite
+
+    model = model.to("cpu").eval()
+    probe = probe.to("cpu").float()
+    with torch.no_grad():
+        ref = model(probe).numpy()
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            onnx_path = export_onnx(model, probe[:1], Path(d) / "model.onnx")
+            files = onnx_to_tflite(onnx_path, Path(d) / "tflite", precisions=("fp32",))
+            p = compare(ref, run_tflite(files["fp32"], probe.numpy()))
+        except Exception as e:  # noqa: BLE001 - a failed conversion is a result of the row
+            return {"tflite_fp32_rel": None, "tflite_fp32_ok": False, "tflite_error": f"{type(e).__name__}: {e}"[:300]}
+    return {"tflite_fp32_rel": p.rel, "tflite_fp32_ok": bool(p.ok(tol))}

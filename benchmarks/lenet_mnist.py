@@ -30,7 +30,7 @@ from autoprune_edge.models import build_model  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
-from benchmarks.common import Timer, md_table, shared, write_results  # noqa: E402
+from benchmarks.common import Timer, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
 
 
 def gated_weights(model: torch.nn.Module) -> int:
@@ -66,6 +66,7 @@ def main() -> None:
                   desc=f"train dense {name}")
         acc_dense = evaluate(dense, data.val, desc="accuracy (dense)")
         example = torch.zeros(1, *data.input_shape)
+        probe = torch.stack([data.val[i][0] for i in range(16)])
         dense_macs = count_macs(dense, example).macs
         base = {"model": name, "dense_acc": acc_dense, "dense_macs": dense_macs, "dense_train_s": t_dense.seconds}
         if args.only in (None, "structured") and name == "lenet5":
@@ -78,7 +79,8 @@ def main() -> None:
                               finetune_epochs=args.finetune_epochs, lr=0.02, batch_size=128, round_to=1,
                               seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
                               distill_temperature=args.distill_temperature)
-                rows.append({**base, "granularity": "structured", "method": method, "budget": budget,
+                rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "structured",
+                             "method": method, "budget": budget,
                              "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
                              "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
                              "drop_pt": 100 * (acc_dense - r.accuracy_after),
@@ -100,7 +102,8 @@ def main() -> None:
                           finetune_epochs=args.unstructured_finetune_epochs, lr=0.02,
                           batch_size=128, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
                           distill_temperature=args.distill_temperature)
-            rows.append({**base, "granularity": "unstructured", "method": "autoprune",
+            rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
+                         "method": "autoprune",
                          "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
                          "nonzero_after": r.nonzero_after, "compression": r.nonzero_before / max(1, r.nonzero_after),
                          "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
@@ -115,13 +118,15 @@ def main() -> None:
                                      if args.distill else "no")})
             print(rows[-1], flush=True)
     cols = ["model", "granularity", "method", "dense_acc", "acc_pruned_no_ft", "acc_after", "drop_pt", "macs_fraction",
-            "compression", "gate_epochs", "finetune_epochs", "distill", "seconds"]
+            "compression", "gate_epochs", "finetune_epochs", "distill", "tflite_fp32_rel", "seconds"]
     md = ["# LeNet on MNIST (10,000 test images)", "",
           "Goals: structured LeNet-5 <= 7% of dense MACs at <= 0.2 pt drop; unstructured LeNet-5 >= 310x fewer "
           "non-zero weights at <= 0.2 pt drop. Dense nets trained by this script "
           f"({args.dense_epochs:g} epochs, SGD, seed {args.seed}). `macs_fraction` is measured on the compacted "
           "model (structured) or counts only non-zero weights (unstructured). `acc_pruned_no_ft` is the "
-          "accuracy right after selection (structured: after compaction and BatchNorm re-estimation).", "",
+          "accuracy right after selection (structured: after compaction and BatchNorm re-estimation). "
+          "`tflite_fp32_rel`: the final model converted to fp32 TFLite, max |LiteRT - torch| / max |logit| on 16 "
+          "test images (ships if <= 0.001).", "",
           md_table(rows, cols)]
     unst = [r for r in rows if r["granularity"] == "unstructured"]
     if unst:
