@@ -1,6 +1,7 @@
 """Which keys a target file has and what values they accept: the single source of truth for the schema.
 
 Each value check returns an error phrase (completed by the validator into a one-line error) or None.
+The keys of ``[budgets]`` are ``schema.BUDGET_KEYS``; ``[sources]`` takes any dotted key of the file.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ PRECISION_KEYS = {
 
 PRECISION_OPS_KEYS = {k: numeric_key(efficiency, required=False) for k in EFFICIENCY_CLASSES}
 
+#: The file's top level; a dict value is a required table with its own keys.
 TOP_LEVEL_KEYS: dict[str, Any] = {
     "schema_version": Key(positive_int),
     "name": Key(name_text),
@@ -174,4 +176,5 @@ ACCELERATOR_KEYS = {
     "param_cache_bytes": numeric_key(positive_int, required=False),
 }
 
+#: Top-level tables a file may leave out; ``schema.parse_target`` checks each on its own.
 OPTIONAL_TABLES = ("budgets", "references", "sources", "accelerator")
