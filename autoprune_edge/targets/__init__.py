@@ -5,7 +5,8 @@
     >>> t = load_target("path/to/device.toml")   # or a user file
     >>> [t.name for t in list_targets()]
 
-The schema is documented in docs/targets.md; validation lives in ``schema.py``.
+The schema is documented in docs/targets.md. ``schema.py`` validates a file and builds a ``Target``
+(the dataclasses of ``target.py``) from the key tables of ``keys.py`` and the words of ``vocabulary.py``.
 """
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UnknownTargetError
-from .schema import (
-    BYTES_PER_ELEMENT,
-    FALLBACK_MODES,
-    KNOWN_OPS,
+from .schema import load_target_file, parse_target
+from .target import (
     Accelerator,
-    EFFICIENCY_CLASSES,
-    PRECISIONS,
     Compute,
     Device,
     Memory,
@@ -29,9 +26,8 @@ from .schema import (
     Reference,
     Runtime,
     Target,
-    load_target_file,
-    parse_target,
 )
+from .vocabulary import BYTES_PER_ELEMENT, EFFICIENCY_CLASSES, FALLBACK_MODES, KNOWN_OPS, PRECISIONS
 
 __all__ = [
     "Accelerator",
