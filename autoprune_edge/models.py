@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
 from .errors import GraphError, UnknownModelError, WeightsError
@@ -241,8 +242,6 @@ def _extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
-
             return _extract_state_dict(load_file(str(path), device="cpu"), str(path))
         except WeightsError:
             raise
