@@ -31,7 +31,7 @@ class LayerInfo:
     bias_elements: int = 0
     fusable_act: bool = False  # an activation TFLite fuses into the producing conv/fc/add
     folds_bn: bool = False  # a norm that folds into a preceding conv/fc (BatchNorm)
-    op: str = ""  # the TFLite builtin this op becomes (see tflite_op_name); composites get their own name
+    op: str = ""  # the TFLite builtin this op becomes (see torch_ops.py); composites get their own name
     max_nonunit_dims: int = 0  # most dims > 1 of any activation tensor it reads or writes
     padding: tuple[int, int] = (0, 0)  # conv / pool padding (rows, cols)
     in_hw: tuple[int, int] = (1, 1)  # spatial size of the (first) activation input
