@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 
 from .errors import AutoPruneEdgeError
 from .graph import PruningGraph
+from .methods.importance import channel_scores
 
 STE_CHOICES = ("identity", "leaky", "sigmoid", "softplus")
 
@@ -144,8 +145,6 @@ class ChannelGates(nn.Module):
             return [torch.full((g.size,), init) for g in graph.groups]
         if self.cfg.init_mode != "l1":
             raise AutoPruneEdgeError(f"unknown gate init {self.cfg.init_mode!r}; use l1 or constant")
-        from .methods.importance import channel_scores
-
         return [init * s.clamp(0.1, 3.0) for s in channel_scores(graph, "l1")]
 
     def _consumer_terms(self, graph: PruningGraph) -> dict[str, tuple[int, int, int, list]]:

@@ -25,8 +25,10 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
+from .classifier import classifier_name, find_classifier
 from .errors import GraphError, UnknownModelError, WeightsError
 from .zoo import ZOO, build_zoo
 
@@ -241,8 +243,6 @@ def _extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
-
             return _extract_state_dict(load_file(str(path), device="cpu"), str(path))
         except WeightsError:
             raise
@@ -345,7 +345,7 @@ def _check_and_load(model: nn.Module, sd: dict[str, torch.Tensor], where: str, l
     if mismatched:
         k = mismatched[0]
         fshape, mshape = sd[k].shape, target[k].shape
-        cls_name = _find_classifier_name(model)
+        cls_name = classifier_name(model)
         if cls_name is not None and k.startswith(cls_name + ".") and len(fshape) == len(mshape) and fshape[1:] == mshape[1:]:
             hint = (
                 f"pass --num-classes {fshape[0]} to load them as they are (the classifier can then be "
@@ -376,24 +376,6 @@ def _check_and_load(model: nn.Module, sd: dict[str, torch.Tensor], where: str, l
 # --------------------------------------------------------------------------------------------- classifier
 
 
-def _find_classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
-    last: tuple[str, nn.Module] | None = None
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            last = (name, m)
-    if last is None:
-        return None
-    name, m = last
-    if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) != (1, 1):
-        return None
-    return last
-
-
-def _find_classifier_name(model: nn.Module) -> str | None:
-    found = _find_classifier(model)
-    return found[0] if found else None
-
-
 def replace_classifier(
     model: nn.Module,
     num_classes: int,
@@ -406,7 +388,7 @@ def replace_classifier(
     nothing had to change. Updates ``spec.kwargs['num_classes']`` when a spec is given. With
     ``example_input`` it checks that the layer's output is the model's output (GraphError otherwise).
     """
-    found = _find_classifier(model)
+    found = find_classifier(model)
     if found is None:
         raise GraphError(f"cannot find a final nn.Linear classifier in {type(model).__name__} to resize")
     name, old = found

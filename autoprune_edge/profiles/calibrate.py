@@ -31,7 +31,8 @@ from ..targets import Target, resolve_target
 from ..targets.schema import EFFICIENCY_CLASSES, efficiency_class, parse_target
 from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
 from .latency import layer_work
-from .measure import MeasurementsError, load_measurements
+from .measure import MeasurementsError, load_measurements, measure_file, new_document
+from .microbench import write_suite
 
 _KC_FIELDS = {f.name for f in dataclasses.fields(KernelCost)}
 MIN_SHARE = 0.03
@@ -359,9 +360,6 @@ def _write_atomic(path: Path, text: str) -> None:
 def host_microbenchmark(target: Target, *, runs: int = 30, rounds: int = 2, quick: bool = False,
                         precisions: tuple[str, ...] = ("fp32",)) -> dict:
     """Time the synthetic networks of microbench.py on this machine; a measurements document."""
-    from .measure import measure_file, new_document
-    from .microbench import write_suite
-
     threads = target.runtime.threads
     with tempfile.TemporaryDirectory(prefix="ape_microbench_") as d:
         paths = write_suite(d, tuple(p for p in precisions if p in target.precisions), quick=quick)

@@ -17,6 +17,7 @@ import numpy as np
 
 
 def _interpreter_module():
+    # lazy: the interpreter is a heavy optional dependency, and which one a board has is only known here
     try:
         from ai_edge_litert import interpreter as mod
     except ImportError:

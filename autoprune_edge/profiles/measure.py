@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata as md
 import json
 import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import __version__
 from ..errors import AutoPruneEdgeError
+from .host import measure_tflite
+from .tflite_ops import read_kernels
 
 FORMAT = "autoprune-edge-measurements"
 VERSION = 1
@@ -50,8 +54,6 @@ def _cpu_name() -> str:
 
 
 def _runtime_version() -> str:
-    import importlib.metadata as md
-
     for dist in ("ai-edge-litert", "tflite-runtime", "tensorflow"):
         try:
             return f"{dist} {md.version(dist)}"
@@ -83,9 +85,6 @@ def _sha256(path: Path) -> str:
 def measure_file(path: str | Path, *, threads: int = 1, runs: int = 50, warmup: int = 10,
                  delegate: str | None = None) -> dict:
     """One measurement record (see the module docstring) for one .tflite file."""
-    from .host import measure_tflite
-    from .tflite_ops import read_kernels
-
     path = Path(path)
     if not path.is_file():
         raise MeasurementsError(f"{path}: no such .tflite file")
@@ -121,8 +120,6 @@ def measure_file(path: str | Path, *, threads: int = 1, runs: int = 50, warmup: 
 
 
 def new_document(measurements: list[dict], device: dict | None = None) -> dict:
-    from .. import __version__
-
     return {
         "format": FORMAT,
         "version": VERSION,

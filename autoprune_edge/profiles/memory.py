@@ -89,7 +89,7 @@ def buffers_from_kernels(
 ) -> list[Buffer]:
     """Lifetimes of every kernel output and graph input, from kernels in execution order.
 
-    ``kernels`` are :class:`autoprune_edge.profiles.layers.Kernel` (anything with ``index``,
+    ``kernels`` are :class:`autoprune_edge.profiles.fusion.Kernel` (anything with ``index``,
     ``inputs`` and ``outputs``).
     """
     first: dict[int, int] = {t: 0 for t in graph_inputs}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 
 
@@ -90,6 +91,7 @@ def _pyramid_conv() -> tuple[Layer, ...]:
 
 class _Builder:
     def __init__(self, precision: str, seed: int = 0):
+        # lazy: ai-edge-litert's generated schema is a heavy optional import that calibrate needs only here
         from ai_edge_litert import schema_py_generated as s
 
         self.s = s
@@ -190,8 +192,6 @@ class _Builder:
         self.op(s.BuiltinOperator.MUL, [a, b], [out], s.BuiltinOptions.MulOptions, o)
 
     def build(self, net: Net) -> bytes:
-        import flatbuffers
-
         s = self.s
         B, A, P = s.BuiltinOperator, s.ActivationFunctionType, s.Padding
         h, w, c = net.h, net.w, net.c

@@ -17,8 +17,11 @@ from torch import nn
 from ..targets import Target, resolve_target
 from .kernels import KernelCost, LatencyEstimate, estimate, kernel_ms
 from .latency import weight_bytes
-from .layers import CONV_CLASSES, Trace, fuse, trace_layers
+from .fusion import fuse
+from .layers import trace_layers
 from .memory import buffers_from_kernels, plan_arena
+from .opclass import CONV_CLASSES
+from .trace_records import Trace
 
 # TFLite flatbuffer overhead, approximately: per-kernel op + tensor records, and the file header.
 _BYTES_PER_KERNEL = 256

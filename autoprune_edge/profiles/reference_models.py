@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torchvision
 from torch import nn
 
 from ..errors import UnknownModelError
@@ -250,8 +251,6 @@ def build_reference_model(name: str) -> nn.Module:
     layer = _single_layer(name)
     if layer is not None:
         return layer
-    import torchvision
-
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError:
