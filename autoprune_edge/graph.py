@@ -91,7 +91,7 @@ class LayerShape:
     has_bias: bool
 
 
-def _trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerShape], torch.Tensor, list[str]]:
+def trace_layer_shapes(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerShape], torch.Tensor, list[str]]:
     """Record conv/linear output shapes in execution order."""
     shapes: dict[str, LayerShape] = {}
     order: list[str] = []
@@ -127,6 +127,9 @@ def _trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSh
             h.remove()
     ordered = [shapes[n] for n in dict.fromkeys(order) if n in shapes]
     return ordered, out, list(dict.fromkeys(order))
+
+
+_trace_layers = trace_layer_shapes  # the old private name, still used inside this module
 
 
 def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:

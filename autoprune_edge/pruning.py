@@ -16,7 +16,7 @@ from .distributed import world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
 from .graph import PruningGraph
-from .methods import AutoPrune, Criterion, get_criterion
+from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
 from .profiles.profile import profile
@@ -83,7 +83,7 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
 
 
 def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
-          target: Any = None, method: str | Criterion = "autoprune", input_shape: tuple[int, ...] | None = None,
+          target: Any = None, method: CriterionLike = "autoprune", input_shape: tuple[int, ...] | None = None,
           epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
           distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
           round_to: int | None = None, max_prune_ratio: float = 0.9,

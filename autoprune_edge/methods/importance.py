@@ -15,7 +15,7 @@ import torch_pruning as tp
 from ..errors import ConfigError
 from ..graph import PruningGraph
 from ..train import make_loader
-from .registry import Criterion, get_criterion, register
+from .registry import Criterion, CriterionLike, get_criterion, register
 
 
 def _root_l1(graph: PruningGraph, g: Any) -> torch.Tensor:
@@ -119,7 +119,7 @@ class Uniform(Criterion):
         return out
 
 
-def channel_scores(graph: PruningGraph, method: str | Criterion, *, seed: int = 0,
+def channel_scores(graph: PruningGraph, method: CriterionLike, *, seed: int = 0,
                    data: Any = None) -> list[torch.Tensor]:
     """One score vector per group from a registered name or a criterion object."""
     return get_criterion(method).scores(graph, data=data, seed=seed)

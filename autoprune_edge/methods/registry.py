@@ -40,12 +40,15 @@ class Criterion(ABC):
 
 
 METHODS: dict[str, type[Criterion]] = {}
+CriterionLike = str | Criterion | type[Criterion]  # what `prune(method=...)` accepts
 
 
 def register(cls: type[Criterion]) -> type[Criterion]:
     """Class decorator: make `cls` selectable by its `name`; registration order is the listing order."""
     if not (isinstance(cls, type) and issubclass(cls, Criterion)):
         raise TypeError(f"register() takes a Criterion subclass, got {cls!r}")
+    if not cls.description:
+        raise TypeError(f"{cls.__qualname__} needs a one-line `description`: the method listings show it")
     old = METHODS.get(cls.name)
     # the same class defined again (a re-run notebook cell) replaces itself; another class may not
     if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
@@ -54,7 +57,7 @@ def register(cls: type[Criterion]) -> type[Criterion]:
     return cls
 
 
-def get_criterion(method: str | Criterion | type[Criterion]) -> Criterion:
+def get_criterion(method: CriterionLike) -> Criterion:
     """The criterion object for a registered name, a Criterion class or an instance (returned as is)."""
     if isinstance(method, Criterion):
         return method
