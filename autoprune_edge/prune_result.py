@@ -16,7 +16,7 @@ class PruneResult:
 
     model: nn.Module  # the compacted (physically smaller) model
     history: list[list[Any]]  # Torch-Pruning history: [root layer, is_out_channels, removed indices]
-    method: str
+    method: str  # the criterion's name (methods.METHODS key for registered ones)
     budgets: list[Budget]
     input_shape: tuple[int, ...]
     macs_before: int

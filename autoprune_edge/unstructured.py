@@ -16,7 +16,7 @@ from .budget import Budget, format_budget_value
 from .checkpoint import NONE
 from .errors import BudgetError, BudgetUnreachableError
 from .gates import WeightGates
-from .graph import trace_layer_shapes
+from .graph import trace_layers
 from .profiles.counting import count_macs
 from .prune_result import PruneResult
 from .train import TrainConfig, evaluate, train
@@ -28,7 +28,7 @@ class WeightCost:
     KINDS = ("params", "macs")  # the budget kinds it counts, hence the ones unstructured pruning takes
 
     def __init__(self, model: nn.Module, gates: WeightGates, example: torch.Tensor) -> None:
-        layers, _, _ = trace_layer_shapes(model, example)
+        layers, _, _ = trace_layers(model, example)
         pos = {layer.name: layer.positions for layer in layers}
         named = dict(model.named_modules())
         self.positions = [float(pos.get(n, 0)) for n in gates.names]
