@@ -13,6 +13,14 @@ class UnknownTargetError(AutoPruneEdgeError):
     pass
 
 
+class UnknownMethodError(AutoPruneEdgeError):
+    """A pruning method name that no criterion is registered under."""
+
+
+class ConfigError(AutoPruneEdgeError):
+    """An option, or a combination of options, that cannot work (a distillation alpha, a ramp shape, ...)."""
+
+
 class TargetProfileError(AutoPruneEdgeError):
     """A target TOML file is malformed or misses a key."""
 

@@ -2,76 +2,30 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import progress
+from .autoprune import AutoPruneConfig, structured_costs, train_gates
 from .budget import Budget, format_budget_value, parse_budgets
+from .checkpoint import Checkpointer
 from .cost import GroupCostModel
-from .errors import BudgetError, EquivalenceError
+from .distributed import world
+from .errors import BudgetError, ConfigError, EquivalenceError
+from .gates import ChannelGates
 from .graph import PruningGraph
-from .methods import channel_scores
+from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
+from .profiles.profile import profile
+from .prune_result import PruneResult
 from .train import TrainConfig, evaluate, recalibrate_bn, train
+from .unstructured import prune_unstructured
 
 FAST_KINDS = {"macs", "params"}
 EQUIVALENCE_REL_TOL = 1e-4
-
-
-@dataclass
-class PruneResult:
-    model: nn.Module  # the compacted (physically smaller) model
-    history: list[list[Any]]  # Torch-Pruning history: [root layer, is_out_channels, removed indices]
-    method: str
-    budgets: list[Budget]
-    input_shape: tuple[int, ...]
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    equivalence_max_abs: float
-    equivalence_rel: float
-    widths_before: dict[str, list[int]]
-    widths_after: dict[str, list[int]]
-    groups_total: int
-    groups_pruned: int
-    accuracy_before: float | None = None
-    accuracy_pruned: float | None = None  # after compaction, before fine-tuning
-    accuracy_after: float | None = None
-    train_log: list[dict[str, float]] = field(default_factory=list)  # fine-tuning, per epoch
-    gate_log: list[dict[str, float]] = field(default_factory=list)  # AutoPrune gate training, every few steps
-    notes: list[str] = field(default_factory=list)
-    round_to: int = 1
-    granularity: str = "structured"
-    nonzero_before: int | None = None  # unstructured: non-zero conv/linear weights
-    nonzero_after: int | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "budgets": [b.text for b in self.budgets],
-            "input_shape": list(self.input_shape),
-            "macs_before": self.macs_before,
-            "macs_after": self.macs_after,
-            "params_before": self.params_before,
-            "params_after": self.params_after,
-            "equivalence_max_abs": self.equivalence_max_abs,
-            "equivalence_rel": self.equivalence_rel,
-            "accuracy_before": self.accuracy_before,
-            "accuracy_pruned": self.accuracy_pruned,
-            "accuracy_after": self.accuracy_after,
-            "groups_total": self.groups_total,
-            "groups_pruned": self.groups_pruned,
-            "round_to": self.round_to,
-            "granularity": self.granularity,
-            "nonzero_before": self.nonzero_before,
-            "nonzero_after": self.nonzero_after,
-            "notes": self.notes,
-        }
 
 
 def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Budget], target: Any,
@@ -81,8 +35,6 @@ def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Bud
     def evaluate_keep(keep: list[torch.Tensor]) -> dict[str, float]:
         metrics = {"macs": float(cost.macs(keep)), "params": float(cost.params(keep))}
         if slow:
-            from .profiles.profile import profile
-
             trial = graph.copy()
             trial.compact(keep)
             p = profile(trial.model, input_shape, target)
@@ -131,7 +83,7 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
 
 
 def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
-          target: Any = None, method: str = "autoprune", input_shape: tuple[int, ...] | None = None,
+          target: Any = None, method: CriterionLike = "autoprune", input_shape: tuple[int, ...] | None = None,
           epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
           distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
           round_to: int | None = None, max_prune_ratio: float = 0.9,
@@ -139,49 +91,36 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
-    method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline
-    (see methods.METHODS). granularity "unstructured" (AutoPrune only) prunes single weights instead of
-    channels; the model then keeps its shape and the budget counts non-zero weights / MACs.
+    method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
+    registered in methods.METHODS, or a methods.Criterion class or object. granularity "unstructured"
+    (AutoPrune only) prunes single weights instead of channels; the model then keeps its shape and the
+    budget counts non-zero weights / MACs.
 
     distill: fine-tune against the dense model's soft labels, loss = (1-α)·CE + α·T²·KL(T). The defaults
     (α 0.9, T 2) suit the small students pruning produces: at T 4 the soft term swamped a 5-10-50
     LeNet-5 (benchmarks/lenet_mnist.py; issue 3 notes).
     """
-    from .autoprune import AutoPruneConfig
-    from .methods import METHODS
-
-    if method != "autoprune" and method not in METHODS:
-        raise BudgetError(f"unknown pruning method {method!r}; choose autoprune or one of: {', '.join(METHODS)}")
+    criterion = get_criterion(method)
+    learned = isinstance(criterion, AutoPrune)
     if distill and not (0.0 < distill_alpha <= 1.0 and distill_temperature > 0):
-        raise BudgetError(f"distillation needs 0 < alpha <= 1 and temperature > 0, got alpha {distill_alpha} and "
+        raise ConfigError(f"distillation needs 0 < alpha <= 1 and temperature > 0, got alpha {distill_alpha} and "
                           f"temperature {distill_temperature}")
-    if method == "autoprune" and (data is None or epochs <= 0):
-        raise BudgetError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
+    if learned and (data is None or epochs <= 0):
+        raise ConfigError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
                           "or use --method l1 for a one-shot structural run")
     budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
-    if method == "autoprune" and not 0.0 <= cfg.cost_exponent <= 1.0:
-        raise BudgetError(f"cost exponent must be between 0 (every gate alike) and 1 (importance per MAC), "
-                          f"got {cfg.cost_exponent}")
-    if method == "autoprune" and not 0.0 <= cfg.coupling_exponent <= 1.0:
-        raise BudgetError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
-    if method == "autoprune" and cfg.ramp_shape not in (None, "linear", "geometric", "cubic"):
-        raise BudgetError(f"unknown ramp shape {cfg.ramp_shape!r}; use linear, geometric or cubic "
-                          "(or None for the granularity's default)")
-    from .checkpoint import Checkpointer
-    from .distributed import world
-
+    if learned:
+        _check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
     if granularity == "unstructured":
-        if method != "autoprune":
-            raise BudgetError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
-        from .unstructured import prune_unstructured
-
+        if not learned:
+            raise ConfigError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
                                   batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt,
                                   distill=(distill_alpha, distill_temperature) if distill else None)
     if granularity != "structured":
-        raise BudgetError(f"granularity must be structured or unstructured, not {granularity!r}")
+        raise ConfigError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)
     model.eval()
     example = torch.randn(*input_shape)
@@ -198,12 +137,12 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     evaluator, cheap = _make_evaluator(graph, cost, budgets, target, input_shape)
     notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
     gate_log: list[dict[str, float]] = []
-    if method == "autoprune":
+    if learned:
         scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt, target, input_shape)
         notes += gate_notes
     else:
-        with progress.task(f"score channels ({method})", total=None):
-            scores = channel_scores(graph, method, seed=seed, data=data)
+        with progress.task(f"score channels ({criterion.name})", total=None):
+            scores = criterion.scores(graph, data=data, seed=seed)
     with progress.task("select channels to the budget", total=None):
         keep = select(graph, scores, budgets, evaluator, fill=cheap)
     full_kept = all(bool(k.all()) for k in keep)
@@ -249,7 +188,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         acc_after = acc_pruned
     compact.eval()
     return PruneResult(
-        model=compact, history=history, method=method, budgets=budgets, input_shape=tuple(input_shape),
+        model=compact, history=history, method=criterion.name, budgets=budgets, input_shape=tuple(input_shape),
         macs_before=before.macs, macs_after=after.macs, params_before=before.params, params_after=after.params,
         equivalence_max_abs=max_abs, equivalence_rel=rel, widths_before=widths_before,
         widths_after=graph.widths(), groups_total=len(graph.groups),
@@ -261,15 +200,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any, ckpt: Any,
                  target: Any = None, input_shape: tuple[int, ...] | None = None):
     """Train weights and channel gates together on `data`; return gate values as channel scores."""
-    from .autoprune import structured_costs, train_gates
-    from .gates import ChannelGates
-
     gates = ChannelGates(graph, cfg.gate_config())
     notes = [f"channel group at {graph.groups[i].root} left dense: {why}" for i, why in sorted(gates.ungated.items())]
     latency = None
     if target is not None and any(b.kind == "latency_ms" for b in budgets):
-        from .profiles.profile import profile
-
         dense = profile(graph.model, input_shape, target)
         latency = cost.latency_model({layer.name: layer.latency_ms for layer in dense.layers}, dense.latency_ms)
     learnable = [b for b in budgets if b.kind in FAST_KINDS or (b.kind == "latency_ms" and latency is not None)]
@@ -285,3 +219,15 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes
+
+
+def _check_autoprune_config(cfg: AutoPruneConfig) -> None:
+    """Catch settings the gate trainer would misread, before any training time is spent."""
+    if not 0.0 <= cfg.cost_exponent <= 1.0:
+        raise ConfigError(f"cost exponent must be between 0 (every gate alike) and 1 (importance per MAC), "
+                          f"got {cfg.cost_exponent}")
+    if not 0.0 <= cfg.coupling_exponent <= 1.0:
+        raise ConfigError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
+    if cfg.ramp_shape not in (None, "linear", "geometric", "cubic"):
+        raise ConfigError(f"unknown ramp shape {cfg.ramp_shape!r}; use linear, geometric or cubic "
+                          "(or None for the granularity's default)")

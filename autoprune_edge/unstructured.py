@@ -13,18 +13,22 @@ from torch import nn
 
 from .autoprune import AutoPruneConfig, train_gates
 from .budget import Budget, format_budget_value
+from .checkpoint import NONE
 from .errors import BudgetError, BudgetUnreachableError
 from .gates import WeightGates
-from .graph import _trace_layers
+from .graph import trace_layers
 from .profiles.counting import count_macs
+from .prune_result import PruneResult
 from .train import TrainConfig, evaluate, train
 
 
 class WeightCost:
     """Non-zero parameters and sparse MACs as functions of per-weight keep masks."""
 
+    KINDS = ("params", "macs")  # the budget kinds it counts, hence the ones unstructured pruning takes
+
     def __init__(self, model: nn.Module, gates: WeightGates, example: torch.Tensor) -> None:
-        layers, _, _ = _trace_layers(model, example)
+        layers, _, _ = trace_layers(model, example)
         pos = {layer.name: layer.positions for layer in layers}
         named = dict(model.named_modules())
         self.positions = [float(pos.get(n, 0)) for n in gates.names]
@@ -78,13 +82,9 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
 def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
                        cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
                        evaluate_accuracy: bool, seed: int, ckpt: Any = None,
-                       distill: tuple[float, float] | None = None):
-    from .checkpoint import NONE
-
+                       distill: tuple[float, float] | None = None) -> PruneResult:
     ckpt = ckpt or NONE
-    from .pruning import FAST_KINDS, PruneResult
-
-    if any(b.kind not in FAST_KINDS for b in budgets):
+    if any(b.kind not in WeightCost.KINDS for b in budgets):
         raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")
     torch.manual_seed(seed)
     model.eval()

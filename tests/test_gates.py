@@ -160,8 +160,8 @@ def test_unstructured_budget_counts_nonzero_weights():
 def test_distillation_settings_reach_fine_tuning(monkeypatch):
     """prune(distill=True) fine-tunes against the dense teacher with the given alpha and temperature."""
     from autoprune_edge import pruning
-    from autoprune_edge.budget import BudgetError
     from autoprune_edge.data import load_data
+    from autoprune_edge.errors import ConfigError
 
     seen = {}
 
@@ -178,7 +178,7 @@ def test_distillation_settings_reach_fine_tuning(monkeypatch):
     assert seen["alpha"] == 0.7 and seen["T"] == 1.5 and isinstance(seen["teacher"], torch.nn.Module)
     prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, finetune_epochs=1)
     assert seen["alpha"] == 0.0 and seen["teacher"] is None
-    with pytest.raises(BudgetError, match="0 < alpha <= 1"):
+    with pytest.raises(ConfigError, match="0 < alpha <= 1"):
         prune(SmallCNN(w=8), data, f"{int(macs * 0.7)}MACs", method="l1", epochs=0, distill=True, distill_alpha=0)
 
 

@@ -114,10 +114,10 @@ def test_prune_api_noop_and_unreachable():
 def test_prune_api_rejects_unknown_ramp_shape():
     from autoprune_edge.autoprune import AutoPruneConfig
     from autoprune_edge.data import load_data
-    from autoprune_edge.errors import BudgetError
+    from autoprune_edge.errors import ConfigError
 
     data = load_data("synthetic", input_size=16, synthetic_train=8, synthetic_val=8)
-    with pytest.raises(BudgetError, match="unknown ramp shape 'cosine'; use linear, geometric or cubic"):
+    with pytest.raises(ConfigError, match="unknown ramp shape 'cosine'; use linear, geometric or cubic"):
         prune(SmallCNN(), data, "1MFLOPs", method="autoprune", epochs=1, finetune_epochs=0,
               autoprune=AutoPruneConfig(ramp_shape="cosine"))
 

@@ -1,4 +1,4 @@
-"""Per-channel importance scores for the score-then-select baselines (higher = keep).
+"""The score-then-select baselines: per-channel importance scores (higher = keep), one class each.
 
 Every baseline goes through the same budgeted selection as AutoPrune (methods.selection), so they are
 compared at equal budgets with equal rounding. Scores are normalised per group (mean 1) so that one
@@ -12,16 +12,10 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from ..errors import AutoPruneEdgeError
+from ..errors import ConfigError
 from ..graph import PruningGraph
-
-METHODS = {
-    "l1": "L1-norm group magnitude (Torch-Pruning GroupMagnitudeImportance, p=1), global ranking",
-    "bn": "BatchNorm scale |gamma| of the group (network slimming, Liu et al. 2017), global ranking",
-    "taylor": "first-order Taylor |w * dL/dw| of the group over a few training batches (Molchanov et al. 2019)",
-    "random": "random channel scores (a sanity baseline)",
-    "uniform": "the same fraction of every group (width scaling), channels ranked by L1 within a group",
-}
+from ..train import make_loader
+from .registry import Criterion, CriterionLike, get_criterion, register
 
 
 def _root_l1(graph: PruningGraph, g: Any) -> torch.Tensor:
@@ -48,40 +42,71 @@ def _group_scores(graph: PruningGraph, imp: Any) -> list[torch.Tensor]:
     return out
 
 
-def _taylor_gradients(graph: PruningGraph, data: Any, batches: int, batch_size: int, seed: int) -> None:
-    from ..train import make_loader
+@register
+class L1Norm(Criterion):
+    name = "l1"
+    description = "L1-norm group magnitude (Torch-Pruning GroupMagnitudeImportance, p=1), global ranking"
 
-    model = graph.model
-    model.zero_grad(set_to_none=True)
-    was = model.training
-    model.eval()  # BN statistics stay as trained; gradients are what we need
-    for i, (x, y) in enumerate(make_loader(data.train, batch_size, shuffle=True, seed=seed)):
-        if i >= batches:
-            break
-        F.cross_entropy(model(x), y).backward()
-    model.train(was)
+    @torch.no_grad()
+    def scores(self, graph: PruningGraph, *, data: Any = None, seed: int = 0) -> list[torch.Tensor]:
+        return _group_scores(graph, tp.importance.GroupMagnitudeImportance(p=1, normalizer="mean"))
 
 
-def channel_scores(graph: PruningGraph, method: str, *, seed: int = 0, data: Any = None, batches: int = 8,
-                   batch_size: int = 64) -> list[torch.Tensor]:
-    """One score vector per group, normalised per group so that scores compare across groups."""
-    if method == "l1":
-        with torch.no_grad():
-            return _group_scores(graph, tp.importance.GroupMagnitudeImportance(p=1, normalizer="mean"))
-    if method == "bn":
-        with torch.no_grad():
-            return _group_scores(graph, tp.importance.BNScaleImportance(normalizer="mean"))
-    if method == "taylor":
+@register
+class BNScale(Criterion):
+    name = "bn"
+    description = "BatchNorm scale |gamma| of the group (network slimming, Liu et al. 2017), global ranking"
+
+    @torch.no_grad()
+    def scores(self, graph: PruningGraph, *, data: Any = None, seed: int = 0) -> list[torch.Tensor]:
+        return _group_scores(graph, tp.importance.BNScaleImportance(normalizer="mean"))
+
+
+@register
+class Taylor(Criterion):
+    name = "taylor"
+    description = "first-order Taylor |w * dL/dw| of the group over a few training batches (Molchanov et al. 2019)"
+
+    def __init__(self, batches: int = 8, batch_size: int = 64) -> None:
+        self.batches = batches
+        self.batch_size = batch_size
+
+    def scores(self, graph: PruningGraph, *, data: Any = None, seed: int = 0) -> list[torch.Tensor]:
         if data is None:
-            raise AutoPruneEdgeError("taylor scores need training data: pass --data")
-        _taylor_gradients(graph, data, batches, batch_size, seed)
+            raise ConfigError("taylor scores need training data: pass --data")
+        self._accumulate_gradients(graph, data, seed)
         scores = _group_scores(graph, tp.importance.GroupTaylorImportance(normalizer="mean"))
         graph.model.zero_grad(set_to_none=True)
         return scores
-    if method == "random":
+
+    def _accumulate_gradients(self, graph: PruningGraph, data: Any, seed: int) -> None:
+        model = graph.model
+        model.zero_grad(set_to_none=True)
+        was = model.training
+        model.eval()  # BN statistics stay as trained; gradients are what we need
+        for i, (x, y) in enumerate(make_loader(data.train, self.batch_size, shuffle=True, seed=seed)):
+            if i >= self.batches:
+                break
+            F.cross_entropy(model(x), y).backward()
+        model.train(was)
+
+
+@register
+class RandomScores(Criterion):
+    name = "random"
+    description = "random channel scores (a sanity baseline)"
+
+    def scores(self, graph: PruningGraph, *, data: Any = None, seed: int = 0) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
         return [torch.rand(g.size, generator=gen) for g in graph.groups]
-    if method == "uniform":
+
+
+@register
+class Uniform(Criterion):
+    name = "uniform"
+    description = "the same fraction of every group (width scaling), channels ranked by L1 within a group"
+
+    def scores(self, graph: PruningGraph, *, data: Any = None, seed: int = 0) -> list[torch.Tensor]:
         # rank within each group by L1, then score = 1 - rank / size: a global threshold on these scores
         # removes the same fraction of every group
         with torch.no_grad():
@@ -92,4 +117,9 @@ def channel_scores(graph: PruningGraph, method: str, *, seed: int = 0, data: Any
             rank[torch.argsort(s, descending=True)] = torch.arange(s.numel(), dtype=s.dtype)
             out.append(1.0 - rank / s.numel())
         return out
-    raise AutoPruneEdgeError(f"unknown pruning method {method!r}; choose autoprune or one of: {', '.join(METHODS)}")
+
+
+def channel_scores(graph: PruningGraph, method: CriterionLike, *, seed: int = 0,
+                   data: Any = None) -> list[torch.Tensor]:
+    """One score vector per group from a registered name or a criterion object."""
+    return get_criterion(method).scores(graph, data=data, seed=seed)
