@@ -1,6 +1,6 @@
 """A Torch-Pruning dependency graph that refuses to guess channel mappings.
 
-Torch-Pruning (1.6) maps channel indices through reshapes, concats, splits and slices with rules that
+Torch-Pruning (1.6.1) maps channel indices through reshapes, concats, splits and slices with rules that
 assume NCHW tensors and channels on dim 1. Elsewhere it crashes (channel shuffle: ZeroDivisionError;
 last-dim concat: TypeError), silently couples the wrong channels (identity through a shuffle), or expands
 index lists without bound (window partitions / attention reshapes that fold channels into other dims).

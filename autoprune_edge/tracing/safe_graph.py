@@ -36,7 +36,7 @@ def _with_own_helpers(method: Any) -> Any:
     code = method.__code__
     if "index_mapping" not in code.co_names or code.co_freevars:
         raise ImportError(f"unsupported Torch-Pruning version: {method.__qualname__} no longer calls "
-                          "index_mapping.update_index_mapping; autoprune_edge.tracing needs Torch-Pruning 1.6")
+                          "index_mapping.update_index_mapping; autoprune_edge.tracing needs Torch-Pruning 1.6.1")
     namespace = dict(method.__globals__)
     namespace["shape_infer"] = types.SimpleNamespace(init_shape_information=lambda g: g._init_shape_information())
     namespace["index_mapping"] = types.SimpleNamespace(update_index_mapping=lambda g: g._update_index_mapping())
