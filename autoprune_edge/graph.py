@@ -91,8 +91,8 @@ class LayerShape:
     has_bias: bool
 
 
-def _trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerShape], torch.Tensor, list[str]]:
-    """Record conv/linear output shapes in execution order."""
+def trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerShape], torch.Tensor, list[str]]:
+    """(conv/linear layer shapes, the model's output, every leaf module's name), in execution order."""
     shapes: dict[str, LayerShape] = {}
     order: list[str] = []
     hooks = []
@@ -129,9 +129,12 @@ def _trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSh
     return ordered, out, list(dict.fromkeys(order))
 
 
+_trace_layers = trace_layers  # the old name, still imported by unstructured.py
+
+
 def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Layers whose output channels are the model's output (the classifier): they keep their size."""
-    layers, out, _ = _trace_layers(model, example)
+    layers, out, _ = trace_layers(model, example)
     if not isinstance(out, torch.Tensor):
         raise GraphError("the model must return a single tensor (got %s); wrap it so forward() returns the logits"
                          % type(out).__name__)
@@ -147,7 +150,7 @@ def _dense_reason(g: Any, names: dict[nn.Module, str]) -> str | None:
 
     A normalisation whose statistics span several channels (LayerNorm over channels, GroupNorm) computes
     different numbers once a channel is gone, so no mask on the gated model can equal the compacted one.
-    Channels that reach an op whose channel mapping cannot be tracked (see tracing.py) stay dense too.
+    Channels that reach an op whose channel mapping cannot be tracked (see tracing/) stay dense too.
     """
     why = opaque_reason(g, names)
     if why:
@@ -195,7 +198,7 @@ class PruningGraph:
         model.eval()
         try:
             self.output_layers = find_output_layers(model, example)
-            self.layers, out, self.exec_order = _trace_layers(model, example)
+            self.layers, out, self.exec_order = trace_layers(model, example)
             self.output_shape = tuple(out.shape)
             named = dict(model.named_modules())
             ignored = [named[n] for n in self.output_layers + list(ignored_layers or []) if n in named]
@@ -205,7 +208,7 @@ class PruningGraph:
                                                                     customized_pruners=custom_pruners_for(model))
             except Exception as e:  # tracing failures come from arbitrary user code
                 raise GraphError(f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}") from e
-            self._names = {m: n for n, m in model.named_modules()}
+            self.module_names = {m: n for n, m in model.named_modules()}  # module -> qualified name
             self.groups: list[ChannelGroup] = []
             # Groups that exist but must stay whole: (root layer, why). Reported, never pruned.
             self.left_dense: list[tuple[str, str]] = []
@@ -215,6 +218,11 @@ class PruningGraph:
         finally:
             model.train(was_training)
 
+    @property
+    def _names(self) -> dict[nn.Module, str]:
+        """The old name of `module_names`, still read by gates.py."""
+        return self.module_names
+
     # -- construction -------------------------------------------------------------------------
     def _add_group(self, g: Any, round_to: int, max_prune_ratio: float, *, rerooted: bool = False) -> None:
         root_mod = g[0].dep.target.module
@@ -223,9 +231,9 @@ class PruningGraph:
             return
         members: list[Member] = []
         segments: dict[tuple[int, ...], None] = {}
-        why = _dense_reason(g, self._names)
+        why = _dense_reason(g, self.module_names)
         if why:
-            self.left_dense.append((self._names.get(root_mod, str(root_mod)), why))
+            self.left_dense.append((self.module_names.get(root_mod, str(root_mod)), why))
             return
         for item in g:
             dep, idxs = item
@@ -235,9 +243,9 @@ class PruningGraph:
                 sub = sorted(set(int(i) for i in root_idxs))
                 segments[tuple(sub)] = None
             mod = dep.target.module
-            if not isinstance(mod, nn.Module) or mod not in self._names:
+            if not isinstance(mod, nn.Module) or mod not in self.module_names:
                 continue
-            name = self._names[mod]
+            name = self.module_names[mod]
             mult = len(idxs) / (len(sub) if sub else size)
             if isinstance(mod, _CONV + (nn.Linear,)):
                 if self.DG.is_out_channel_pruning_fn(dep.handler):
@@ -257,10 +265,10 @@ class PruningGraph:
             members.append(Member(name, role, mult, sub))
         ties = _ties(g, size)
         if isinstance(ties, str):
-            self.left_dense.append((self._names[root_mod], ties))
+            self.left_dense.append((self.module_names[root_mod], ties))
             return
         if ties > 1 and segments:
-            self.left_dense.append((self._names[root_mod], "channels feed both a grouped conv and a concat"))
+            self.left_dense.append((self.module_names[root_mod], "channels feed both a grouped conv and a concat"))
             return
         per = size // ties
         step = ties * (round_to if per >= round_to and per % round_to == 0 else 1)
@@ -273,14 +281,14 @@ class PruningGraph:
             if alt is not None:
                 self._add_group(alt, round_to, max_prune_ratio, rerooted=True)
             else:
-                self.left_dense.append((self._names[root_mod], why))
+                self.left_dense.append((self.module_names[root_mod], why))
             return
         seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
         min_keep = max(min_keep, sum(seg_min))
         min_keep = min(size, -(-min_keep // step) * step)
         if min_keep >= size:
             return
-        self.groups.append(ChannelGroup(len(self.groups), self._names[root_mod], size, members, min_keep, step, g,
+        self.groups.append(ChannelGroup(len(self.groups), self.module_names[root_mod], size, members, min_keep, step, g,
                                         segs, seg_min, ties))
 
     def _aliased(self, g: Any, root: nn.Module, probes: list[int]) -> str | None:
@@ -310,7 +318,7 @@ class PruningGraph:
         sized: dict[nn.Module, tuple[int, Any]] = {}
         for dep, _ in g:
             mod = dep.target.module
-            name = self._names.get(mod) if isinstance(mod, _CONV + (nn.Linear,)) else None
+            name = self.module_names.get(mod) if isinstance(mod, _CONV + (nn.Linear,)) else None
             if name is None or name in ignored or mod is root or mod in sized \
                     or not self.DG.is_out_channel_pruning_fn(dep.handler):
                 continue
@@ -321,7 +329,7 @@ class PruningGraph:
         # fewest channels first: the unaliased layers (stable, so ties keep the group's order)
         for mod, (n, pruner) in sorted(sized.items(), key=lambda kv: kv[1][0]):
             alt = self.DG.get_pruning_group(mod, pruner.prune_out_channels, list(range(n)))
-            if any(self._names.get(d.target.module) in ignored and self.DG.is_out_channel_pruning_fn(d.handler)
+            if any(self.module_names.get(d.target.module) in ignored and self.DG.is_out_channel_pruning_fn(d.handler)
                    for d, _ in alt):
                 continue
             if self._aliased(alt, mod, list(range(min(n, 4)))) is None:
@@ -374,9 +382,9 @@ class PruningGraph:
                                                 removed.tolist())
                 for dep, idxs in sub:
                     mod = dep.target.module
-                    if mod not in self._names or not self.DG.is_in_channel_pruning_fn(dep.handler):
+                    if mod not in self.module_names or not self.DG.is_in_channel_pruning_fn(dep.handler):
                         continue
-                    tgt = mods[self._names[mod]]
+                    tgt = mods[self.module_names[mod]]
                     idx = torch.as_tensor(list(idxs), dtype=torch.long)
                     if hasattr(tgt, "mask_in_channels"):
                         tgt.mask_in_channels(idx.tolist())

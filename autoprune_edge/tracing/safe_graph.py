@@ -162,7 +162,8 @@ class SafeDependencyGraph(tp.DependencyGraph):
 
     # -- index mapping -------------------------------------------------------------------------
     def _init_shape_information(self) -> None:
-        """Stands in for Torch-Pruning's split-size inference: `ChannelPlanner.plan` records split sizes from the shapes."""
+        """Stands in for Torch-Pruning's split-size inference: `ChannelPlanner.plan` records split sizes
+        from the recorded shapes."""
 
     def _update_index_mapping(self) -> None:
         """Install the planned mappings (Torch-Pruning calls this after building and before every group).
