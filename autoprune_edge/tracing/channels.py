@@ -59,6 +59,7 @@ class ChannelFacts:
         self.max_idx = 1  # the most channels any layer or planned tensor has
 
     def pruner_ch(self, node: Any, out: bool) -> int | None:
+        """Output (or input) channels of the layer behind `node`, per its Torch-Pruning pruner."""
         try:
             c = self.graph.get_out_channels(node) if out else self.graph.get_in_channels(node)
             return int(c) if c is not None else None
@@ -66,6 +67,7 @@ class ChannelFacts:
             return None
 
     def chunk_of(self, src: Any, consumer: Any) -> int | None:
+        """Which output of split/unbind `src` feeds `consumer` (None unless exactly one)."""
         nrs = self.chunks.get(src, {}).get(consumer)
         return next(iter(nrs)) if nrs and len(nrs) == 1 else None
 

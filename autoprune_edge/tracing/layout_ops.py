@@ -23,6 +23,7 @@ def _first_free(deps: list[Any], target: Any, taken: set[int]) -> Any:
 
 
 def plan_reshape(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | None) -> None:
+    """Identity, flatten (channels merged with the dims after them) or its inverse; anything else is opaque."""
     gf = node.grad_fn
     src = as_sizes(getattr(gf, "_saved_self_sym_sizes", None) or getattr(gf, "_saved_self_sizes", None) or ())
     if not src and node.inputs:
@@ -70,7 +71,9 @@ def plan_reshape(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | N
         facts.link(node, node, peer, _FlattenIndexMapping(stride=stride, reverse=True),
                    _FlattenIndexMapping(stride=stride, reverse=False))
 
+
 def plan_concat(facts: ChannelFacts, node: Any) -> None:
+    """Along the channel dim: offset mappings per input; along another dim: an identity."""
     gf = node.grad_fn
     out = facts.shape[node]
     if out is None:
@@ -142,7 +145,9 @@ def plan_concat(facts: ChannelFacts, node: Any) -> None:
         facts.ch[node] = common
         facts.pos[node] = common_value([dim_of(out, e[3]) for e in edges if e[2] is not None])
 
+
 def plan_split(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | None) -> None:
+    """Along another dim: an identity; along the channel dim: opaque (its sizes are constants of the code)."""
     gf = node.grad_fn
     src = as_sizes(getattr(gf, "_saved_self_sym_sizes", None) or ())
     if not src and node.inputs:
@@ -173,7 +178,9 @@ def plan_split(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | Non
     raise Opaque(f"channels split into {[s[d] for s in shapes]}",
                   "a split of the channels into sizes fixed in the model's code")
 
+
 def plan_slice(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | None) -> None:
+    """Along another dim, or taking every channel: an identity; taking part of the channels: opaque."""
     gf = node.grad_fn
     src = as_sizes(getattr(gf, "_saved_self_sym_sizes", None) or ())
     if not src or c_in is None:
@@ -207,7 +214,9 @@ def plan_slice(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | Non
         facts.link(node, node, src, LiveMapping(node.module, "slice", True),
                    LiveMapping(node.module, "slice", False))
 
+
 def plan_expand(facts: ChannelFacts, node: Any, c_in: int | None, p_in: int | None) -> None:
+    """Broadcasting other dims keeps the channels; broadcasting the channel dim itself is opaque."""
     src = as_sizes(getattr(node.grad_fn, "_saved_self_sym_sizes", None) or ())
     dst = facts.shape[node]
     if not src or dst is None or c_in is None:

@@ -91,6 +91,7 @@ class ChannelPlanner(ChannelFacts):
         self.max_idx = max(bounds + [1])
 
     def plan_node(self, node: Any, after: str = "") -> None:
+        """Channels and channel dim of one node's output (`after`: the opaque node upstream, if any)."""
         t = node.type
         gf = node.grad_fn
         shape = as_sizes(node.module.shape) if t == O.PARAMETER else recorded_shape(gf)
