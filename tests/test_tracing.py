@@ -1,15 +1,22 @@
 """Ops whose channel mapping Torch-Pruning cannot compute: the graph builds, the groups through them stay
 dense (with a reason naming the op), everything else prunes, and compaction equals masking."""
 import copy
+import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import graph as tp_graph
+from torch_pruning.dependency import index_mapping, shape_infer
 from toy_models import randomize_bn
 
 from autoprune_edge.graph import PruningGraph, apply_history
 from autoprune_edge.profiles.counting import count_macs
 from autoprune_edge.pruning import check_equivalence, prune
+from autoprune_edge.tracing import SafeDependencyGraph
 
 
 def _cbr(cin, cout, k=1, groups=1):
@@ -206,3 +213,62 @@ def test_partial_channel_writes_left_dense_rest_prunes(mode, dense_roots, why):
               finetune_epochs=0)
     assert r.macs_after <= macs * 0.8 and r.equivalence_rel < 1e-5, (r.macs_after, r.equivalence_rel)
     assert sum(why in n for n in r.notes) == len(dense_roots) if why else not r.notes, r.notes
+
+
+class HalvesNet(nn.Module):
+    """A stem whose channels are split in two halves, one conv on each: Torch-Pruning maps the split's
+    offsets, SafeDependencyGraph leaves it opaque (the sizes are constants of the model's code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.a = nn.Conv2d(4, 2, 1)
+        self.b = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        x1, x2 = torch.split(self.stem(x), [4, 4], dim=1)
+        return self.a(x1) + self.b(x2)
+
+
+_UPSTREAM_GROUP = """
+import sys, torch, torch_pruning as tp
+from torch import nn
+{model}
+model, x = HalvesNet().eval(), torch.randn(1, 3, 4, 4)
+dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+group = dg.get_pruning_group(model.stem, tp.prune_conv_out_channels, [5])
+assert "autoprune_edge" not in sys.modules
+print(sorted((dg._module2name[d.target.module], d.handler.__name__, sorted(int(i) for i in idxs))
+             for d, idxs in group if d.target.module in dg._module2name))
+"""
+
+
+def _group_of(dg, model):
+    group = dg.get_pruning_group(model.stem, tp.prune_conv_out_channels, [5])
+    return sorted((dg._module2name[d.target.module], d.handler.__name__, sorted(int(i) for i in idxs))
+                  for d, idxs in group if d.target.module in dg._module2name)
+
+
+def test_torch_pruning_stays_upstream_outside_our_graphs():
+    """Our graph changes Torch-Pruning only inside its own objects: after one is built and used, Torch-Pruning's
+    module functions are its own, and a plain DependencyGraph in the same process gives the groups that a
+    process which never imported autoprune_edge gives."""
+    model, x = HalvesNet().eval(), torch.randn(1, 3, 4, 4)
+    ours = SafeDependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+    assert ours.opaque, "the split of the stem's channels is opaque to our graph"
+    assert [name for name, _, _ in _group_of(ours, model)] == ["stem"]
+
+    for module, name in ((shape_infer, "init_shape_information"), (index_mapping, "update_index_mapping")):
+        fn = getattr(module, name)
+        assert (fn.__module__, fn.__qualname__) == (module.__name__, name) and not hasattr(fn, "__wrapped__"), fn
+    assert (tp_graph.shape_infer, tp_graph.index_mapping) == (shape_infer, index_mapping)
+
+    plain = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+    got = _group_of(plain, model)
+    mappings = [m for node in plain.module2node.values() for dep in node.dependencies for m in dep.index_mapping
+                if m is not None]
+    assert mappings and all(type(m).__module__ == index_mapping.__name__ for m in mappings), mappings
+    script = _UPSTREAM_GROUP.format(model=inspect.getsource(HalvesNet))
+    upstream = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert repr(got) == upstream.strip(), (got, upstream)
+    assert len(got) == 2, got  # the split mapping reached one of the halves' convs

@@ -19,6 +19,7 @@ from autoprune_edge.errors import ConversionError
 
 
 def _schema():
+    # imported on first use: the schema ships with ai_edge_litert (or tensorflow), both optional and slow to import
     try:
         from ai_edge_litert import schema_py_generated as s
     except ImportError:  # pragma: no cover - depends on the installed runtime
@@ -39,7 +40,8 @@ def _enum_names(cls) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def _names() -> tuple[dict[int, str], dict[int, str]]:
+def schema_names() -> tuple[dict[int, str], dict[int, str]]:
+    """(builtin operator code -> name, tensor type code -> name) from the schema, read once."""
     global _NAMES, _TYPES
     if _NAMES is None:
         s = _schema()
@@ -72,7 +74,8 @@ class TfliteCounts:
         return self.macs / 1e6
 
 
-def _load(path: Path):
+def load_model(path: Path):
+    """(schema module, flatbuffer Model) of a .tflite file; a one-line ConversionError if it is not one."""
     s = _schema()
     path = Path(path)
     try:
@@ -87,7 +90,7 @@ def _load(path: Path):
     return s, model
 
 
-def _op_name(model, op, names: dict[int, str]) -> str:
+def op_name(model, op, names: dict[int, str]) -> str:
     code = model.OperatorCodes(op.OpcodeIndex())
     # Newer files store the builtin code in BuiltinCode; older ones only in DeprecatedBuiltinCode (< 127).
     bc = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
@@ -98,42 +101,48 @@ def _op_name(model, op, names: dict[int, str]) -> str:
     return name
 
 
+# the old private name, still imported by converters/edgetpu.py and converters/tflite_metadata.py
+_load = load_model
+
+
 def read_tflite_ops(path: Path) -> list[str]:
     """Op names of the main subgraph in execution order (custom ops by their custom code, e.g. 'FlexErf')."""
-    names, _ = _names()
-    _, model = _load(path)
+    names, _ = schema_names()
+    _, model = load_model(path)
     g = model.Subgraphs(0)
-    return [_op_name(model, g.Operators(i), names) for i in range(g.OperatorsLength())]
+    return [op_name(model, g.Operators(i), names) for i in range(g.OperatorsLength())]
 
 
-def _shape(g, idx: int) -> list[int]:
+def tensor_shape(g, idx: int) -> list[int]:
+    """Shape of tensor `idx` of subgraph `g` ([] for an absent optional input, index -1)."""
     if idx < 0:
         return []
     t = g.Tensors(idx)
     return [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else []
 
 
-def _op_macs(s, g, op, name: str) -> int:
+def op_macs(s, g, op, name: str) -> int:
+    """Multiply-accumulates of one operator (0 for ops that do none, see the module doc)."""
     ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
     outs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
     if not outs:
         return 0
-    out = _shape(g, outs[0])
+    out = tensor_shape(g, outs[0])
     out_elems = int(np.prod(out)) if out else 0
     if name == "CONV_2D":  # filter [Cout, kh, kw, Cin/groups]
-        w = _shape(g, ins[1])
+        w = tensor_shape(g, ins[1])
         return out_elems * w[1] * w[2] * w[3]
     if name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, Cout]
-        w = _shape(g, ins[1])
+        w = tensor_shape(g, ins[1])
         return out_elems * w[1] * w[2]
     if name == "CONV_3D":  # filter [kd, kh, kw, Cin/groups, Cout]
-        w = _shape(g, ins[1])
+        w = tensor_shape(g, ins[1])
         return out_elems * w[0] * w[1] * w[2] * w[3]
     if name == "FULLY_CONNECTED":  # weights [out, in]
-        w = _shape(g, ins[1])
+        w = tensor_shape(g, ins[1])
         return out_elems * w[1]
     if name == "BATCH_MATMUL":
-        a = _shape(g, ins[0])
+        a = tensor_shape(g, ins[0])
         adj_x = False
         opts = op.BuiltinOptions()
         if op.BuiltinOptionsType() == s.BuiltinOptions.BatchMatMulOptions and opts is not None:
@@ -143,8 +152,8 @@ def _op_macs(s, g, op, name: str) -> int:
         k = a[-2] if adj_x else a[-1]
         return out_elems * k
     if name == "TRANSPOSE_CONV":  # inputs: output_shape, filter [Cout, kh, kw, Cin], input
-        w = _shape(g, ins[1])
-        x = _shape(g, ins[2])
+        w = tensor_shape(g, ins[1])
+        x = tensor_shape(g, ins[2])
         # torch counts transposed conv as (input positions) x Cout x Cin/groups x kh x kw
         return int(np.prod(x[:-1])) * int(np.prod(w))
     return 0
@@ -152,15 +161,15 @@ def _op_macs(s, g, op, name: str) -> int:
 
 def count_tflite_macs(path: Path) -> TfliteCounts:
     """MACs and op statistics of the main subgraph of a .tflite file."""
-    names, types = _names()
-    s, model = _load(path)
+    names, types = schema_names()
+    s, model = load_model(path)
     g = model.Subgraphs(0)
     per_op: list[TfliteOp] = []
     for i in range(g.OperatorsLength()):
         op = g.Operators(i)
-        name = _op_name(model, op, names)
+        name = op_name(model, op, names)
         try:
-            macs = _op_macs(s, g, op, name)
+            macs = op_macs(s, g, op, name)
         except (IndexError, ValueError) as e:
             raise ConversionError(f"{path}: cannot read shapes of op {i} ({name}): {e}; reconvert the model") from e
         ins = [int(j) for j in op.InputsAsNumpy()] if op.InputsLength() else []
@@ -172,7 +181,7 @@ def count_tflite_macs(path: Path) -> TfliteCounts:
                 macs=int(macs),
                 input_types=[types.get(g.Tensors(j).Type(), "?") for j in ins if j >= 0],
                 output_types=[types.get(g.Tensors(j).Type(), "?") for j in outs if j >= 0],
-                output_shape=_shape(g, outs[0]) if outs else [],
+                output_shape=tensor_shape(g, outs[0]) if outs else [],
             )
         )
     macs_by_op: Counter[str] = Counter()

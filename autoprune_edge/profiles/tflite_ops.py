@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..converters.tflite_graph import _load, _names, _op_macs, _op_name, _shape
+from ..converters.tflite_graph import load_model, op_macs, op_name, schema_names, tensor_shape
 from .kernels import KernelCost
 from .opclass import conv_op_class
 
@@ -49,8 +49,8 @@ def precision_of(types: list[tuple[str, list[str]]]) -> str:
 
 def read_kernels(path: str | Path) -> tuple[list[KernelCost], dict]:
     """Kernels of the main subgraph of ``path`` and a summary dict (precision, macs, io_elements, ops)."""
-    names, types = _names()
-    s, model = _load(Path(path))
+    names, types = schema_names()
+    s, model = load_model(Path(path))
     g = model.Subgraphs(0)
     # tensors fed by constant buffers are weights, not activations
     def is_const(idx: int) -> bool:
@@ -63,32 +63,32 @@ def read_kernels(path: str | Path) -> tuple[list[KernelCost], dict]:
     op_types: list[tuple[str, list[str]]] = []
     for i in range(g.OperatorsLength()):
         op = g.Operators(i)
-        name = _op_name(model, op, names)
+        name = op_name(model, op, names)
         ins = [int(j) for j in op.InputsAsNumpy()] if op.InputsLength() else []
         outs = [int(j) for j in op.OutputsAsNumpy()] if op.OutputsLength() else []
         op_types.append((name, [types.get(g.Tensors(j).Type(), "?") for j in ins if j >= 0]))
         try:
-            macs = int(_op_macs(s, g, op, name))
+            macs = int(op_macs(s, g, op, name))
         except (IndexError, ValueError):
             macs = 0
         act_in = [j for j in ins if j >= 0 and not is_const(j)]
         consts = [j for j in ins if j >= 0 and is_const(j)]
-        out_shape = _shape(g, outs[0]) if outs else []
-        in_shape = _shape(g, act_in[0]) if act_in else []
-        shapes = [_shape(g, j) for j in act_in] + [_shape(g, j) for j in outs]
+        out_shape = tensor_shape(g, outs[0]) if outs else []
+        in_shape = tensor_shape(g, act_in[0]) if act_in else []
+        shapes = [tensor_shape(g, j) for j in act_in] + [tensor_shape(g, j) for j in outs]
         k = KernelCost(
             name=f"{i}:{name}", op=name, op_class="elementwise", macs=macs,
-            in_elements=sum(_prod(_shape(g, j)) for j in act_in),
-            out_elements=sum(_prod(_shape(g, j)) for j in outs),
-            weight_elements=sum(_prod(_shape(g, j)) for j in consts),
+            in_elements=sum(_prod(tensor_shape(g, j)) for j in act_in),
+            out_elements=sum(_prod(tensor_shape(g, j)) for j in outs),
+            weight_elements=sum(_prod(tensor_shape(g, j)) for j in consts),
             max_nonunit_dims=max((sum(1 for d in sh if d > 1) for sh in shapes), default=0),
         )
         rows = _prod(out_shape[:-1]) if out_shape else 1
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and len(ins) >= 2:
-            w = _shape(g, ins[1])
+            w = tensor_shape(g, ins[1])
             cin = int(in_shape[-1]) if in_shape else 0
             if name == "TRANSPOSE_CONV":
-                cin = int(_shape(g, ins[2])[-1]) if len(ins) > 2 else cin
+                cin = int(tensor_shape(g, ins[2])[-1]) if len(ins) > 2 else cin
             if name == "DEPTHWISE_CONV_2D":
                 cout, kh, kw, groups = int(w[3]), int(w[1]), int(w[2]), cin
             else:
@@ -97,15 +97,15 @@ def read_kernels(path: str | Path) -> tuple[list[KernelCost], dict]:
             k.in_channels, k.out_channels, k.kernel, k.groups, k.rows = cin, cout, (kh, kw), groups, rows
             k.op_class = conv_op_class(cin, cout, (kh, kw), groups)
             if len(ins) > 2 and name != "TRANSPOSE_CONV" and ins[2] >= 0:
-                k.bias_elements = _prod(_shape(g, ins[2]))
+                k.bias_elements = _prod(tensor_shape(g, ins[2]))
         elif name in ("FULLY_CONNECTED", "BATCH_MATMUL"):
             k.op_class = "fc"
             if name == "FULLY_CONNECTED" and len(ins) >= 2:
-                w = _shape(g, ins[1])
+                w = tensor_shape(g, ins[1])
                 k.out_channels, k.in_channels = int(w[0]), int(w[1])
                 k.rows = max(1, _prod(out_shape) // max(1, int(w[0])))
                 if len(ins) > 2 and ins[2] >= 0:
-                    k.bias_elements = _prod(_shape(g, ins[2]))
+                    k.bias_elements = _prod(tensor_shape(g, ins[2]))
             elif out_shape:
                 k.out_channels = int(out_shape[-1])
                 k.in_channels = int(in_shape[-1]) if in_shape else None
@@ -125,7 +125,7 @@ def read_kernels(path: str | Path) -> tuple[list[KernelCost], dict]:
     summary = {
         "precision": precision_of(op_types),
         "macs": int(sum(k.macs for k in kernels)),
-        "io_elements": int(sum(_prod(_shape(g, j)) for j in graph_io)),
+        "io_elements": int(sum(_prod(tensor_shape(g, j)) for j in graph_io)),
         "ops": len(kernels),
     }
     return kernels, summary
