@@ -61,6 +61,10 @@ class Divergence:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def described(self) -> dict:
+        """``to_dict`` plus the one-line summary, as artifacts carry it."""
+        return {**self.to_dict(), "summary": self.summary()}
+
     def summary(self) -> str:
         """One line for an error message."""
         if self.layer is None:
@@ -69,6 +73,15 @@ class Divergence:
         closest = f" (closest {self.closest_type} '{self.closest}'{err})" if self.closest else ""
         return f"{self.stage}: first diverging layer '{self.layer}' ({self.layer_type}){closest}" + (
             f"; {self.note}" if self.note else "")
+
+
+def best_effort(locate: Callable[[], dict]) -> dict:
+    """Run a divergence search; its own failure must not hide the parity failure it explains."""
+    try:
+        return locate()
+    except Exception as e:  # noqa: BLE001 - diagnostics are best effort
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return {"summary": f"could not localise the divergence ({type(e).__name__}: {msg})", "layer": None}
 
 
 # ------------------------------------------------------------------------------------------- metrics

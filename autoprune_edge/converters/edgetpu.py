@@ -73,6 +73,11 @@ class EdgeTpuReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EdgeTpuReport:
+        """Read back what ``to_dict`` wrote (a saved model card)."""
+        return cls(**{**d, "issues": [EdgeTpuIssue(**i) for i in d.get("issues", [])]})
+
     def summary(self) -> str:
         if self.ready:
             return (f"Edge TPU ready: all {self.n_ops} ops map, {self.parameter_bytes / 2**20:.2f} MiB of "

@@ -8,6 +8,8 @@ import numpy as np
 
 from autoprune_edge.errors import ParityError
 
+from .formats import FORMATS
+
 
 @dataclass
 class Parity:
@@ -80,8 +82,7 @@ def check(ref: np.ndarray, got: np.ndarray, *, max_rel: float, what: str = "conv
 
 # --------------------------------------------------------------------------------------- thresholds
 #: Which numeric regime each artifact format is judged in (Core ML cannot be run on Linux: None).
-FORMAT_PRECISION = {"onnx": "fp32", "tflite-fp32": "fp32", "tflite-fp16": "fp16", "tflite-int8": "int8",
-                    "coreml": None}
+FORMAT_PRECISION = {f.name: f.parity for f in FORMATS}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..budget import Budget, BudgetError, parse_budget
+from ..converters.formats import FORMAT_NAMES
 from ..errors import TargetProfileError
 
 SCHEMA_VERSION = 1
@@ -29,7 +30,7 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 #: into a preceding conv/fc cost as ``elementwise``; matmuls between activations cost as ``fc``.
 EFFICIENCY_CLASSES = ("conv3x3", "conv1x1", "depthwise", "grouped", "fc", "pool", "elementwise")
 #: Artifact formats a target may list as defaults.
-FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "coreml", "onnx")
+FORMATS = FORMAT_NAMES  # the converters' format table
 #: Keys allowed in ``[budgets]``, mapped to the budget kind they must parse to.
 BUDGET_KEYS = {
     "macs": "macs",
