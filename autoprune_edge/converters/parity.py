@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from autoprune_edge.errors import ParityError
+from autoprune_edge.errors import AutoPruneEdgeError, ParityError
 
 from .formats import FORMATS
 
@@ -104,8 +104,6 @@ class ParityThresholds:
     int8_top1: float = 0.90
 
     def __post_init__(self) -> None:
-        from autoprune_edge.errors import AutoPruneEdgeError
-
         for k, v in asdict(self).items():
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise AutoPruneEdgeError(f"parity threshold {k}={v!r} must be a non-negative number")
@@ -118,8 +116,6 @@ class ParityThresholds:
             return cls()
         if isinstance(value, cls):
             return value
-        from autoprune_edge.errors import AutoPruneEdgeError
-
         bad = set(value) - set(cls.__dataclass_fields__)
         if bad:
             raise AutoPruneEdgeError(f"unknown parity threshold(s) {sorted(bad)}; known: "
