@@ -18,7 +18,7 @@ _NICE = {"train_acc": "train accuracy", "val_acc": "val accuracy", "open_fractio
 
 
 def _figure(w: float, h: float, rows: int = 1, cols: int = 1, **kw):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib is slow to import: loaded when a figure is drawn
 
     fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, **kw)

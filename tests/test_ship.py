@@ -130,7 +130,7 @@ def test_tflite_metadata_embedded_and_harmless(shipped, tmp_path):
 
 def test_edgetpu_readiness(shipped):
     r = shipped["arts"]["tflite-int8"].edgetpu
-    assert r["ready"] and r["ops_on_tpu"] == r["n_ops"] and r["macs_on_tpu_fraction"] == 1.0
+    assert r.ready and r.ops_on_tpu == r.n_ops and r.macs_on_tpu_fraction == 1.0  # a typed EdgeTpuReport
     assert set(read_tflite_ops(shipped["out"] / "model_int8.tflite")) <= EDGETPU_SUPPORTED_OPS
     # a float model runs on the CPU from its first op; a tiny SRAM makes the int8 one not ready either
     f = check_edgetpu(shipped["out"] / "model_fp32.tflite")

@@ -111,7 +111,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     fmts = parse_formats(args.formats)
     dest = check_writable(Path(args.out))
-    model, input_shape, meta = load_model_ref(args.model, weights=args.weights, input_shape=parse_shape(args.input_shape))
+    model, input_shape, meta = load_model_ref(args.model, weights=args.weights,
+                                              input_shape=parse_shape(args.input_shape))
     calib = held = None
     if args.calib_data:
         bundle = load_data(args.calib_data, input_size=input_shape[-1], channels=input_shape[1])

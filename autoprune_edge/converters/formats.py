@@ -71,7 +71,8 @@ def parse_formats(formats: str | Sequence[str] | None, default: tuple[str, ...] 
     items = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     bad = [f for f in items if f not in _BY_NAME]
     if bad or not items:
-        raise AutoPruneEdgeError(f"unknown format {bad[0] if bad else '(none)'!r}; choose from {', '.join(FORMAT_NAMES)}")
+        raise AutoPruneEdgeError(f"unknown format {bad[0] if bad else '(none)'!r}; choose from "
+                                 f"{', '.join(FORMAT_NAMES)}")
     if any(_BY_NAME[f].needs_onnx for f in items) and "onnx" not in items:
         items.insert(0, "onnx")
     order = {f: i for i, f in enumerate(FORMAT_NAMES)}

@@ -129,6 +129,7 @@ def embed_metadata(path: Path, *, name: str, description: str, version: str, lab
     ``mean``/``std`` are per channel on [0, 1] pixels; ``info`` is any JSON-able dict (layout, shape,
     quantisation...). Returns what was embedded, for the model card.
     """
+    # LiteRT is an optional heavy runtime: loaded only when a file is written
     from ai_edge_litert import schema_py_generated as s
     from ai_edge_litert.tools import flatbuffer_utils as fu
 

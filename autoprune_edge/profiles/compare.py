@@ -108,7 +108,7 @@ def compare(model, input_shape, targets: list[Target | str], precision: str | No
 def plot_compare(rows: list[CompareRow], path: str | Path, title: str | None = None) -> Path:
     """A bar chart PNG of latency, peak RAM and model size per target (log scale; red = does not fit or
     misses a budget). Uses matplotlib's Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # slow to import; only plotting needs it
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
