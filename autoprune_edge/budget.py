@@ -6,11 +6,16 @@ Torch-Pruning papers. Memory units are binary (1 KB = 1024 bytes), as device RAM
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BudgetError
 
 KINDS = ("macs", "params", "latency_ms", "memory_bytes", "size_bytes")
+#: budget kind -> the attribute that holds it on a cost (a Profile, a prediction row, a PruneResult-like record)
+METRIC = {"macs": "macs", "params": "params", "latency_ms": "latency_ms", "memory_bytes": "peak_memory_bytes",
+          "size_bytes": "model_bytes"}
 
 _SI = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
 _BYTES = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3, "gib": 1024**3}
@@ -95,3 +100,20 @@ def parse_budgets(texts: str | list[str] | tuple[str, ...] | None) -> list[Budge
     if dup:
         raise BudgetError(f"more than one budget of kind {sorted(dup)[0]!r}; give each kind once")
     return out
+
+
+def as_budgets(budgets: str | Sequence[str] | Sequence[Budget] | None) -> list[Budget]:
+    """Budgets as given at an API edge (text or already parsed) -> parsed, once."""
+    if budgets and not isinstance(budgets, str) and all(isinstance(b, Budget) for b in budgets):
+        return list(budgets)  # type: ignore[arg-type]
+    return parse_budgets(budgets)  # type: ignore[arg-type]
+
+
+def measured(budget: Budget, cost: Any) -> float | None:
+    """The value of ``cost`` that ``budget`` limits (None when the cost does not say)."""
+    return getattr(cost, METRIC[budget.kind], None)
+
+
+def within(budget: Budget, value: float | None) -> bool:
+    """The one judgement of a budget: a known cost at or under the limit."""
+    return value is not None and value <= budget.value

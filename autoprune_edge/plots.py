@@ -9,13 +9,16 @@ import io
 import math
 from typing import Any
 
+from .modelcard import ModelCard
+from .profiles.compare import TargetPrediction
+
 _BEFORE, _AFTER, _BUDGET, _ACCENT = "#c7cdd6", "#2f6db5", "#d1495b", "#edae49"
 _PREC_COLORS = {"fp32": _AFTER, "fp16": "#6aa84f", "int8": _ACCENT}
 _NICE = {"train_acc": "train accuracy", "val_acc": "val accuracy", "open_fraction": "open gates (fraction)"}
 
 
 def _figure(w: float, h: float, rows: int = 1, cols: int = 1, **kw):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib is slow to import: loaded when a figure is drawn
 
     fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, **kw)
@@ -31,24 +34,19 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _budget(card: dict[str, Any], kind: str) -> float | None:
-    vals = [b["value"] for b in card.get("budget", []) if b.get("kind") == kind]
-    return min(vals) if vals else None
-
-
 # ------------------------------------------------------------------------------------------ training
-def _phases(card: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    tr = card.get("training", {})
+def _phases(card: ModelCard) -> list[tuple[str, list[dict[str, Any]]]]:
+    tr = card.training
     out = []
-    for label, key in (("dense training", "dense_pretrain_log"), ("AutoPrune gates", "gate_log"),
-                       ("fine-tuning", "finetune_log")):
-        log = [r for r in (tr.get(key) or []) if isinstance(r, dict)]
+    for label, log_all in (("dense training", tr.dense_pretrain_log), ("AutoPrune gates", tr.gate_log),
+                           ("fine-tuning", tr.finetune_log)):
+        log = [r for r in (log_all or []) if isinstance(r, dict)]
         if log:
             out.append((label, log))
     return out
 
 
-def training_plot(card: dict[str, Any]) -> bytes:
+def training_plot(card: ModelCard) -> bytes:
     """Accuracy, loss and MACs over the run, one x axis across phases (whatever keys the logs carry).
 
     Phases: dense training, AutoPrune gate training (``gate_log``), fine-tuning, each a list of records.
@@ -89,16 +87,16 @@ def training_plot(card: dict[str, Any]) -> bytes:
     for name, (xs, ys) in series.items():
         target = a_loss if "loss" in name else a_acc
         target.plot(xs, ys, marker="o", ms=3, label=name)
-    acc = card.get("accuracy", {})
-    for key, style, lab in (("before", ":", "accuracy before pruning"), ("after", "--", "accuracy after")):
-        if isinstance(acc.get(key), (int, float)):
-            a_acc.axhline(acc[key], ls=style, color="#555", lw=1, label=f"{lab} (val) {100 * acc[key]:.1f}%")
-    macs = card.get("macs", {})
+    for value, style, lab in ((card.accuracy.before, ":", "accuracy before pruning"),
+                              (card.accuracy.after, "--", "accuracy after")):
+        if isinstance(value, (int, float)):
+            a_acc.axhline(value, ls=style, color="#555", lw=1, label=f"{lab} (val) {100 * value:.1f}%")
+    macs = card.macs
     # the pruning phase ends where fine-tuning starts (or after the gates, or after dense training)
     prune_end = next((b[0] for b in boundaries if b[2] == "fine-tuning"), boundaries[-1][1] if boundaries else 0.0)
     end = max(x0, prune_end + 1)
-    if macs.get("before") and macs.get("after"):
-        before, after = macs["before"] / 1e6, macs["after"] / 1e6
+    if macs.before and macs.after:
+        before, after = macs.before / 1e6, macs.after / 1e6
         if mac_x:
             start = next((b[0] for b in boundaries if b[2] == "AutoPrune gates"), mac_x[0])
             xs_m = [0.0, start, *mac_x, prune_end, end]
@@ -135,10 +133,9 @@ def training_plot(card: dict[str, Any]) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ channels
-def channels_plot(card: dict[str, Any]) -> bytes:
+def channels_plot(card: ModelCard) -> bytes:
     """Output channels kept per layer: before (grey) and after (blue), in network order."""
-    w = card.get("widths", {})
-    before, after = w.get("before") or {}, w.get("after") or {}
+    before, after = card.widths.before or {}, card.widths.after or {}
     names = [n for n in before if isinstance(before[n], (list, tuple)) and len(before[n]) >= 2]
     n = max(len(names), 1)
     fig, ax = _figure(min(max(6.0, 0.18 * n + 2.5), 18.0), 4.2)
@@ -158,49 +155,47 @@ def channels_plot(card: dict[str, Any]) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------- devices
-def _grouped(ax, pred: dict[str, Any], precs: list[str], key: str, scale: float) -> None:
+def _grouped(ax, pred: dict[str, TargetPrediction], precs: list[str], key: str, scale: float) -> None:
     width = 0.8 / max(len(precs), 1)
     for j, prec in enumerate(precs):
         xs, ys = [], []
         for i, t in enumerate(pred):
-            row = (pred[t].get("by_precision") or {}).get(prec)
+            row = pred[t].rows.get(prec)
             if row:
                 xs.append(i + (j - (len(precs) - 1) / 2) * width)
-                ys.append(row[key] / scale)
+                ys.append(getattr(row, key) / scale)
         bars = ax.bar(xs, ys, width=width * 0.95, color=_PREC_COLORS.get(prec, "#888"), label=f"predicted {prec}")
-        for b, t in zip(bars, [t for t in pred if (pred[t].get("by_precision") or {}).get(prec)]):
-            if pred[t].get("chosen"):
+        for b, t in zip(bars, [t for t in pred if pred[t].rows.get(prec)]):
+            if pred[t].chosen:
                 b.set_edgecolor("black")
                 b.set_linewidth(1.5)
 
 
-def devices_plot(card: dict[str, Any]) -> bytes:
+def devices_plot(card: ModelCard) -> bytes:
     """Predicted latency and peak memory per target and precision (+ measured host latency), vs budgets.
 
     The chosen target's bars have a black edge; budget lines apply to that target.
     """
     from matplotlib.patches import Patch
 
-    pred = {k: v for k, v in (card.get("predicted") or {}).items() if "error" not in v}
-    for v in pred.values():
-        v.setdefault("by_precision", {v.get("precision", "fp32"): v})
+    pred = {k: v for k, v in card.predicted.items() if v.error is None}
     fig, ax = _figure(10.0, 4.2, 1, 2)
     a_lat, a_mem = ax[0]
     names = list(pred)
-    precs = [p for p in ("fp32", "fp16", "int8") if any(p in v["by_precision"] for v in pred.values())]
+    precs = [p for p in ("fp32", "fp16", "int8") if any(p in v.rows for v in pred.values())]
     _grouped(a_lat, pred, precs, "latency_ms", 1.0)
-    measured = [(a["format"].replace("tflite-", ""), a["host_latency_ms"]["1"]) for a in card.get("artifacts", [])
-                if (a.get("host_latency_ms") or {}).get("1")]
+    measured = [(a.format.replace("tflite-", ""), a.host_latency_ms["1"]) for a in card.artifacts
+                if (a.host_latency_ms or {}).get("1")]
     base = len(names) + 0.2
     for k, (_fmt, ms) in enumerate(measured):
         a_lat.bar(base + k * 0.5, ms, width=0.4, color="#7f7f7f", hatch="//")
     ticks = list(range(len(names))) + [base + k * 0.5 for k in range(len(measured))]
     a_lat.set_xticks(ticks)
     a_lat.set_xticklabels(names + [f"here {f}" for f, _ in measured], rotation=30, ha="right", fontsize=8)
-    lat_budget = _budget(card, "latency_ms")
+    lat_budget = card.budget_limit("latency_ms")
     if lat_budget:
-        a_lat.axhline(lat_budget, color=_BUDGET, ls="--", label=f"budget {lat_budget:g} ms ({card.get('target')})")
-    vals = [r["latency_ms"] for v in pred.values() for r in v["by_precision"].values()] + [m for _, m in measured]
+        a_lat.axhline(lat_budget, color=_BUDGET, ls="--", label=f"budget {lat_budget:g} ms ({card.target})")
+    vals = [r.latency_ms for v in pred.values() for r in v.rows.values()] + [m for _, m in measured]
     if vals and min(vals) > 0 and max(vals) / min(vals) > 30:
         a_lat.set_yscale("log")
     a_lat.set_ylabel("latency (ms, batch 1)")
@@ -211,10 +206,10 @@ def devices_plot(card: dict[str, Any]) -> bytes:
     a_lat.legend(handles=h, fontsize=7)
 
     _grouped(a_mem, pred, precs, "peak_memory_bytes", 2**20)
-    mem_budget = _budget(card, "memory_bytes")
+    mem_budget = card.budget_limit("memory_bytes")
     if mem_budget:
         a_mem.axhline(mem_budget / 2**20, color=_BUDGET, ls="--",
-                      label=f"budget {mem_budget / 2**20:g} MiB ({card.get('target')})")
+                      label=f"budget {mem_budget / 2**20:g} MiB ({card.target})")
     a_mem.set_xticks(range(len(names)))
     a_mem.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     a_mem.set_ylabel("peak runtime memory (MiB)")
@@ -227,18 +222,18 @@ def devices_plot(card: dict[str, Any]) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------- sizes
-def sizes_plot(card: dict[str, Any]) -> bytes:
+def sizes_plot(card: ModelCard) -> bytes:
     """File size per shipped format, with the size budget when there is one."""
-    arts = card.get("artifacts", [])
+    arts = card.artifacts
     fig, ax = _figure(6.5, 3.4)
     a = ax[0][0]
-    names = [x["format"] for x in arts]
-    sizes = [x["bytes"] / 1e6 for x in arts]
-    colors = [_BUDGET if x.get("failures") else _AFTER for x in arts]
+    names = [x.format for x in arts]
+    sizes = [x.bytes / 1e6 for x in arts]
+    colors = [_BUDGET if x.failures else _AFTER for x in arts]
     bars = a.bar(range(len(arts)), sizes, color=colors)
     for rect, s in zip(bars, sizes):
         a.text(rect.get_x() + rect.get_width() / 2, rect.get_height(), f"{s:.2f}", ha="center", va="bottom", fontsize=8)
-    size_budget = _budget(card, "size_bytes")
+    size_budget = card.budget_limit("size_bytes")
     if size_budget:
         a.axhline(size_budget / 1e6, color=_BUDGET, ls="--", label=f"budget {size_budget / 1e6:g} MB")
         a.legend(fontsize=7)

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import progress
 from .autoprune import AutoPruneConfig, structured_costs, train_gates
-from .budget import Budget, format_budget_value, parse_budgets
+from .budget import METRIC, Budget, as_budgets, format_budget_value
 from .checkpoint import Checkpointer
 from .cost import GroupCostModel
 from .distributed import world
@@ -38,7 +38,7 @@ def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Bud
             trial = graph.copy()
             trial.compact(keep)
             p = profile(trial.model, input_shape, target)
-            metrics.update(latency_ms=p.latency_ms, memory_bytes=p.peak_memory_bytes, size_bytes=p.model_bytes)
+            metrics.update({k: getattr(p, METRIC[k]) for k in ("latency_ms", "memory_bytes", "size_bytes")})
         return metrics
 
     return evaluate_keep, not slow
@@ -64,7 +64,7 @@ def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Te
 
 
 def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] | None, round_to: int | None):
-    budgets = budget if budget and isinstance(budget[0], Budget) else parse_budgets(budget)  # type: ignore[index]
+    budgets = as_budgets(budget)
     if not budgets:
         raise BudgetError("no budget given; pass e.g. --budget 100MFLOPs")
     if target is not None and isinstance(target, str):

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from .converters.edgetpu import EdgeTpuIssue, EdgeTpuReport
+from .converters.formats import parity_notes
+from .modelcard import ModelCard
 
 
 def _m(x: float | None) -> str:
@@ -15,13 +15,13 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def render_report(card: dict[str, Any]) -> str:
-    acc = card["accuracy"]
+def render_report(card: ModelCard) -> str:
+    acc = card.accuracy
     lines = [
-        f"# {card['name']} for {card['target']}",
+        f"# {card.name} for {card.target}",
         "",
-        f"Built by autoprune-edge {card['autoprune_edge']} in {card['build_seconds']} s. "
-        f"Pruning method: `{card['method']}`; channels rounded to multiples of {card['channel_round_to']}.",
+        f"Built by autoprune-edge {card.autoprune_edge} in {card.build_seconds} s. "
+        f"Pruning method: `{card.method}`; channels rounded to multiples of {card.channel_round_to}.",
         "",
         "FLOPs in this report means multiply-accumulates (MACs).",
         "",
@@ -30,82 +30,80 @@ def render_report(card: dict[str, Any]) -> str:
         "| budget | achieved | met |",
         "|---|---|---|",
     ]
-    for b in card["budget"]:
-        a = b["achieved"]
-        shown = "–" if a is None else (_m(a) + (" MACs" if b["kind"] == "macs" else "") if b["kind"] in
+    for b in card.budget:
+        a = b.achieved
+        shown = "–" if a is None else (_m(a) + (" MACs" if b.kind == "macs" else "") if b.kind in
                                         ("macs", "params") else f"{a:.2f}")
-        lines.append(f"| {b['text']} | {shown} | {'yes' if b['met'] else 'NO'} |")
+        lines.append(f"| {b.text} | {shown} | {'yes' if b.met else 'NO'} |")
     lines += [
         "",
         "## Model",
         "",
         "| | before | after |",
         "|---|---|---|",
-        f"| MACs | {_m(card['macs']['before'])} | {_m(card['macs']['after'])} |",
-        f"| parameters | {_m(card['params']['before'])} | {_m(card['params']['after'])} |",
-        f"| accuracy | {_pct(acc['before'])} | {_pct(acc['after'])} |",
+        f"| MACs | {_m(card.macs.before)} | {_m(card.macs.after)} |",
+        f"| parameters | {_m(card.params.before)} | {_m(card.params.after)} |",
+        f"| accuracy | {_pct(acc.before)} | {_pct(acc.after)} |",
         "",
-        f"Accuracy is top-1 on the {acc['split']} of: {acc['data']}. "
-        f"Right after compaction, before fine-tuning: {_pct(acc['pruned_no_finetune'])}.",
+        f"Accuracy is top-1 on the {acc.split} of: {acc.data}. "
+        f"Right after compaction, before fine-tuning: {_pct(acc.pruned_no_finetune)}.",
     ]
-    if acc.get("synthetic"):
+    if acc.synthetic:
         lines += ["", "**These accuracies are on synthetic data generated in-process, not on real images.** "
                       "Pass `--data` and `--weights` for numbers that mean something for your task."]
-    eq = card["equivalence"]
+    eq = card.equivalence
     lines += ["", f"Compaction check: the physically smaller model matches the masked original within "
-                  f"{eq['max_abs']:.2e} max abs ({eq['rel']:.2e} of the output scale).", "",
+                  f"{eq.max_abs:.2e} max abs ({eq.rel:.2e} of the output scale).", "",
               "## Artifacts", ""]
-    par_info = card.get("parity") or {}
-    if par_info.get("thresholds"):
-        t = par_info["thresholds"]
-        lines += [f"Parity against torch on {par_info.get('inputs', 'held-out inputs')}: fp32 rel <= "
+    par_info = card.parity
+    if par_info.thresholds:
+        t = par_info.thresholds
+        lines += [f"Parity against torch on {par_info.inputs}: fp32 rel <= "
                   f"{t['fp32_rel']:g}; fp16 top-1 >= {t['fp16_top1']:g} and cosine >= {t['fp16_cosine']:g}; int8 "
-                  f"top-1 >= {t['int8_top1']:g} and cosine >= {t['int8_cosine']:g}. Core ML: spec check only "
-                  "(prediction needs macOS).", ""]
+                  f"top-1 >= {t['int8_top1']:g} and cosine >= {t['int8_cosine']:g}. {parity_notes()}", ""]
     lines += ["| file | format | size | parity vs torch (max abs / rel / cos / top-1) | MACs in file | host latency "
               "(median ms, by threads) |",
               "|---|---|---|---|---|---|"]
-    for a in card["artifacts"]:
-        p = a.get("parity") or {}
-        status = "FAIL: " + "; ".join(a["failures"]) if a.get("failures") else "ok"
+    for a in card.artifacts:
+        p = a.parity or {}
+        status = "FAIL: " + "; ".join(a.failures) if a.failures else "ok"
         par = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
                f" ({status})") if p else f"spec check ({status})"
-        lat = ", ".join(f"{t}T: {ms:.2f}" for t, ms in a.get("host_latency_ms", {}).items()) or "–"
-        lines.append(f"| `{a['path']}` | {a['format']} | {a['bytes'] / 1e6:.2f} MB | {par} | "
-                     f"{_m(a.get('macs_counted'))} | {lat} |")
-    for a in card["artifacts"]:
-        if a.get("divergence"):
-            lines += ["", f"**{a['format']} diverges**: {a['divergence'].get('summary')}"]
-    q = card.get("quantization")
+        lat = ", ".join(f"{t}T: {ms:.2f}" for t, ms in a.host_latency_ms.items()) or "–"
+        lines.append(f"| `{a.path}` | {a.format} | {a.bytes / 1e6:.2f} MB | {par} | "
+                     f"{_m(a.macs_counted)} | {lat} |")
+    for a in card.artifacts:
+        if a.divergence:
+            lines += ["", f"**{a.format} diverges**: {a.divergence.get('summary')}"]
+    q = card.quantization
     if q:
-        i, o = q["input"], q["output"]
-        lines += ["", f"int8: calibrated on {q.get('samples')} {q.get('split')}-split images (disjoint from the parity "
-                      f"inputs); input {i['dtype']} {i['layout']} scale {i['scale']:.6g} zero point {i['zero_point']}, "
-                      f"output scale {o['scale']:.6g} zero point {o['zero_point']}."]
-    for a in card["artifacts"]:
-        if a.get("edgetpu"):
-            r = dict(a["edgetpu"])
-            r["issues"] = [EdgeTpuIssue(**x) for x in r.get("issues", [])]
-            lines += ["", f"Edge TPU ({a['path']}): {EdgeTpuReport(**r).summary()}."]
-    if card.get("predicted"):
+        i, o = q.input, q.output
+        c = q.calibration
+        lines += ["", f"int8: calibrated on {c.samples if c else None} {c.split if c else None}-split images "
+                      f"(disjoint from the parity inputs); input {i['dtype']} {i['layout']} scale {i['scale']:.6g} "
+                      f"zero point {i['zero_point']}, output scale {o['scale']:.6g} zero point {o['zero_point']}."]
+    for a in card.artifacts:
+        if a.edgetpu:
+            lines += ["", f"Edge TPU ({a.path}): {a.edgetpu.summary()}."]
+    if card.predicted:
         lines += ["", "## Predicted on target devices", "",
                   "| target | precision | latency (ms) | peak RAM | model size |", "|---|---|---|---|---|"]
-        for t, row in card["predicted"].items():
-            if "error" in row:
-                lines.append(f"| {t} | – | {row['error']} | | |")
+        for t, row in card.predicted.items():
+            if row.error is not None:
+                lines.append(f"| {t} | – | {row.error} | | |")
                 continue
-            for prec, p in (row.get("by_precision") or {row.get("precision", "fp32"): row}).items():
-                lines.append(f"| {t}{' (target)' if row.get('chosen') else ''} | {prec} | {p['latency_ms']:.2f} | "
-                             f"{p['peak_memory_bytes'] / 1024:.0f} KiB | {p['model_bytes'] / 1e6:.2f} MB |")
+            for prec, p in row.rows.items():
+                lines.append(f"| {t}{' (target)' if row.chosen else ''} | {prec} | {p.latency_ms:.2f} | "
+                             f"{p.peak_memory_bytes / 1024:.0f} KiB | {p.model_bytes / 1e6:.2f} MB |")
         lines += ["", "Predicted numbers come from the target profile's cost model; host latencies above are "
                       "measured with the LiteRT interpreter on the machine that ran the build."]
-    if card.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in card["notes"]]
-    pre = card["preprocessing"]
+    if card.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in card.notes]
+    pre = card.preprocessing
     lines += ["", "## Using the model", "",
-              f"Input: {pre['input_shape_nchw']} (N, C, H, W) in torch/ONNX/Core ML; the TFLite files take "
-              f"{pre.get('tflite_layout') or 'NHWC'}. "
-              f"Scale pixels to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}. "
+              f"Input: {pre.input_shape_nchw} (N, C, H, W) in torch/ONNX/Core ML; the TFLite files take "
+              f"{pre.tflite_layout or 'NHWC'}. "
+              f"Scale pixels to [0, 1], then normalise with mean {pre.mean} and std {pre.std}. "
               "Class names are in `labels.txt`, one per line, in output order (also embedded in every .tflite). "
               "The pruned torch model "
               "(`pruned/plan.json` + `pruned/model.safetensors`) reloads with "
@@ -113,6 +111,6 @@ def render_report(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, card: dict[str, Any]) -> Path:
+def write_report(path: Path, card: ModelCard) -> Path:
     Path(path).write_text(render_report(card))
     return Path(path)

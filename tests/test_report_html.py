@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from autoprune_edge.modelcard import ModelCard
 from autoprune_edge.report import render_report
 from autoprune_edge.report_html import render_html, write_html_report
 
@@ -212,7 +213,7 @@ def _card(n_layers: int = 12, failing: bool = False) -> dict:
 
 def test_report_renders_in_chromium(chromium, tmp_path):
     card = _card(n_layers=60)
-    page = write_html_report(tmp_path / "report.html", card)
+    page = write_html_report(tmp_path / "report.html", ModelCard.from_dict(card))
     state = render_in_chromium(chromium, page)
     assert state["title"] == "tiny<net> for board — autoprune-edge report"
     assert state["h1"] == "tiny<net> for board"  # escaped in the source, shown literally
@@ -225,7 +226,7 @@ def test_report_renders_in_chromium(chromium, tmp_path):
 
 def test_checker_detects_broken_pages(chromium, tmp_path):
     """The checker itself must be able to fail: a corrupt image and a script error are both caught."""
-    html = render_html(_card())
+    html = render_html(ModelCard.from_dict(_card()))
     start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
     page = tmp_path / "broken.html"
     page.write_text((html[:start] + "AAAA" + html[start + 40:]).replace(
@@ -237,11 +238,11 @@ def test_checker_detects_broken_pages(chromium, tmp_path):
 
 def test_failing_artifacts_and_markdown(tmp_path):
     card = _card(failing=True)
-    html = render_html(card)
+    html = render_html(ModelCard.from_dict(card))
     assert "Parity failures" in html and "top-1 agreement 50.0%" in html and "/a/Conv" in html
     assert "<note>" not in html and "&lt;note&gt;" in html
     assert html.count("<img ") == 4 and "<script" not in html
-    md = render_report(card)
+    md = render_report(ModelCard.from_dict(card))
     assert "FAIL: top-1 agreement" in md and "diverges" in md and "| board (target) | int8 |" in md
     assert "Edge TPU (model_int8.tflite): not Edge TPU ready" in md
 
@@ -250,5 +251,5 @@ def test_figure_failure_does_not_lose_the_report():
     card = _card()
     card["widths"] = {"before": {"a": "not a list"}, "after": None}
     card["training"] = {"finetune_log": [{"loss": float("nan")}]}
-    html = render_html(card)
+    html = render_html(ModelCard.from_dict(card))
     assert "<h1>" in html and "Artifacts and parity" in html

@@ -14,15 +14,17 @@ import pytest
 import torch
 from torch import nn
 
+from autoprune_edge.converters.convert import convert
 from autoprune_edge.converters.divergence import locate_onnx_vs_tflite, locate_torch_vs_onnx
 from autoprune_edge.converters.edgetpu import EDGETPU_SUPPORTED_OPS, check_edgetpu, is_edgetpu_target
+from autoprune_edge.converters.formats import parse_formats
 from autoprune_edge.converters.litert import run_tflite
 from autoprune_edge.converters.onnx_export import export_onnx
 from autoprune_edge.converters.parity import ParityThresholds, compare
+from autoprune_edge.converters.samples import disjoint_heldout
 from autoprune_edge.converters.tflite_graph import read_tflite_ops
 from autoprune_edge.converters.tflite_metadata import embed_metadata, read_metadata
 from autoprune_edge.errors import AutoPruneEdgeError, ParityError
-from autoprune_edge.pipeline import convert, disjoint_heldout, parse_formats
 from autoprune_edge.profiles.counting import count_macs
 from toy_models import SmallCNN
 
@@ -128,7 +130,7 @@ def test_tflite_metadata_embedded_and_harmless(shipped, tmp_path):
 
 def test_edgetpu_readiness(shipped):
     r = shipped["arts"]["tflite-int8"].edgetpu
-    assert r["ready"] and r["ops_on_tpu"] == r["n_ops"] and r["macs_on_tpu_fraction"] == 1.0
+    assert r.ready and r.ops_on_tpu == r.n_ops and r.macs_on_tpu_fraction == 1.0  # a typed EdgeTpuReport
     assert set(read_tflite_ops(shipped["out"] / "model_int8.tflite")) <= EDGETPU_SUPPORTED_OPS
     # a float model runs on the CPU from its first op; a tiny SRAM makes the int8 one not ready either
     f = check_edgetpu(shipped["out"] / "model_fp32.tflite")

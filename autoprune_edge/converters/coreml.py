@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from autoprune_edge.errors import ConversionError
 
@@ -95,8 +96,6 @@ def torch_to_coreml(model, example, path: Path, *, input_name: str = "input", ou
                     precision: str = "fp16", description: dict[str, str] | None = None,
                     labels: list[str] | None = None) -> Path:
     """Convert ``model`` (eval mode, traced on ``example``) to ``path`` (a ``.mlpackage`` folder)."""
-    import torch
-
     ct = import_coremltools()
     path = Path(path)
     if path.suffix != ".mlpackage":

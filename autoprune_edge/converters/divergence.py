@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
 
 from autoprune_edge.errors import ConversionError
+
+from .litert import dequantize, input_layout, quantize
 
 
 @dataclass
@@ -61,6 +67,10 @@ class Divergence:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def described(self) -> dict:
+        """``to_dict`` plus the one-line summary, as artifacts carry it."""
+        return {**self.to_dict(), "summary": self.summary()}
+
     def summary(self) -> str:
         """One line for an error message."""
         if self.layer is None:
@@ -69,6 +79,15 @@ class Divergence:
         closest = f" (closest {self.closest_type} '{self.closest}'{err})" if self.closest else ""
         return f"{self.stage}: first diverging layer '{self.layer}' ({self.layer_type}){closest}" + (
             f"; {self.note}" if self.note else "")
+
+
+def best_effort(locate: Callable[[], dict]) -> dict:
+    """Run a divergence search; its own failure must not hide the parity failure it explains."""
+    try:
+        return locate()
+    except Exception as e:  # noqa: BLE001 - diagnostics are best effort
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return {"summary": f"could not localise the divergence ({type(e).__name__}: {msg})", "layer": None}
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -95,8 +114,6 @@ def cosine_gap(ref: np.ndarray, got: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------- collectors
 def torch_taps(model, x: np.ndarray) -> list[Tap]:
     """Outputs of every leaf module, in call order (a module called twice appears twice, '#2')."""
-    import torch
-
     taps: list[Tap] = []
     calls: dict[str, int] = {}
     handles = []
@@ -123,9 +140,6 @@ def torch_taps(model, x: np.ndarray) -> list[Tap]:
 
 def onnx_taps(onnx_path: Path, x: np.ndarray) -> list[Tap]:
     """Every float node output of the ONNX graph, in node order, computed by onnxruntime."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     m = onnx.load(str(onnx_path))
     try:
@@ -159,9 +173,7 @@ def onnx_taps(onnx_path: Path, x: np.ndarray) -> list[Tap]:
 
 def tflite_taps(tflite_path: Path, x_nchw: np.ndarray) -> list[Tap]:
     """Every op output of a .tflite graph (dequantised), computed by LiteRT without delegates."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from autoprune_edge.converters.litert import _dequantize, _input_layout, _quantize
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional runtime, loaded on use
 
     try:
         it = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True,
@@ -171,9 +183,9 @@ def tflite_taps(tflite_path: Path, x_nchw: np.ndarray) -> list[Tap]:
         raise ConversionError(f"LiteRT cannot load {tflite_path}: {str(e).splitlines()[0][:200]}") from e
     inp = it.get_input_details()[0]
     x = np.asarray(x_nchw, dtype=np.float32)
-    if _input_layout([int(v) for v in inp["shape"]], x.shape) == "NHWC":
+    if input_layout([int(v) for v in inp["shape"]], x.shape) == "NHWC":
         x = x.transpose(0, 2, 3, 1)
-    it.set_tensor(inp["index"], np.ascontiguousarray(_quantize(x, inp)))
+    it.set_tensor(inp["index"], np.ascontiguousarray(quantize(x, inp)))
     it.invoke()
     details = {d["index"]: d for d in it.get_tensor_details()}
     taps: list[Tap] = []
@@ -183,7 +195,7 @@ def tflite_taps(tflite_path: Path, x_nchw: np.ndarray) -> list[Tap]:
             continue
         d = details[outs[0]]
         try:
-            v = _dequantize(np.asarray(it.get_tensor(outs[0])).copy(), d)
+            v = dequantize(np.asarray(it.get_tensor(outs[0])).copy(), d)
         except ValueError:  # tensor not readable (e.g. freed scratch)
             continue
         if not np.issubdtype(v.dtype, np.floating):

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .tflite_graph import _load, count_tflite_macs  # _load: tflite_graph's owner is to make it public
+
 #: Ops the Edge TPU compiler maps (TFLite builtin names; coral.ai "Supported operations" table, from
 #: memory + developer.axis.com ARTPEC-7 copy). Most carry restrictions (e.g. no fused activation on pools,
 #: MEAN only over x/y, FULLY_CONNECTED with 1-D output) that this static check does not model.
@@ -73,6 +75,11 @@ class EdgeTpuReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EdgeTpuReport:
+        """Read back what ``to_dict`` wrote (a saved model card)."""
+        return cls(**{**d, "issues": [EdgeTpuIssue(**i) for i in d.get("issues", [])]})
+
     def summary(self) -> str:
         if self.ready:
             return (f"Edge TPU ready: all {self.n_ops} ops map, {self.parameter_bytes / 2**20:.2f} MiB of "
@@ -91,8 +98,6 @@ class EdgeTpuReport:
 
 def _parameter_bytes(path: Path) -> int:
     """Bytes of constant tensors (weights, biases) in the main subgraph."""
-    from autoprune_edge.converters.tflite_graph import _load
-
     _, model = _load(path)
     g = model.Subgraphs(0)
     seen: set[int] = set()
@@ -110,8 +115,6 @@ def _parameter_bytes(path: Path) -> int:
 
 def check_edgetpu(path: Path, *, sram_bytes: int = EDGETPU_PARAM_SRAM_BYTES) -> EdgeTpuReport:
     """Predict how the Edge TPU compiler would split this .tflite file (see the module docstring)."""
-    from autoprune_edge.converters.tflite_graph import count_tflite_macs
-
     counts = count_tflite_macs(path)
     issues: list[EdgeTpuIssue] = []
     warnings: list[str] = []

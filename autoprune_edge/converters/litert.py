@@ -67,7 +67,7 @@ def tflite_io_details(path: Path) -> dict[str, Any]:
     }
 
 
-def _quantize(x: np.ndarray, d: dict[str, Any]) -> np.ndarray:
+def quantize(x: np.ndarray, d: dict[str, Any]) -> np.ndarray:
     dt = np.dtype(d["dtype"])
     if not np.issubdtype(dt, np.integer):
         return x.astype(dt, copy=False)
@@ -78,7 +78,7 @@ def _quantize(x: np.ndarray, d: dict[str, Any]) -> np.ndarray:
     return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
 
 
-def _dequantize(y: np.ndarray, d: dict[str, Any]) -> np.ndarray:
+def dequantize(y: np.ndarray, d: dict[str, Any]) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
         return y.astype(np.float32, copy=False)
     scale, zp = _qparams(d)
@@ -87,7 +87,7 @@ def _dequantize(y: np.ndarray, d: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
-def _input_layout(model_shape: list[int], x_shape: tuple[int, ...]) -> str:
+def input_layout(model_shape: list[int], x_shape: tuple[int, ...]) -> str:
     """'NHWC' if x (NCHW) must be transposed, 'NCHW' if it fits as is."""
     if len(model_shape) != 4 or len(x_shape) != 4:
         if list(model_shape[1:]) != list(x_shape[1:]):
@@ -119,7 +119,7 @@ class TfliteRunner:
         x = np.asarray(x_nchw, dtype=np.float32)
         if x.ndim == len(self.model_shape) - 1:
             x = x[None]
-        layout = _input_layout(self.model_shape, x.shape)
+        layout = input_layout(self.model_shape, x.shape)
         if layout == "NHWC":
             x = x.transpose(0, 2, 3, 1)
         mb = self.model_shape[0]
@@ -128,10 +128,10 @@ class TfliteRunner:
         step = x.shape[0] if mb in (x.shape[0], -1) else 1
         outs = []
         for i in range(0, x.shape[0], step):
-            xi = np.ascontiguousarray(_quantize(x[i : i + step], self.inp))
+            xi = np.ascontiguousarray(quantize(x[i : i + step], self.inp))
             self.it.set_tensor(self.inp["index"], xi)
             self.it.invoke()
-            outs.append(_dequantize(self.it.get_tensor(self.out["index"]).copy(), self.out))
+            outs.append(dequantize(self.it.get_tensor(self.out["index"]).copy(), self.out))
         y = np.concatenate(outs, axis=0)
         if nchw_output and layout == "NHWC" and y.ndim == 4:
             y = y.transpose(0, 3, 1, 2)  # onnx2tf keeps 4-D outputs channels-last

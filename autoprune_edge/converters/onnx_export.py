@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -52,8 +54,6 @@ def export_onnx(
     output_name: str = "output",
 ) -> Path:
     """Export ``model`` (put in eval mode) to a single self-contained .onnx file with static shapes."""
-    import onnx
-
     if exporter not in _EXPORTERS:
         raise ConversionError(f"unknown ONNX exporter {exporter!r}; use one of {', '.join(_EXPORTERS)}")
     if exporter == "dynamo" and opset < 18:
@@ -118,8 +118,6 @@ def export_onnx(
 
 def onnx_io_names(path: Path) -> tuple[list[str], list[str]]:
     """Names of the graph inputs (excluding initializers) and outputs."""
-    import onnx
-
     m = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
     return [i.name for i in m.graph.input if i.name not in inits], [o.name for o in m.graph.output]
@@ -130,8 +128,6 @@ def run_onnx(path: Path, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
 
     A batch larger than the model's static batch is run sample by sample and concatenated.
     """
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = num_threads
     opts.inter_op_num_threads = 1

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from autoprune_edge.errors import ParityError
+from autoprune_edge.errors import AutoPruneEdgeError, ParityError
+
+from .formats import FORMATS
 
 
 @dataclass
@@ -80,8 +82,7 @@ def check(ref: np.ndarray, got: np.ndarray, *, max_rel: float, what: str = "conv
 
 # --------------------------------------------------------------------------------------- thresholds
 #: Which numeric regime each artifact format is judged in (Core ML cannot be run on Linux: None).
-FORMAT_PRECISION = {"onnx": "fp32", "tflite-fp32": "fp32", "tflite-fp16": "fp16", "tflite-int8": "int8",
-                    "coreml": None}
+FORMAT_PRECISION = {f.name: f.parity for f in FORMATS}
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,6 @@ class ParityThresholds:
     int8_top1: float = 0.90
 
     def __post_init__(self) -> None:
-        from autoprune_edge.errors import AutoPruneEdgeError
-
         for k, v in asdict(self).items():
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise AutoPruneEdgeError(f"parity threshold {k}={v!r} must be a non-negative number")
@@ -117,8 +116,6 @@ class ParityThresholds:
             return cls()
         if isinstance(value, cls):
             return value
-        from autoprune_edge.errors import AutoPruneEdgeError
-
         bad = set(value) - set(cls.__dataclass_fields__)
         if bad:
             raise AutoPruneEdgeError(f"unknown parity threshold(s) {sorted(bad)}; known: "

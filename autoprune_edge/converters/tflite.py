@@ -28,8 +28,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from autoprune_edge import progress
+from autoprune_edge.converters.tflite_graph import read_tflite_ops
 from autoprune_edge.errors import ConversionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -166,8 +168,6 @@ def _check_precisions(precisions: Iterable[str]) -> tuple[str, ...]:
 
 
 def _onnx_input(onnx_path: Path) -> tuple[str, list[int | str]]:
-    import onnx
-
     try:
         m = onnx.load(str(onnx_path))
         onnx.checker.check_model(m)
@@ -316,8 +316,6 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
         shutil.copyfile(produced[p], dst)
         result[p] = dst
     if check_ops:
-        from autoprune_edge.converters.tflite_graph import read_tflite_ops
-
         for p, f in result.items():
             custom = [n for n in read_tflite_ops(f) if n.startswith("Flex") or n.startswith("CUSTOM")]
             if custom:

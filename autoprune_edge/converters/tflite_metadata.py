@@ -31,9 +31,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import flatbuffers
 import numpy as np
+from flatbuffers import encode, packer
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
 
 from autoprune_edge.errors import ConversionError
+
+from .tflite_graph import _load  # tflite_graph's owner is to make it public
 
 METADATA_NAME = "TFLITE_METADATA"
 CUSTOM_NAME = "autoprune_edge"
@@ -83,8 +89,6 @@ def build_model_metadata(*, name: str, description: str, version: str, input_nam
                          color_space: str, height: int, width: int, mean_255: list[float], std_255: list[float],
                          output_name: str, output_description: str, labels_file: str = LABELS_FILE) -> bytes:
     """A ModelMetadata flatbuffer (metadata_schema.fbs) for a one-input image classifier."""
-    import flatbuffers
-
     b = flatbuffers.Builder(1024)
     # AssociatedFile { name:0, description:1, type:2 (byte), locale:3 }
     af = _table(b, [("off", 0, b.CreateString(labels_file)),
@@ -125,6 +129,7 @@ def embed_metadata(path: Path, *, name: str, description: str, version: str, lab
     ``mean``/``std`` are per channel on [0, 1] pixels; ``info`` is any JSON-able dict (layout, shape,
     quantisation...). Returns what was embedded, for the model card.
     """
+    # LiteRT is an optional heavy runtime: loaded only when a file is written
     from ai_edge_litert import schema_py_generated as s
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
@@ -176,8 +181,6 @@ def _name(n: Any) -> str:
 def read_metadata(path: Path) -> dict[str, Any]:
     """What embed_metadata wrote: {'entries': [...], 'autoprune_edge': {...}, 'model_metadata': {...},
     'associated_files': {name: text}}. Parses the ModelMetadata flatbuffer with the generic table reader."""
-    from autoprune_edge.converters.tflite_graph import _load
-
     path = Path(path)
     _, model = _load(path)
     raw = path.read_bytes()
@@ -201,10 +204,6 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def _parse_model_metadata(buf: bytes) -> dict[str, Any]:
-    from flatbuffers import encode, packer
-    from flatbuffers import number_types as N
-    from flatbuffers.table import Table
-
     if buf[4:8] != b"M001":
         raise ConversionError("TFLITE_METADATA entry is not a ModelMetadata flatbuffer (no M001 identifier)")
 

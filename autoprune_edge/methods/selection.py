@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..budget import Budget, format_budget_value
+from ..budget import Budget, format_budget_value, within
 from ..errors import BudgetUnreachableError
 from ..graph import PruningGraph
 
@@ -28,7 +28,7 @@ def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor
 
 
 def _fits(metrics: dict[str, float], budgets: list[Budget]) -> bool:
-    return all(metrics[b.kind] <= b.value for b in budgets)
+    return all(within(b, metrics[b.kind]) for b in budgets)
 
 
 def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget],

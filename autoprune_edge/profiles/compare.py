@@ -11,16 +11,19 @@ default, and the row says so in ``note``.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..budget import Budget, format_budget_value, parse_budgets
+from torch import nn
+
+from ..budget import METRIC, Budget, as_budgets, format_budget_value, measured, within
 from ..errors import AutoPruneEdgeError
-from ..targets import Target, resolve_target
+from ..targets import Target, list_targets, resolve_target
+from .profile import profile
 
-# budget kind -> Profile attribute
-_METRIC = {"macs": "macs", "params": "params", "latency_ms": "latency_ms", "memory_bytes": "peak_memory_bytes",
-           "size_bytes": "model_bytes"}
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -68,32 +71,19 @@ def check_budgets(prof, budgets: list[Budget]) -> list[BudgetCheck]:
     """Each budget against a Profile (``macs``, ``params``, ``latency``, ``memory`` = peak RAM, ``size``)."""
     out = []
     for b in budgets:
-        attr = _METRIC.get(b.kind)
-        if attr is None:
+        if b.kind not in METRIC:
             raise AutoPruneEdgeError(f"budget {b.text!r} ({b.kind}) cannot be checked by compare")
-        value = float(getattr(prof, attr))
-        out.append(BudgetCheck(b.text, b.kind, float(b.value), value, value <= b.value))
+        value = float(measured(b, prof))
+        out.append(BudgetCheck(b.text, b.kind, float(b.value), value, within(b, value)))
     return out
-
-
-def _budgets(budgets) -> list[Budget]:
-    if not budgets:
-        return []
-    if isinstance(budgets, str):
-        budgets = [budgets]
-    if all(isinstance(b, Budget) for b in budgets):
-        return list(budgets)
-    return parse_budgets(list(budgets))
 
 
 def compare(model, input_shape, targets: list[Target | str], precision: str | None = None,
             budgets=None, threads: int | None = None) -> list[CompareRow]:
     """Profile ``model`` on every target; one :class:`CompareRow` each (in the order given)."""
-    from .profile import profile
-
     if not targets:
         raise AutoPruneEdgeError("no target to compare; pass e.g. ['raspberrypi4', 'host']")
-    checks = _budgets(budgets)
+    checks = as_budgets(budgets)
     rows = []
     for spec in targets:
         t = resolve_target(spec)
@@ -118,7 +108,7 @@ def compare(model, input_shape, targets: list[Target | str], precision: str | No
 def plot_compare(rows: list[CompareRow], path: str | Path, title: str | None = None) -> Path:
     """A bar chart PNG of latency, peak RAM and model size per target (log scale; red = does not fit or
     misses a budget). Uses matplotlib's Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # slow to import; only plotting needs it
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -156,3 +146,92 @@ def plot_compare(rows: list[CompareRow], path: str | Path, title: str | None = N
     finally:
         plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------- predictions for a build
+@dataclass
+class CostRow:
+    """Predicted cost of a model on one target at one precision."""
+
+    latency_ms: float
+    peak_memory_bytes: int
+    model_bytes: int
+    precision: str | None = None
+    threads: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, p: Any) -> CostRow:
+        return cls(round(p.latency_ms, 3), int(p.peak_memory_bytes), int(p.model_bytes), p.precision, p.threads,
+                   list(getattr(p, "warnings", None) or []))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not self.warnings:
+            del d["warnings"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CostRow:
+        return cls(d["latency_ms"], d["peak_memory_bytes"], d["model_bytes"], d.get("precision"), d.get("threads"),
+                   list(d.get("warnings") or []))
+
+
+@dataclass
+class TargetPrediction:
+    """One target's row of a build: its default precision (what budgets are checked at) and every shipped
+    precision it supports; or why the cost model could not handle it."""
+
+    default: CostRow | None = None
+    by_precision: dict[str, CostRow] = field(default_factory=dict)
+    ram_bytes: int = 0
+    description: str = ""
+    chosen: bool = False
+    error: str | None = None
+
+    @property
+    def rows(self) -> dict[str, CostRow]:
+        """Rows by precision (the default row alone when no others were predicted)."""
+        if self.by_precision or self.default is None:
+            return self.by_precision
+        return {self.default.precision or "fp32": self.default}
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None or self.default is None:
+            return {"error": self.error}
+        return {**self.default.to_dict(), "by_precision": {k: r.to_dict() for k, r in self.by_precision.items()},
+                "ram_bytes": self.ram_bytes, "description": self.description, "chosen": self.chosen}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetPrediction:
+        if "error" in d:
+            return cls(error=d["error"])
+        return cls(CostRow.from_dict(d), {k: CostRow.from_dict(r) for k, r in (d.get("by_precision") or {}).items()},
+                   d.get("ram_bytes", 0), d.get("description", ""), bool(d.get("chosen", False)))
+
+
+def predict_targets(model: nn.Module, input_shape: tuple[int, ...], targets: list[Target],
+                    shipped: Collection[str]) -> dict[str, TargetPrediction]:
+    """Predicted cost on the chosen target (first), the compared ones and every shipped target profile.
+
+    Each row is at the target's default precision, with every ``shipped`` precision the target supports
+    under ``by_precision``. A target the cost model cannot handle gets an ``error`` instead of numbers
+    rather than failing the build.
+    """
+    every: dict[str, Target] = {}
+    for t in [*targets, *list_targets()]:
+        every.setdefault(t.name, t)
+    out: dict[str, TargetPrediction] = {}
+    for tname, t in every.items():
+        try:
+            first = CostRow.of(profile(model, input_shape, t))
+            rows = {first.precision: first}
+            for prec in (p for p in PRECISIONS if p in shipped and p in t.precisions):
+                if prec not in rows:
+                    rows[prec] = CostRow.of(profile(model, input_shape, t, precision=prec))
+        except AutoPruneEdgeError as e:
+            out[tname] = TargetPrediction(error=str(e).splitlines()[0])
+            continue
+        out[tname] = TargetPrediction(first, rows, int(getattr(t.memory, "ram_bytes", 0) or 0), t.description,
+                                      tname == targets[0].name)
+    return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..budget import Budget, BudgetError, parse_budget
+from ..converters.formats import FORMAT_NAMES
 from ..errors import TargetProfileError
 from .keys import (  # re-exported: the value checks are part of this module's public names
     ACCELERATOR_KEYS,
@@ -64,7 +65,7 @@ from .vocabulary import (
 )
 
 #: Artifact formats a target may list as defaults.
-FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "coreml", "onnx")
+FORMATS = FORMAT_NAMES  # the converters' format table
 #: Keys allowed in ``[budgets]``, mapped to the budget kind they must parse to.
 BUDGET_KEYS = {
     "macs": "macs",

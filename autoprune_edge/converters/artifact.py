@@ -1,0 +1,50 @@
+"""`Artifact`: one written model file and what checking it against torch found."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .edgetpu import EdgeTpuReport
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: str
+    bytes: int
+    parity: dict[str, float] | None = None
+    parity_ok: bool | None = None  # None: not run numerically (Core ML on Linux)
+    macs_counted: int | None = None  # counted from the file's own graph, independently of torch
+    host_latency_ms: dict[str, float] = field(default_factory=dict)  # threads -> median ms
+    io: dict[str, Any] | None = None
+    precision: str | None = None
+    failures: list[str] = field(default_factory=list)  # why it fails parity / verification (empty: ok)
+    divergence: dict[str, Any] | None = None  # first diverging layer, when it fails
+    metadata: dict[str, Any] | None = None  # what was embedded into the file
+    edgetpu: EdgeTpuReport | None = None  # Edge TPU readiness (int8 TFLite)
+    coreml: dict[str, Any] | None = None  # Core ML spec summary
+    verified_by: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def failure_line(self) -> str:
+        where = f"; {self.divergence['summary']}" if self.divergence and self.divergence.get("summary") else ""
+        return f"{self.format} ({self.path}): {', '.join(self.failures)}{where}"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        """Read back one entry of a saved model card (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("edgetpu") is not None:
+            kw["edgetpu"] = EdgeTpuReport.from_dict(kw["edgetpu"])
+        return cls(**kw)
+
+
+def file_bytes(path: Path) -> int:
+    """Size of a file, or of a package folder (Core ML's .mlpackage) summed over its files."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) if path.is_dir() \
+        else path.stat().st_size

@@ -1,0 +1,62 @@
+"""`convert()`: write the requested artifacts and check each against torch, one exporter per format.
+
+Parity policy (documented in the README): every artifact is run against torch on held-out inputs
+(validation images never used for int8 calibration) and judged with ``ParityThresholds``. Failing
+artifacts are returned with ``failures`` set, not raised: the caller decides (``build`` raises
+ParityError unless told otherwise).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ParityError
+from .artifact import Artifact
+from .formats import Format, format_named, parse_formats
+from .job import ExportJob
+from .parity import ParityThresholds
+
+
+def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: str | tuple[str, ...] | None = None,
+            calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, measure: bool = True,
+            measure_runs: int = 30, thresholds: ParityThresholds | dict | None = None,
+            labels: list[str] | None = None, mean: list[float] | None = None, std: list[float] | None = None,
+            name: str = "model", localize: bool = True, edgetpu_sram_bytes: int | None = None) -> list[Artifact]:
+    """Write the requested artifacts into `out_dir` (which must exist) and check each against torch.
+
+    ``heldout`` (NCHW, normalised) are the parity inputs; they must not overlap ``calib`` (the int8
+    calibration samples). With ``labels`` (+ mean/std) the .tflite files get embedded metadata and the
+    Core ML package gets the labels as user metadata. Every int8 .tflite gets an Edge TPU readiness
+    check against ``edgetpu_sram_bytes`` of parameter cache (default ~7 MiB).
+    """
+    fmts = parse_formats(formats)
+    model = model.eval()
+    heldout = heldout if heldout is not None else torch.randn(8, *example.shape[1:],
+                                                               generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        ref = model(heldout).numpy()
+    job = ExportJob(model=model, example=example, out_dir=Path(out_dir), heldout=heldout.detach().float().numpy(),
+                    reference=ref, thresholds=ParityThresholds.coerce(thresholds), calib=calib, labels=labels,
+                    mean=mean, std=std, name=name, measure=measure, measure_runs=measure_runs, localize=localize,
+                    edgetpu_sram_bytes=edgetpu_sram_bytes)
+    for group in _by_exporter([format_named(f) for f in fmts]):
+        job.done += group[0].load_exporter()(job, group)
+    return job.done
+
+
+def _by_exporter(fmts: list[Format]) -> list[tuple[Format, ...]]:
+    """Formats grouped by exporter, in table order (formats sharing one are converted in one call)."""
+    groups: dict[str, list[Format]] = {}
+    for f in fmts:
+        groups.setdefault(f.exporter, []).append(f)
+    return [tuple(g) for g in groups.values()]
+
+
+def raise_on_failures(arts: list[Artifact], hint: str) -> None:
+    """The ParityError a failing artifact causes unless the user allowed failures."""
+    failing = [a for a in arts if a.failures]
+    if failing:
+        raise ParityError("parity check failed: " + " | ".join(a.failure_line() for a in failing)
+                          + f" - nothing was written ({hint})")

@@ -1,0 +1,43 @@
+"""`ExportJob`: everything an exporter gets, so that every exporter has one signature:
+``export(job, formats) -> list[Artifact]``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifact import Artifact
+from .parity import ParityThresholds, compare
+
+
+@dataclass
+class ExportJob:
+    model: nn.Module  # eval mode
+    example: torch.Tensor  # one input, NCHW
+    out_dir: Path
+    heldout: np.ndarray  # parity inputs, NCHW float32, disjoint from calib
+    reference: np.ndarray  # torch's outputs on heldout
+    thresholds: ParityThresholds
+    calib: torch.Tensor | None = None  # int8 calibration samples
+    labels: list[str] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    name: str = "model"
+    measure: bool = True  # time .tflite files on this host
+    measure_runs: int = 30
+    localize: bool = True  # find the first diverging layer of a failing artifact
+    edgetpu_sram_bytes: int | None = None
+    done: list[Artifact] = field(default_factory=list)  # artifacts written so far, in table order
+
+    def judge(self, art: Artifact, got: np.ndarray) -> None:
+        """Set the artifact's parity numbers and failures from its outputs on ``heldout``."""
+        p = compare(self.reference, got)
+        art.parity = p.to_dict()
+        art.failures = self.thresholds.failures(art.format, p)
+        art.parity_ok = not art.failures
+
+    def artifact(self, fmt: str) -> Artifact | None:
+        return next((a for a in self.done if a.format == fmt), None)
