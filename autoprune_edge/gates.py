@@ -158,7 +158,7 @@ class ChannelGates(nn.Module):
                 mod = dep.target.module
                 if not isinstance(mod, nn.Module) or not graph.DG.is_in_channel_pruning_fn(dep.handler):
                     continue
-                name = graph._names.get(mod)
+                name = graph.module_names.get(mod)
                 if name is None:
                     continue
                 root = getattr(item, "root_idxs", None)

@@ -129,9 +129,6 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSha
     return ordered, out, list(dict.fromkeys(order))
 
 
-_trace_layers = trace_layers  # the old name, still imported by unstructured.py
-
-
 def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Layers whose output channels are the model's output (the classifier): they keep their size."""
     layers, out, _ = trace_layers(model, example)
@@ -217,11 +214,6 @@ class PruningGraph:
                 self._add_group(g, round_to, max_prune_ratio)
         finally:
             model.train(was_training)
-
-    @property
-    def _names(self) -> dict[nn.Module, str]:
-        """The old name of `module_names`, still read by gates.py."""
-        return self.module_names
 
     # -- construction -------------------------------------------------------------------------
     def _add_group(self, g: Any, round_to: int, max_prune_ratio: float, *, rerooted: bool = False) -> None:

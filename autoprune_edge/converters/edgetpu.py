@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .tflite_graph import _load, count_tflite_macs  # _load: tflite_graph's owner is to make it public
+from .tflite_graph import count_tflite_macs, load_model
 
 #: Ops the Edge TPU compiler maps (TFLite builtin names; coral.ai "Supported operations" table, from
 #: memory + developer.axis.com ARTPEC-7 copy). Most carry restrictions (e.g. no fused activation on pools,
@@ -98,7 +98,7 @@ class EdgeTpuReport:
 
 def _parameter_bytes(path: Path) -> int:
     """Bytes of constant tensors (weights, biases) in the main subgraph."""
-    _, model = _load(path)
+    _, model = load_model(path)
     g = model.Subgraphs(0)
     seen: set[int] = set()
     total = 0

@@ -102,7 +102,6 @@ def op_name(model, op, names: dict[int, str]) -> str:
 
 
 # the old private name, still imported by converters/edgetpu.py and converters/tflite_metadata.py
-_load = load_model
 
 
 def read_tflite_ops(path: Path) -> list[str]:

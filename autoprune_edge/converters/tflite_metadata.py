@@ -39,7 +39,7 @@ from flatbuffers.table import Table
 
 from autoprune_edge.errors import ConversionError
 
-from .tflite_graph import _load  # tflite_graph's owner is to make it public
+from .tflite_graph import load_model
 
 METADATA_NAME = "TFLITE_METADATA"
 CUSTOM_NAME = "autoprune_edge"
@@ -182,7 +182,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """What embed_metadata wrote: {'entries': [...], 'autoprune_edge': {...}, 'model_metadata': {...},
     'associated_files': {name: text}}. Parses the ModelMetadata flatbuffer with the generic table reader."""
     path = Path(path)
-    _, model = _load(path)
+    _, model = load_model(path)
     raw = path.read_bytes()
     out: dict[str, Any] = {"entries": []}
     for i in range(model.MetadataLength()):
