@@ -21,6 +21,7 @@ from .methods.selection import select
 from .profiles.counting import count_macs
 from .profiles.profile import profile
 from .prune_result import PruneResult
+from .targets import load_target
 from .train import TrainConfig, evaluate, recalibrate_bn, train
 from .unstructured import prune_unstructured
 
@@ -68,8 +69,6 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
     if not budgets:
         raise BudgetError("no budget given; pass e.g. --budget 100MFLOPs")
     if target is not None and isinstance(target, str):
-        from .targets import load_target
-
         target = load_target(target)
     if any(b.kind not in FAST_KINDS for b in budgets) and target is None:
         raise BudgetError("latency, memory and size budgets need a target device; pass --target")
