@@ -159,6 +159,8 @@ def placed(rt: Runtime, *modules: nn.Module | None) -> Iterator[torch.memory_for
     homes = [_device_of(m) for m in mods]
     fmt = rt.memory_format(mods[0]) if mods else torch.contiguous_format
     changed = fmt is not torch.contiguous_format  # leave a model's own layout alone unless we change it
+    if rt.device.type == "cuda":
+        torch.cuda.set_device(rt.device)  # nccl and cuDNN work on the current device: make it this rank's
     for m in mods:
         m.to(rt.device, memory_format=fmt) if changed else m.to(rt.device)
     try:
