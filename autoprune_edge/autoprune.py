@@ -26,8 +26,9 @@ from .budget import Budget
 from .cost import GroupCostModel
 from .gates import ChannelGates, GateConfig, WeightGates
 from .checkpoint import NONE, Checkpointer
-from .distributed import (World, average_gradients, broadcast_, ddp, epoch_batches, global_batchnorm,
-                          steps_per_epoch, world)
+from .device import CPU_FP32, Runtime, placed
+from .distributed import World, average_gradients, broadcast_, ddp, global_batchnorm, steps_per_epoch, world
+from .input_pipeline import PipelineConfig, epoch_batches
 from .train import fit
 
 
@@ -128,9 +129,13 @@ class _Controller:
 
 
 def structured_costs(cost: GroupCostModel, kinds: set[str], latency_weights: Any = None) -> CostFn:
-    """Cost functions of per-channel keep vectors for the budget kinds that can be differentiated."""
+    """Cost functions of per-channel keep vectors for the budget kinds that can be differentiated.
+
+    The cost model's sparse float64 arithmetic runs on the CPU wherever the gates live (the keep vectors
+    are small; `.cpu()` is differentiable, so gradients flow back to gates on a GPU)."""
 
     def fn(keep: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        keep = [k.cpu() for k in keep]
         out: dict[str, torch.Tensor] = {}
         if "macs" in kinds:
             out["macs"] = cost.macs(keep)
@@ -159,8 +164,20 @@ def _masked_weight_bookkeeping(gated_weights: list[tuple[nn.Module, torch.Tensor
 
 def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, budgets: list[Budget],
                 cost_fn: CostFn, cfg: AutoPruneConfig, *, desc: str = "AutoPrune", ckpt: Checkpointer = NONE,
-                phase: str = "gates") -> GateTrainLog:
-    """Joint training of weights and gates with budget control. Gates must be attached."""
+                phase: str = "gates", rt: Runtime = CPU_FP32,
+                pipeline: PipelineConfig = PipelineConfig()) -> GateTrainLog:
+    """Joint training of weights and gates with budget control. Gates must be attached.
+
+    The network runs on `rt`'s device under its autocast; the gates, their straight-through gradients,
+    the cost model and the controller stay fp32 (float64 for costs). Model and gates go back where they
+    were afterwards."""
+    with placed(rt, model, gates) as fmt:
+        return _train_gates(model, gates, data, budgets, cost_fn, cfg, desc, ckpt, phase, rt, fmt, pipeline)
+
+
+def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, budgets: list[Budget],
+                 cost_fn: CostFn, cfg: AutoPruneConfig, desc: str, ckpt: Checkpointer, phase: str, rt: Runtime,
+                 fmt: torch.memory_format, pipeline: PipelineConfig) -> GateTrainLog:
     w = world()
     torch.manual_seed(cfg.seed)
     total = max(1, int(math.ceil(cfg.epochs * steps_per_epoch(data, cfg.batch_size))))
@@ -182,7 +199,7 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
     resumed = ckpt.has(phase)
     push = _penalty_push(gates, cost_fn, budgets, cfg.cost_exponent, cfg.coupling_exponent)
     lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
-                                _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w, push))
+                                _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w, push, rt, fmt))
     with torch.no_grad():
         start = {k: float(v) for k, v in cost_fn([torch.ones_like(m) for m in gate_params]).items()}
     shape = cfg.ramp_shape or ("geometric" if isinstance(gates, WeightGates) else "linear")
@@ -190,21 +207,34 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
     log = GateTrainLog()
     net = ddp(model, w)
     counter = {"step": 0}
+    scaler = rt.scaler()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        logits = net(x)
+        with rt.autocast():
+            logits = net(x)
+        logits = logits.float()  # no-op at fp32
         ce = F.cross_entropy(logits, y)
-        costs = cost_fn(_scaled(gates.soft_keep(), push))
-        loss = ce + ctrl.penalty(costs)
+        costs = cost_fn(_scaled(gates.soft_keep(), push))  # outside autocast: fp32 gates, float64 costs
+        loss = ce + ctrl.penalty(costs).to(ce.device)
         opt_w.zero_grad(set_to_none=True)
         opt_m.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt_w)
+            scaler.unscale_(opt_m)
         average_gradients(gate_params, w)
         if cfg.gate_optimizer != "adam":
             _normalise_gradients(gate_params)
         _masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
-        opt_w.step()
-        opt_m.step()
+        if scaler is None:
+            opt_w.step()
+            opt_m.step()
+        else:  # both steps are skipped on a step whose gradients overflowed
+            scaler.step(opt_w)
+            scaler.step(opt_m)
+            scaler.update()
         sched.step()
         counter["step"] += 1
         if cfg.project:
@@ -219,10 +249,13 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         return rec
 
     def state() -> dict[str, Any]:
-        return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                "gates": [m.detach().clone() for m in gate_params],
-                "opt_w": opt_w.state_dict(), "opt_m": opt_m.state_dict(), "sched": sched.state_dict(),
-                "lambda": dict(ctrl.lam), "steps": log.steps, "step": counter["step"]}
+        st = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+              "gates": [m.detach().clone() for m in gate_params],
+              "opt_w": opt_w.state_dict(), "opt_m": opt_m.state_dict(), "sched": sched.state_dict(),
+              "lambda": dict(ctrl.lam), "steps": log.steps, "step": counter["step"]}
+        if scaler is not None:
+            st["scaler"] = scaler.state_dict()
+        return st
 
     def load(st: dict[str, Any]) -> None:
         model.load_state_dict(st["model"])
@@ -235,11 +268,13 @@ def train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Datas
         ctrl.lam.update(st["lambda"])
         log.steps[:] = list(st["steps"])
         counter["step"] = int(st["step"])
+        if scaler is not None and "scaler" in st:
+            scaler.load_state_dict(st["scaler"])
 
     model.train()
     with global_batchnorm(model, w):
         log.epochs = fit(data, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, step=step, state=state,
-                         load=load, desc=desc, ckpt=ckpt, phase=phase, w=w)
+                         load=load, desc=desc, ckpt=ckpt, phase=phase, w=w, rt=rt, fmt=fmt, pipeline=pipeline)
     if not log.steps or log.steps[-1]["step"] != counter["step"]:
         log.steps.append({"step": counter["step"], **{k: v for k, v in log.epochs[-1].items() if k != "epoch"},
                           **{f"lambda_{k}": v for k, v in ctrl.lam.items()}, "open_fraction": _open_fraction(gates)})
@@ -354,11 +389,14 @@ def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Control
 
 def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, cfg: AutoPruneConfig,
                      budgets: list[Budget], cost_fn: CostFn, w: World,
-                     push: list[torch.Tensor] | None = None) -> float:
+                     push: list[torch.Tensor] | None = None, rt: Runtime = CPU_FP32,
+                     fmt: torch.memory_format = torch.contiguous_format) -> float:
     """The multiplier at which the budget penalty's gradient on the gates matches the loss gradient's norm."""
     x, y = next(epoch_batches(data, cfg.batch_size, seed=cfg.seed, epoch=-1, w=World()))
     gate_params = list(gates.m)
-    g_ce = torch.autograd.grad(F.cross_entropy(model(x), y), gate_params, allow_unused=True)
+    with rt.autocast():
+        logits = model(rt.inputs(x, fmt))
+    g_ce = torch.autograd.grad(F.cross_entropy(logits.float(), rt.targets(y)), gate_params, allow_unused=True)
     costs = cost_fn(_scaled(gates.soft_keep(), push))
     reg = sum(costs[b.kind] / b.value for b in budgets if b.kind in costs)
     if not isinstance(reg, torch.Tensor) or not reg.requires_grad:

@@ -3,7 +3,10 @@
 - Every process walks the same seeded permutation of the data each epoch; global batch b is split into
   equal contiguous shares, one per rank, so the averaged gradient is the one-process gradient.
 - BatchNorm statistics are reduced over the global batch (`GlobalBatchNorm`, which also works with gloo on
-  CPU, where torch's SyncBatchNorm refuses to run).
+  CPU, where torch's SyncBatchNorm refuses to run; on CUDA the same all-reduce goes through nccl, so one
+  synchronised BatchNorm serves both).
+- The process group has gloo for CPU tensors and, where CUDA exists, nccl for CUDA tensors: torchrun on
+  GPUs uses nccl, and a CPU run on a GPU machine still works.
 - Parameters outside the DDP module (AutoPrune's gates) get their gradients averaged by hand.
 Outside torchrun everything here is a no-op.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from .errors import AutoPruneEdgeError
 
@@ -37,29 +40,29 @@ class World:
 
 
 def world() -> World:
-    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); single-process otherwise."""
+    """Join the process group torchrun set up (gloo for CPU tensors, nccl for CUDA ones); single-process otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # nccl communicators are created on the first CUDA collective, so a CPU run never starts one
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def epoch_batches(dataset: Dataset, batch_size: int, *, seed: int, epoch: int, w: World = World()) -> Iterator:
-    """This rank's share of each global batch of one epoch (the last partial batch is dropped)."""
+def epoch_order(n: int, batch_size: int, *, seed: int, epoch: int, w: World = World()) -> Iterator[list[int]]:
+    """This rank's share of each global batch of one epoch, as dataset indices (the last partial batch is
+    dropped). A function of (seed, epoch) only, so neither the process count nor loader workers change it."""
     if batch_size % w.size:
         raise AutoPruneEdgeError(f"batch size {batch_size} must be divisible by the {w.size} processes")
-    n = len(dataset)
     if n < batch_size:
         batch_size = max(w.size, n - n % w.size)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=g)
     share = batch_size // w.size
     for start in range(0, n - batch_size + 1, batch_size):
-        idx = perm[start + w.rank * share: start + (w.rank + 1) * share].tolist()
-        yield default_collate([dataset[i] for i in idx])
+        yield perm[start + w.rank * share: start + (w.rank + 1) * share].tolist()
 
 
 def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
@@ -90,8 +93,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        out_dtype = x.dtype
+        x = x.float()  # statistics in fp32 under autocast too (a bf16 sum of squares loses the variance)
         dims = [0] + list(range(2, x.dim()))
-        n = torch.tensor(float(x.numel() // x.shape[1]))
+        n = x.new_tensor(float(x.numel() // x.shape[1]))
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), n.view(1)])
         stats = all_reduce(stats)
         c = x.shape[1]
@@ -109,7 +114,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(out_dtype)
 
 
 @contextlib.contextmanager
@@ -131,8 +136,10 @@ def global_batchnorm(model: nn.Module, w: World) -> Iterator[None]:
 def ddp(model: nn.Module, w: World) -> nn.Module:
     if not w.active:
         return model
-    return nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    dev = next(model.parameters()).device
+    ids = [dev.index] if dev.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
-__all__ = ["World", "world", "epoch_batches", "steps_per_epoch", "average_gradients", "broadcast_",
+__all__ = ["World", "world", "epoch_order", "steps_per_epoch", "average_gradients", "broadcast_",
            "global_batchnorm", "ddp"]

@@ -59,3 +59,7 @@ class ConversionError(AutoPruneEdgeError):
 
 class ParityError(ConversionError):
     """An artifact's outputs differ from torch by more than the threshold."""
+
+
+class DeviceError(AutoPruneEdgeError):
+    """A device or precision is unknown, or this machine cannot train with it."""

@@ -39,6 +39,8 @@ class PruneResult:
     granularity: str = "structured"
     nonzero_before: int | None = None  # unstructured: non-zero conv/linear weights
     nonzero_after: int | None = None
+    device: str = "cpu"  # where gate training and fine-tuning ran (the returned model is on the CPU)
+    precision: str = "fp32"  # fp32, or the bf16 / fp16 autocast they ran under
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -60,5 +62,7 @@ class PruneResult:
             "granularity": self.granularity,
             "nonzero_before": self.nonzero_before,
             "nonzero_after": self.nonzero_after,
+            "device": self.device,
+            "precision": self.precision,
             "notes": self.notes,
         }

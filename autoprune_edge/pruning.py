@@ -12,6 +12,7 @@ from .autoprune import AutoPruneConfig, structured_costs, train_gates
 from .budget import METRIC, Budget, as_budgets, format_budget_value
 from .checkpoint import Checkpointer
 from .cost import GroupCostModel
+from .device import CPU_FP32, Runtime, resolve_runtime
 from .distributed import world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
@@ -87,7 +88,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
           round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
-          autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False) -> PruneResult:
+          autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False, device: str = "auto",
+          precision: str = "fp32") -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
@@ -98,6 +100,12 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     distill: fine-tune against the dense model's soft labels, loss = (1-α)·CE + α·T²·KL(T). The defaults
     (α 0.9, T 2) suit the small students pruning produces: at T 4 the soft term swamped a 5-10-50
     LeNet-5 (benchmarks/lenet_mnist.py; issue 3 notes).
+
+    device (auto | cpu | cuda | cuda:N | mps) and precision (auto | fp32 | bf16 | fp16) say where gate
+    training, BatchNorm re-estimation, fine-tuning and evaluation run (see device.py); tracing, selection,
+    compaction and the equality check run on the CPU, and the model comes back on the CPU. precision
+    defaults to fp32 so that a default run gives the same numbers on every CPU; "auto" picks bf16/fp16
+    autocast where the hardware has it.
     """
     criterion = get_criterion(method)
     learned = isinstance(criterion, AutoPrune)
@@ -107,6 +115,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if learned and (data is None or epochs <= 0):
         raise ConfigError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
                           "or use --method l1 for a one-shot structural run")
+    rt = resolve_runtime(device, precision)
     budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
     if learned:
@@ -117,7 +126,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
             raise ConfigError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
                                   batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt,
-                                  distill=(distill_alpha, distill_temperature) if distill else None)
+                                  distill=(distill_alpha, distill_temperature) if distill else None, rt=rt)
     if granularity != "structured":
         raise ConfigError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)
@@ -128,7 +137,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 
     acc_before = None
     if data is not None and evaluate_accuracy:
-        acc_before = evaluate(model, data.val, desc="accuracy (dense)")
+        acc_before = evaluate(model, data.val, desc="accuracy (dense)", rt=rt)
 
     graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio)
     widths_before = graph.widths()
@@ -137,7 +146,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
     gate_log: list[dict[str, float]] = []
     if learned:
-        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt, target, input_shape)
+        scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt, target, input_shape, rt)
         notes += gate_notes
     else:
         with progress.task(f"score channels ({criterion.name})", total=None):
@@ -174,15 +183,15 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if data is not None and not full_kept:
         # Removing channels shifts the statistics downstream BatchNorm layers see; re-estimate them (no
         # weight changes) so that every method is judged on its channels, not on stale statistics.
-        recalibrate_bn(compact, data.train, batches=8, batch_size=batch_size, seed=seed)
+        recalibrate_bn(compact, data.train, batches=8, batch_size=batch_size, seed=seed, rt=rt)
     if data is not None and evaluate_accuracy:
-        acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)")
+        acc_pruned = evaluate(compact, data.val, desc="accuracy (pruned)", rt=rt)
     if data is not None and finetune_epochs > 0 and not full_kept:
         tcfg = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed,
                            kd_alpha=distill_alpha if distill else 0.0, kd_temperature=distill_temperature)
-        log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune", ckpt=ckpt)
+        log = train(compact, data.train, tcfg, teacher=dense if distill else None, desc="fine-tune", ckpt=ckpt, rt=rt)
         if evaluate_accuracy:
-            acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)")
+            acc_after = evaluate(compact, data.val, desc="accuracy (fine-tuned)", rt=rt)
     elif evaluate_accuracy:
         acc_after = acc_pruned
     compact.eval()
@@ -193,11 +202,11 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         widths_after=graph.widths(), groups_total=len(graph.groups),
         groups_pruned=sum(1 for k in keep if not bool(k.all())), accuracy_before=acc_before,
         accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log, gate_log=gate_log, notes=notes,
-        round_to=round_to)
+        round_to=round_to, device=str(rt.device), precision=rt.precision)
 
 
 def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: list[Budget], cfg: Any, ckpt: Any,
-                 target: Any = None, input_shape: tuple[int, ...] | None = None):
+                 target: Any = None, input_shape: tuple[int, ...] | None = None, rt: Runtime = CPU_FP32):
     """Train weights and channel gates together on `data`; return gate values as channel scores."""
     gates = ChannelGates(graph, cfg.gate_config())
     notes = [f"channel group at {graph.groups[i].root} left dense: {why}" for i, why in sorted(gates.ungated.items())]
@@ -214,7 +223,7 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     gates.attach()
     try:
         costs = structured_costs(cost, {b.kind for b in learnable}, latency)
-        log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt)
+        log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt, rt=rt)
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes

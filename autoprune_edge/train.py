@@ -9,11 +9,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from . import progress
 from .checkpoint import NONE, Checkpointer
-from .distributed import World, ddp, epoch_batches, global_batchnorm, steps_per_epoch, world
+from .device import CPU_FP32, Runtime, placed
+from .distributed import World, ddp, global_batchnorm, steps_per_epoch, world
+from .input_pipeline import PipelineConfig, epoch_loader, make_loader
 
 
 @dataclass
@@ -30,23 +32,19 @@ class TrainConfig:
     bn_recalibration_batches: int = 8
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
-                      drop_last=False)
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, desc: str = "evaluate") -> float:
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, desc: str = "evaluate",
+             rt: Runtime = CPU_FP32, pipeline: PipelineConfig = PipelineConfig()) -> float:
     """Top-1 accuracy in [0, 1]."""
     was = model.training
     model.eval()
     correct = total = 0
-    loader = make_loader(dataset, batch_size, shuffle=False)
-    with progress.task(desc, total=len(loader)) as bar:
+    loader = make_loader(dataset, batch_size, shuffle=False, rt=rt, cfg=pipeline)
+    with placed(rt, model) as fmt, progress.task(desc, total=len(loader)) as bar:
         for x, y in loader:
-            pred = model(x).argmax(dim=-1)
-            correct += int((pred == y).sum())
+            with rt.autocast():
+                pred = model(rt.inputs(x, fmt)).argmax(dim=-1)
+            correct += int((pred == rt.targets(y)).sum())
             total += int(y.numel())
             bar.advance()
     model.train(was)
@@ -58,9 +56,12 @@ StepFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 
 def fit(dataset: Dataset, *, epochs: float, batch_size: int, seed: int, step: StepFn,
         state: Callable[[], dict[str, Any]], load: Callable[[dict[str, Any]], None], desc: str,
-        ckpt: Checkpointer = NONE, phase: str = "train", w: World = World()) -> list[dict[str, float]]:
-    """The epoch loop every training phase shares: seeded per-epoch order (identical under torchrun),
-    a checkpoint after every epoch, and resumption from the last one."""
+        ckpt: Checkpointer = NONE, phase: str = "train", w: World = World(), rt: Runtime = CPU_FP32,
+        fmt: torch.memory_format = torch.contiguous_format,
+        pipeline: PipelineConfig = PipelineConfig()) -> list[dict[str, float]]:
+    """The epoch loop every training phase shares: seeded per-epoch order (identical under torchrun and
+    for any number of loader workers), batches moved to `rt`'s device in `fmt`, a checkpoint after every
+    epoch, and resumption from the last one."""
     spe = steps_per_epoch(dataset, batch_size)
     total = max(1, int(math.ceil(epochs * spe)))
     log: list[dict[str, float]] = []
@@ -71,15 +72,17 @@ def fit(dataset: Dataset, *, epochs: float, batch_size: int, seed: int, step: St
         first_epoch, log = int(saved["epoch"]), list(saved["log"])
         progress.log(f"resuming {desc} after epoch {first_epoch}")
     done = first_epoch * spe
+    loader, order = epoch_loader(dataset, batch_size, seed=seed, w=w, rt=rt, cfg=pipeline, cache=epochs > 1)
     with progress.task(desc, total=total) as bar:
         bar.advance(min(done, total))
         for epoch in range(first_epoch, int(math.ceil(total / spe))):
             sums: dict[str, float] = {}
             n = 0
-            for x, y in epoch_batches(dataset, batch_size, seed=seed, epoch=epoch, w=w):
+            order.set_epoch(epoch)
+            for x, y in loader:
                 if done >= total:
                     break
-                rec = step(x, y)
+                rec = step(rt.inputs(x, fmt), rt.targets(y))
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
@@ -92,12 +95,25 @@ def fit(dataset: Dataset, *, epochs: float, batch_size: int, seed: int, step: St
 
 
 def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.Module | None = None,
-          desc: str = "train", ckpt: Checkpointer = NONE, phase: str = "finetune") -> list[dict[str, float]]:
+          desc: str = "train", ckpt: Checkpointer = NONE, phase: str = "finetune", rt: Runtime = CPU_FP32,
+          pipeline: PipelineConfig = PipelineConfig()) -> list[dict[str, float]]:
     """SGD (or AdamW) with cosine decay for `cfg.epochs` epochs (fractions allowed); per-epoch loss/accuracy.
 
-    Under torchrun the N processes split each batch and compute what one process would."""
+    Runs on `rt`'s device and precision and leaves the model (and teacher) where they were. Under torchrun
+    the N processes split each batch and compute what one process would."""
     if cfg.epochs <= 0:
         return []
+    with placed(rt, model, teacher) as fmt:
+        log = _train(model, dataset, cfg, teacher, desc, ckpt, phase, rt, fmt, pipeline)
+    recalibrate_bn(model, dataset, batches=cfg.bn_recalibration_batches, batch_size=cfg.batch_size, seed=cfg.seed,
+                   rt=rt, pipeline=pipeline)
+    model.eval()
+    return log
+
+
+def _train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, teacher: nn.Module | None, desc: str,
+           ckpt: Checkpointer, phase: str, rt: Runtime, fmt: torch.memory_format,
+           pipeline: PipelineConfig) -> list[dict[str, float]]:
     w = world()
     torch.manual_seed(cfg.seed)
     total = max(1, int(math.ceil(cfg.epochs * steps_per_epoch(dataset, cfg.batch_size))))
@@ -111,42 +127,55 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
     if teacher is not None:
         teacher.eval()
     net = ddp(model, w)
+    scaler = rt.scaler()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        logits = net(x)
+        with rt.autocast():
+            logits = net(x)
+            t_logits = None
+            if teacher is not None and cfg.kd_alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+        logits = logits.float()  # losses in fp32 (no-op at fp32)
         loss = F.cross_entropy(logits, y)
-        if teacher is not None and cfg.kd_alpha > 0:
-            with torch.no_grad():
-                t_logits = teacher(x)
+        if t_logits is not None:
             T = cfg.kd_temperature
-            kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(t_logits / T, -1), reduction="batchmean") * T * T
+            kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(t_logits.float() / T, -1),
+                          reduction="batchmean") * T * T
             loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         return {"loss": loss.item(), "train_acc": float((logits.argmax(-1) == y).float().mean())}
 
     def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        st = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        if scaler is not None:
+            st["scaler"] = scaler.state_dict()
+        return st
 
     def load(st: dict[str, Any]) -> None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
+        if scaler is not None and "scaler" in st:
+            scaler.load_state_dict(st["scaler"])
 
     model.train()
     with global_batchnorm(model, w):
-        log = fit(dataset, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, step=step, state=state,
-                  load=load, desc=desc, ckpt=ckpt, phase=phase, w=w)
-    recalibrate_bn(model, dataset, batches=cfg.bn_recalibration_batches, batch_size=cfg.batch_size, seed=cfg.seed)
-    model.eval()
-    return log
+        return fit(dataset, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, step=step, state=state,
+                   load=load, desc=desc, ckpt=ckpt, phase=phase, w=w, rt=rt, fmt=fmt, pipeline=pipeline)
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, dataset: Dataset, *, batches: int = 8, batch_size: int = 32,
-                   seed: int = 0) -> None:
+                   seed: int = 0, rt: Runtime = CPU_FP32, pipeline: PipelineConfig = PipelineConfig()) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over a few training batches.
 
     After a short run the exponential running averages still lag the weights, and eval-mode accuracy
@@ -161,10 +190,13 @@ def recalibrate_bn(model: nn.Module, dataset: Dataset, *, batches: int = 8, batc
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average
     model.train()
-    for i, (x, _) in enumerate(make_loader(dataset, batch_size, shuffle=True, seed=seed + 7)):
-        if i >= batches:
-            break
-        model(x)
+    with placed(rt, model) as fmt:
+        for i, (x, _) in enumerate(make_loader(dataset, batch_size, shuffle=True, seed=seed + 7, rt=rt,
+                                               cfg=pipeline)):
+            if i >= batches:
+                break
+            with rt.autocast():
+                model(rt.inputs(x, fmt))
     for m, mom in saved:
         m.momentum = mom
     model.eval()

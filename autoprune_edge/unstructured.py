@@ -14,6 +14,7 @@ from torch import nn
 from .autoprune import AutoPruneConfig, train_gates
 from .budget import Budget, format_budget_value
 from .checkpoint import NONE
+from .device import CPU_FP32, Runtime
 from .errors import BudgetError, BudgetUnreachableError
 from .gates import WeightGates
 from .graph import trace_layers
@@ -82,7 +83,7 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
 def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
                        cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
                        evaluate_accuracy: bool, seed: int, ckpt: Any = None,
-                       distill: tuple[float, float] | None = None) -> PruneResult:
+                       distill: tuple[float, float] | None = None, rt: Runtime = CPU_FP32) -> PruneResult:
     ckpt = ckpt or NONE
     if any(b.kind not in WeightCost.KINDS for b in budgets):
         raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")
@@ -92,7 +93,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     before = count_macs(model, example)
     teacher = copy.deepcopy(model) if distill else None
     widths = {n: list(m.weight.shape[:2]) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    acc_before = evaluate(model, data.val, desc="accuracy (dense)") if evaluate_accuracy and data else None
+    acc_before = evaluate(model, data.val, desc="accuracy (dense)", rt=rt) if evaluate_accuracy and data else None
     gates = WeightGates(model, cfg.gate_config("unstructured"))
     cost = WeightCost(model, gates, example)
     dense_nonzero = int(sum(gates.m[i].numel() for i in range(len(gates.m))))
@@ -101,7 +102,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
         gates.attach()
         try:
             gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)",
-                                   ckpt=ckpt).steps
+                                   ckpt=ckpt, rt=rt).steps
         finally:
             gates.detach(bake=False)
     keep = select_weights(cost, [m.detach() for m in gates.m], budgets)
@@ -110,17 +111,18 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     with torch.no_grad():
         for n, k in masks.items():
             named[n].weight.mul_(k.to(named[n].weight.dtype))
-    acc_pruned = evaluate(model, data.val, desc="accuracy (pruned)") if evaluate_accuracy and data else None
+    acc_pruned = evaluate(model, data.val, desc="accuracy (pruned)", rt=rt) if evaluate_accuracy and data else None
     log: list[dict[str, float]] = []
     acc_after = acc_pruned
     if data is not None and finetune_epochs > 0:
-        hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.dtype)) for n, k in masks.items()]
+        # the mask follows the gradient to the training device (the model moves there inside train())
+        hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.device, g.dtype)) for n, k in masks.items()]
         try:
             kd_alpha, kd_t = distill or (0.0, 2.0)
             log = train(model, data.train, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size,
                                                        seed=seed, weight_decay=0.0, kd_alpha=kd_alpha,
                                                        kd_temperature=kd_t),
-                        teacher=teacher, desc="fine-tune (masked)", ckpt=ckpt)
+                        teacher=teacher, desc="fine-tune (masked)", ckpt=ckpt, rt=rt)
         finally:
             for h in hooks:
                 h.remove()
@@ -128,7 +130,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
             for n, k in masks.items():
                 named[n].weight.mul_(k.to(named[n].weight.dtype))
         if evaluate_accuracy:
-            acc_after = evaluate(model, data.val, desc="accuracy (fine-tuned)")
+            acc_after = evaluate(model, data.val, desc="accuracy (fine-tuned)", rt=rt)
     nonzero = int(sum(int(k.sum()) for k in keep))
     final = cost([k.float() for k in keep])
     model.eval()
@@ -140,5 +142,6 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
         accuracy_before=acc_before, accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log,
         gate_log=gate_log, notes=[f"unstructured: {nonzero} of {dense_nonzero} conv/linear weights are non-zero "
                                   f"({dense_nonzero / max(nonzero, 1):.1f}x fewer)"],
-        granularity="unstructured", nonzero_before=dense_nonzero, nonzero_after=nonzero)
+        granularity="unstructured", nonzero_before=dense_nonzero, nonzero_after=nonzero, device=str(rt.device),
+        precision=rt.precision)
     return res

@@ -1,4 +1,5 @@
-"""Resume after kill -9, and torchrun with 2 CPU processes giving the one-process result."""
+"""Resume after kill -9, and torchrun with 2 CPU processes giving the one-process result (CPU, fp32: the
+GPU is hidden from these runs, since `prune` defaults to device auto); torchrun on 2 GPUs with nccl."""
 import json
 import os
 import shutil
@@ -17,15 +18,17 @@ ARGS = ["prune", "--model", "toy_models:SmallCNN", "--data", "synthetic?train=38
         "--budget", "0.5MFLOPs", "--epochs", "3", "--finetune-epochs", "2", "--seed", "3"]
 
 
-def _env():
+def _env(cpu=True):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(TESTS) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
-def _cli(args, **kw):
-    return subprocess.run([sys.executable, "-m", "autoprune_edge", *args], env=_env(), capture_output=True,
+def _cli(args, cpu=True, **kw):
+    return subprocess.run([sys.executable, "-m", "autoprune_edge", *args], env=_env(cpu), capture_output=True,
                           text=True, **kw)
 
 
@@ -79,3 +82,17 @@ def test_torchrun_two_processes_match_one(tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst < 1e-3, worst  # float noise from summation order only
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_torchrun_two_gpus_with_nccl(tmp_path):
+    """device auto puts each process on its own GPU (cuda:LOCAL_RANK) and the collectives go through nccl."""
+    one = _cli([*ARGS, "--out", str(tmp_path / "one"), "--json"], cpu=False)
+    assert one.returncode == 0, one.stderr
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "autoprune_edge", *ARGS, "--out",
+                          str(tmp_path / "two"), "--json"], env=_env(cpu=False), capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    p1 = json.loads((tmp_path / "one" / "plan.json").read_text())
+    p2 = json.loads((tmp_path / "two" / "plan.json").read_text())
+    assert p1["widths"].keys() == p2["widths"].keys()
