@@ -105,7 +105,7 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
         accuracy=Accuracy(result.accuracy_before, result.accuracy_pruned, result.accuracy_after, data.description,
                           data.synthetic, f"validation split ({len(data.val)} images)"),
         training=Training(pretrain_epochs, pretrain_log, list(result.gate_log or []), finetune_epochs,
-                          result.train_log),
+                          result.train_log, result.device, result.precision, result.granularity),
         preprocessing=Preprocessing(
             input_shape_nchw=list(input_shape), resize=list(input_shape[2:]), mean=list(data.mean),
             std=list(data.std), channels="grayscale" if input_shape[1] == 1 else "RGB",

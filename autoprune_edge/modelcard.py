@@ -83,6 +83,9 @@ class Training:
     gate_log: list[Any] = field(default_factory=list)
     finetune_epochs: float = 0.0
     finetune_log: list[Any] = field(default_factory=list)
+    device: str = "cpu"  # where gate training and fine-tuning ran
+    precision: str = "fp32"  # fp32, or the bf16 / fp16 autocast they ran under
+    granularity: str = "structured"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import __version__, progress
+from .autoprune import AutoPruneConfig
 from .budget import Budget, as_budgets
 from .buildcard import calibration_info, describe_build, parity_info
 from .converters.artifact import Artifact
@@ -27,6 +28,7 @@ from .converters.formats import DEFAULT_FORMATS, parse_formats, shipped_precisio
 from .converters.parity import ParityThresholds
 from .converters.samples import disjoint_heldout, sample_hashes
 from .data import calibration_batch, heldout_batch
+from .device import resolve_runtime
 from .errors import AutoPruneEdgeError, BudgetError
 from .modelcard import DataSource, ModelCard
 from .outputs import check_writable, staged_dir
@@ -57,7 +59,9 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           budget: str | Sequence[str] | Sequence[Budget] = "100MFLOPs", out_dir: str | Path = "out", *,
           weights: str | None = None, name: str | None = None, method: Any = "autoprune", epochs: float = 1.0,
           formats: str | tuple[str, ...] | None = None, pretrain_epochs: float | None = None,
-          finetune_epochs: float = 1.0, lr: float = 0.01,
+          finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32, granularity: str = "structured",
+          distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
+          autoprune: AutoPruneConfig | None = None, device: str = "auto", precision: str = "fp32",
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
@@ -66,7 +70,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
     (see ParityThresholds); a failing artifact raises ParityError and writes nothing unless
-    ``allow_parity_failure``.
+    ``allow_parity_failure``. The pruning options (method .. precision) mean what they mean in `prune()`;
+    conversion and profiling always run on the CPU.
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -76,6 +81,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     fmts = parse_formats(formats, default=tuple(tgt.default_formats) or DEFAULT_FORMATS)
     formats_from = "--formats" if formats is not None else f"target {tgt.name} default_formats"
     th = ParityThresholds.coerce(parity)
+    rt = resolve_runtime(device, precision)  # a bad --device / --precision fails before any work
     if calib_samples < 1 or parity_samples < 1:
         raise AutoPruneEdgeError("--calib-samples and --parity-samples must be at least 1")
     name = name or f"{model.replace(':', '_').replace('.', '_')}-{tgt.name}"
@@ -94,10 +100,12 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                      "(no --weights given)")
         pretrain_log = train(work.model, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=1e-3,
                                                                    weight_decay=1e-4, optimizer="adam", seed=seed),
-                             desc="train dense")
+                             desc="train dense", rt=rt)
 
     result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape, epochs=epochs,
-                   finetune_epochs=finetune_epochs, lr=lr, seed=seed)
+                   finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, granularity=granularity,
+                   distill=distill, distill_alpha=distill_alpha, distill_temperature=distill_temperature,
+                   autoprune=autoprune, device=device, precision=precision, seed=seed)
 
     with staged_dir(dest) as tmp:
         save_pruned(tmp / "pruned", result.model, work.spec, result.history, input_shape, work.meta())

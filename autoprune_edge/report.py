@@ -21,7 +21,8 @@ def render_report(card: ModelCard) -> str:
         f"# {card.name} for {card.target}",
         "",
         f"Built by autoprune-edge {card.autoprune_edge} in {card.build_seconds} s. "
-        f"Pruning method: `{card.method}`; channels rounded to multiples of {card.channel_round_to}.",
+        f"Pruning method: `{card.method}` ({card.training.granularity}); channels rounded to multiples of "
+        f"{card.channel_round_to}. Trained on `{card.training.device}` in {card.training.precision}.",
         "",
         "FLOPs in this report means multiply-accumulates (MACs).",
         "",

@@ -76,7 +76,8 @@ def render_html(card: ModelCard) -> str:
     failing = card.failing
     parts = [f"<h1>{_e(card.name)} for {_e(card.target)}</h1>",
              f"<p class='sub'>Built by autoprune-edge {_e(card.autoprune_edge)} in "
-             f"{_e(card.build_seconds)} s · method <code>{_e(card.method)}</code> · "
+             f"{_e(card.build_seconds)} s · method <code>{_e(card.method)}</code> · trained on "
+             f"<code>{_e(card.training.device)}</code> in {_e(card.training.precision)} · "
              f"FLOPs here means multiply-accumulates (MACs)</p>"]
     if failing:
         parts.append("<div class='banner'><b class='bad'>Parity failures (written because of "

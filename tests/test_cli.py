@@ -45,6 +45,7 @@ def test_build_writes_a_complete_verified_folder(built):
     assert set(tfl["host_latency_ms"]) >= {"1"} and tfl["host_latency_ms"]["1"] > 0
     assert card["equivalence"]["rel"] < 1e-4
     assert card["accuracy"]["synthetic"] is True and 0 <= card["accuracy"]["after"] <= 1
+    assert card["training"]["precision"] == "fp32"  # the default: bit-reproducible on every CPU
     assert len((built / "labels.txt").read_text().split()) == 10
     assert "synthetic data" in (built / "report.md").read_text()
 
@@ -164,6 +165,11 @@ ERRORS = [
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--out", t / "file.txt" / "sub"], "file.txt"),
     (lambda t: ["build", "--target", _bad_toml(t), "--budget", "1MFLOPs", "--out", t / "o"], "line"),
     (lambda t: ["convert", "no_such_net", "--out", t / "o"], "no_such_net"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--device", "tpu9", "--out", t / "o"], "tpu9"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--device", "cpu",
+                "--precision", "fp16", "--out", t / "o"], "fp16"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1",
+                "--epochs", "2", "--out", t / "o"], "--epochs 0"),
     (lambda t: ["profile", "toy_models:NoSuchFactory", "--target", "host"], "NoSuchFactory"),
 ]
 
@@ -223,3 +229,16 @@ def test_prune_bad_cost_exponent_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cost exponent must be between 0" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_build_takes_the_pruning_options_and_records_device_and_precision(tmp_path, capsys):
+    """build accepts prune's training flags (distillation, gate lr, batch size, device, precision)."""
+    rc, out, err = run(capsys, "build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--input-size", "16",
+                       "--pretrain-epochs", "0.5", "--epochs", "0.5", "--finetune-epochs", "0.5", "--distill",
+                       "--distill-alpha", "0.5", "--lr-gates", "0.01", "--batch-size", "16", "--device", "cpu",
+                       "--precision", "bf16", "--formats", "onnx", "--out", tmp_path, "--name", "toy", "--json")
+    assert rc == 0, err
+    card = json.loads((tmp_path / "toy" / "model_card.json").read_text())
+    assert card["training"]["device"] == "cpu" and card["training"]["precision"] == "bf16"
+    assert card["macs"]["after"] <= 1e6 and card["equivalence"]["rel"] < 1e-4
+    assert "Trained on `cpu` in bf16" in (tmp_path / "toy" / "report.md").read_text()

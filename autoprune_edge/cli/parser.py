@@ -33,7 +33,7 @@ class _MethodListFormatter(argparse.HelpFormatter):
         if action.dest == "method":
             from ..methods import METHODS  # torch: only when help is shown (see the module docstring)
 
-            return f"autoprune (learned gates, default), {', '.join(METHODS)}"
+            return f"{', '.join(METHODS)} (default autoprune: learned gates; the others score channels once)"
         return action.help
 
 
@@ -60,6 +60,33 @@ def parity_flags(p: argparse.ArgumentParser) -> None:
                         "nothing and exit 2")
 
 
+def training_flags(p: argparse.ArgumentParser) -> None:
+    """How pruning trains: the same flags on build and prune (they mean what `prune()`'s arguments mean)."""
+    g = p.add_argument_group("pruning and training")
+    g.add_argument("--method", default="autoprune", help=METHOD_HELP)
+    g.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; one-shot methods take none)")
+    g.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning epochs after compaction (default 1)")
+    g.add_argument("--lr", type=float, default=0.01, help="learning rate of the weights (default 0.01)")
+    g.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    g.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
+    g.add_argument("--ste", default=None, choices=["identity", "leaky", "sigmoid", "softplus"],
+                   help="straight-through derivative for the gates (AutoPrune; default softplus for channel "
+                        "gates, sigmoid for per-weight gates)")
+    g.add_argument("--lr-gates", type=float, help="learning rate of the gates (default 0.005)")
+    g.add_argument("--cost-exponent", type=float,
+                   help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
+                        "0 = all gates alike (default 1)")
+    g.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
+    g.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
+    g.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps; conversion and "
+                        "profiling always run on the CPU")
+    g.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision: fp32 (default, bit-reproducible), bf16/fp16 autocast, or auto "
+                        "(bf16 on CPUs and GPUs that have it, else fp16 + loss scaling on CUDA, else fp32)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout; no progress")
 
@@ -80,16 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default="synthetic", help="synthetic | mnist:ROOT | cifar10:ROOT | folder:ROOT")
     b.add_argument("--out", default="out", help="parent folder; results go to OUT/NAME (default: out)")
     b.add_argument("--name", help="result folder name (default: MODEL-TARGET)")
-    b.add_argument("--method", default="autoprune", help=METHOD_HELP)
     b.add_argument("--formats", help=f"comma list of {formats_help()} (default: the target profile's "
                    "default_formats; TFLite implies onnx)")
     b.add_argument("--calib-samples", type=int, default=200,
                    help="training images used to calibrate int8 (default 200)")
     parity_flags(b)
-    b.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1)")
+    training_flags(b)
     b.add_argument("--pretrain-epochs", type=float, default=None,
                    help="dense training epochs before pruning (default: 1 without --weights, else 0)")
-    b.add_argument("--finetune-epochs", type=float, default=1.0)
     b.add_argument("--input-size", type=int, help="square input side (default: the model's or the data's)")
     b.add_argument("--compare", action="append", help="extra target(s) to predict in the report")
     b.add_argument("--allow-download", action="store_true", help="allow downloading torchvision weights")
@@ -101,23 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prune a model to a budget and save the compact model (plan + safetensors)")
     p.add_argument("--model", required=True)
     p.add_argument("--budget", required=True, action="append")
-    p.add_argument("--method", default="autoprune", help=METHOD_HELP)
     p.add_argument("--data", help="data to fine-tune and evaluate on (omit for a structure-only run)")
-    p.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; l1 takes none)")
-    p.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
-    p.add_argument("--ste", default=None, choices=["identity", "leaky", "sigmoid", "softplus"],
-                   help="straight-through derivative for the gates (AutoPrune; default softplus for channel "
-                        "gates, sigmoid for per-weight gates)")
-    p.add_argument("--lr-gates", type=float, help="learning rate of the gates (default 0.005)")
-    p.add_argument("--cost-exponent", type=float,
-                   help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
-                        "0 = all gates alike (default 1)")
-    p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
-    p.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
-    p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")
+    training_flags(p)
     p.add_argument("--checkpoint-dir", help="where per-epoch checkpoints go (default: .OUT.checkpoint beside OUT)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--target", help="target profile (channel rounding, latency/memory budgets)")
     p.add_argument("--weights")
     p.add_argument("--input-size", type=int)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ from ..converters.convert import convert, raise_on_failures
 from ..converters.formats import parse_formats
 from ..converters.samples import disjoint_heldout
 from ..data import calibration_batch, heldout_batch, load_data
+from ..device import resolve_runtime
 from ..distributed import world
-from ..errors import AutoPruneEdgeError
+from ..errors import AutoPruneEdgeError, ConfigError
+from ..methods import AutoPrune, get_criterion
 from ..outputs import check_writable, staged_dir
 from ..pipeline import build
 from ..plan import save_pruned
@@ -28,11 +30,35 @@ from .modelref import load_model_ref
 from .output import console, emit, parse_shape, parity_args
 
 
+@dataclass(frozen=True)
+class TrainingArgs:
+    """The pruning and training flags that build and prune share, checked once."""
+
+    epochs: float
+    autoprune: AutoPruneConfig | None  # None for one-shot criteria
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainingArgs:
+        learned = isinstance(get_criterion(args.method), AutoPrune)  # unknown names fail here, in one line
+        if args.epochs and not learned:
+            raise ConfigError(f"--epochs (gate-training epochs) applies to learned methods; method "
+                              f"{args.method!r} selects channels in one shot: pass --epochs 0")
+        epochs = (1.0 if learned else 0.0) if args.epochs is None else args.epochs
+        if not learned:
+            return cls(epochs, None)
+        tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent))
+                 if v is not None}
+        return cls(epochs, AutoPruneConfig(epochs=epochs, lr=args.lr, ste=args.ste, seed=args.seed, **tuned))
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    t = TrainingArgs.from_args(args)
     rep = build(model=args.model, data=args.data, target=args.target, budget=parse_budgets(args.budget),
                 out_dir=args.out, weights=args.weights, name=args.name, method=args.method, formats=args.formats,
-                epochs=1.0 if args.epochs is None else args.epochs, pretrain_epochs=args.pretrain_epochs,
-                finetune_epochs=args.finetune_epochs, input_size=args.input_size,
+                epochs=t.epochs, pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
+                lr=args.lr, batch_size=args.batch_size, granularity=args.granularity, distill=args.distill,
+                distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+                autoprune=t.autoprune, device=args.device, precision=args.precision, input_size=args.input_size,
                 allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
                 calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
                 allow_parity_failure=args.allow_parity_failure)
@@ -61,26 +87,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.budget)
     dest = check_writable(Path(args.out))
-    if args.epochs and args.method != "autoprune":
-        raise AutoPruneEdgeError(f"--epochs (gate-training epochs) applies to learned methods; method "
-                                 f"{args.method!r} selects channels in one shot: pass --epochs 0")
-    epochs = (1.0 if args.method == "autoprune" else 0.0) if args.epochs is None else args.epochs
+    t = TrainingArgs.from_args(args)
+    resolve_runtime(args.device, args.precision)  # a bad --device / --precision fails before any work
     work = load_workload(args.model, args.data, weights=args.weights, input_size=args.input_size,
                          allow_download=args.allow_download, seed=args.seed)
     bundle = work.data
-    cfg = None
-    if args.method == "autoprune":
-        tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent))
-                 if v is not None}
-        cfg = AutoPruneConfig(epochs=epochs, ste=args.ste, seed=args.seed, **tuned)
     w = world()
     if not w.main:
         progress.set_quiet(True)
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else dest.parent / f".{dest.name}.checkpoint"
     res = prune(work.model, bundle, budgets, target=args.target, method=args.method, input_shape=work.input_shape,
-                epochs=epochs, granularity=args.granularity, autoprune=cfg, distill=args.distill,
+                epochs=t.epochs, granularity=args.granularity, autoprune=t.autoprune, distill=args.distill,
                 distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-                finetune_epochs=args.finetune_epochs if bundle is not None else 0, seed=args.seed,
+                finetune_epochs=args.finetune_epochs if bundle is not None else 0, lr=args.lr,
+                batch_size=args.batch_size, device=args.device, precision=args.precision, seed=args.seed,
                 evaluate_accuracy=bundle is not None, checkpoint_dir=ckpt_dir, resume=args.resume)
     if not w.main:
         return 0  # under torchrun, rank 0 writes the result
