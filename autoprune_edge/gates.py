@@ -138,6 +138,7 @@ class ChannelGates(nn.Module):
         self.ungated: dict[int, str] = {}  # group index -> why it cannot be gated (it stays dense)
         self._plan = self._consumer_terms(graph)
         self.attached = False
+        self._non_persistent: set[tuple[str, str]] = set()  # (module, tensor) buffers that are not state
 
     def _initial_values(self, graph: PruningGraph) -> list[torch.Tensor]:
         init = float(self.cfg.init)
@@ -195,6 +196,8 @@ class ChannelGates(nn.Module):
             mod = named[name]
             tensor = "in_scale" if hasattr(mod, "mask_in_channels") and not isinstance(
                 mod, (nn.Conv2d, nn.Linear)) else "weight"
+            if tensor in mod._non_persistent_buffers_set:  # torch forgets this when it parametrizes a buffer
+                self._non_persistent.add((name, tensor))
             parametrize.register_parametrization(mod, tensor, _InputGate(self, terms, width, dim, groups),
                                                  unsafe=True)
         self.attached = True
@@ -208,6 +211,8 @@ class ChannelGates(nn.Module):
             for tensor in ("weight", "in_scale"):
                 if parametrize.is_parametrized(mod, tensor):
                     parametrize.remove_parametrizations(mod, tensor, leave_parametrized=False)
+                    if (name, tensor) in self._non_persistent:  # e.g. ChannelScatter.in_scale: not state
+                        mod.register_buffer(tensor, getattr(mod, tensor), persistent=False)
         self.attached = False
 
     def coupling(self) -> list[int]:

@@ -11,11 +11,15 @@ import pytest
 import torch
 
 from autoprune_edge.converters.litert import run_tflite
+from autoprune_edge.data import load_data
 from autoprune_edge.converters.onnx_export import export_onnx, run_onnx
 from autoprune_edge.converters.parity import compare
 from autoprune_edge.converters.tflite import onnx_to_tflite
 from autoprune_edge.converters.tflite_graph import read_tflite_ops
 from autoprune_edge.layers import ChannelScatter, ChannelScatterPruner
+from autoprune_edge.models import build_model
+from autoprune_edge.plan import load_pruned, save_pruned
+from autoprune_edge.pruning import prune
 from autoprune_edge.zoo.cifar_resnet import CifarResNet
 
 
@@ -83,3 +87,18 @@ def test_pruned_scatter_exports_exactly_to_onnx(tmp_path):
     path = export_onnx(net, x[:1], tmp_path / "s.onnx")
     got = run_onnx(path, x.numpy())
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_autopruned_option_a_resnet_saves_and_reloads(tmp_path):
+    """Gate training parametrizes ChannelScatter.in_scale; afterwards it must not become saved state (the plan
+    could not be loaded back: 'Unexpected key(s) ... shortcut.in_scale')."""
+    torch.manual_seed(0)
+    model, spec = build_model("cifar_resnet20")
+    data = load_data("synthetic", input_size=32, synthetic_train=64, synthetic_val=16)
+    r = prune(model, data, "20MFLOPs", epochs=0.5, finetune_epochs=0, batch_size=32, evaluate_accuracy=False,
+              device="cpu")
+    save_pruned(tmp_path, r.model, spec, r.history, (1, 3, 32, 32))
+    back, _ = load_pruned(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(back.eval()(x), r.model.eval()(x), atol=1e-5)
