@@ -153,8 +153,10 @@ def epoch_loader(dataset: Dataset, batch_size: int, *, seed: int, w: World = Wor
     `cache`: worth it when the phase reads the data more than once."""
     data = cached(dataset, cfg.cache_bytes) if cache else dataset
     batches = EpochBatches(len(dataset), batch_size, seed=seed, w=w)  # type: ignore[arg-type]
+    # Its own generator: a DataLoader without one draws its workers' base seed from the global RNG on every
+    # epoch, which would shift the stream the model's own randomness (dropout) draws from.
     loader = DataLoader(SeededSamples(data), batch_sampler=batches, collate_fn=default_collate,
-                        **_loader_options(cfg, rt, data))
+                        generator=torch.Generator().manual_seed(seed), **_loader_options(cfg, rt, data))
     return loader, batches
 
 

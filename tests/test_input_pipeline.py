@@ -54,6 +54,17 @@ def test_in_process_batches_equal_the_loader_and_leave_the_global_rng_alone():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_the_training_loader_leaves_the_global_rng_alone():
+    """The model's own randomness (dropout) draws from the global RNG; reading an epoch must not shift it (a
+    DataLoader without its own generator draws a seed from it on every epoch)."""
+    loader, batches = epoch_loader(Jittered(), 8, seed=5, cfg=PipelineConfig(workers=0))
+    state = torch.get_rng_state()
+    for epoch in (0, 1):
+        batches.set_epoch(epoch)
+        assert len(list(loader)) > 0
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_two_ranks_share_what_one_rank_reads():
     one = _epochs(0, epochs=(0,))[0]
     halves = [_epochs(0, epochs=(0,), w=World(r, 2))[0] for r in range(2)]
