@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_reduce
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -91,8 +92,6 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         out_dtype = x.dtype
         x = x.float()  # statistics in fp32 under autocast too (a bf16 sum of squares loses the variance)
         dims = [0] + list(range(2, x.dim()))
