@@ -61,5 +61,17 @@ class ParityError(ConversionError):
     """An artifact's outputs differ from torch by more than the threshold."""
 
 
+class PartialBuildError(ParityError):
+    """Some artifacts failed their check: the ones that passed were written, the failing ones withheld.
+
+    ``out_dir`` is the folder that was written; ``report`` (when set) is what build() would have returned.
+    """
+
+    def __init__(self, message: str, out_dir: object = None, withheld: list[str] | None = None,
+                 report: object = None) -> None:
+        super().__init__(message)
+        self.out_dir, self.withheld, self.report = out_dir, list(withheld or []), report
+
+
 class DeviceError(AutoPruneEdgeError):
     """A device or precision is unknown, or this machine cannot train with it."""

@@ -2,10 +2,10 @@
 that would shadow ``autoprune_edge.build``, the function): model + data -> prune (graph, gates,
 budget, compact, finetune) -> convert -> profile -> artifacts in out/<name>/.
 
-A failing artifact makes `build` raise ParityError *before* anything is written (the message names the
-artifact, by how much it failed and the first diverging layer). With ``allow_parity_failure=True`` the
-folder is written anyway and every failing artifact is marked ``"parity_ok": false`` with its reasons in
-the model card and the reports.
+A failing artifact is withheld: `build` writes the folder with every artifact that passed (the card and
+reports list the failing one as not written, with by how much it failed and the first diverging layer)
+and then raises PartialBuildError naming it, so a script sees a non-zero exit. With
+``allow_parity_failure=True`` the failing file is written too, marked ``"parity_ok": false``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .autoprune import AutoPruneConfig
 from .budget import Budget, as_budgets
 from .buildcard import calibration_info, describe_build, parity_info
 from .converters.artifact import Artifact
-from .converters.convert import convert, raise_on_failures
+from .converters.convert import convert, partial_build_error, withhold_failures
 from .converters.edgetpu import edgetpu_sram_bytes
 from .converters.formats import DEFAULT_FORMATS, parse_formats, shipped_precisions
 from .converters.parity import ParityThresholds
@@ -69,7 +69,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
-    (see ParityThresholds); a failing artifact raises ParityError and writes nothing unless
+    (see ParityThresholds); a failing artifact is withheld and PartialBuildError raised after the folder
+    with the passing ones is written (its ``report`` is this function's result), unless
     ``allow_parity_failure``. The pruning options (method .. precision) mean what they mean in `prune()`;
     conversion and profiling always run on the CPU.
     """
@@ -116,6 +117,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                        mean=list(bundle.mean), std=list(bundle.std), name=name,
                        edgetpu_sram_bytes=edgetpu_sram_bytes(tgt))
         (tmp / "labels.txt").write_text("\n".join(bundle.class_names) + "\n")
+        withheld = [] if allow_parity_failure else withhold_failures(arts, tmp)
         targets = [tgt, *(load_target(t) for t in (compare_targets or ()))]
         predicted = predict_targets(result.model, input_shape, targets, shipped_precisions(fmts))
         inputs = (f"the first {len(held)} images of the validation split of {bundle.name} data"
@@ -129,11 +131,13 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
             calibration=None if calib is None else calibration_info(len(calib), seed, len(set(sample_hashes(calib)))),
             data_source=DataSource(data, seed, bundle.name, len(bundle.train), len(bundle.val),
                                    list(bundle.input_shape)))
-        if not allow_parity_failure:
-            raise_on_failures(arts, "pass --allow-parity-failure to keep the files marked as failing, or relax "
-                                    "the --parity-* thresholds")
         (tmp / "model_card.json").write_text(card.to_json())
         write_report(tmp / "report.md", card)
         if html_report:
             write_html_report(tmp / "report.html", card)
-    return BuildReport(dest, card)
+    report = BuildReport(dest, card)
+    if withheld:
+        raise partial_build_error(withheld, [a for a in arts if a.written], dest,
+                                  "pass --allow-parity-failure to write failing files too, marked as failing, or "
+                                  "relax the --parity-* thresholds", report=report)
+    return report

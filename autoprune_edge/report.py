@@ -67,7 +67,7 @@ def render_report(card: ModelCard) -> str:
               "|---|---|---|---|---|---|"]
     for a in card.artifacts:
         p = a.parity or {}
-        status = "FAIL: " + "; ".join(a.failures) if a.failures else "ok"
+        status = ("FAIL: " if a.written else "FAIL, not written: ") + "; ".join(a.failures) if a.failures else "ok"
         par = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
                f" ({status})") if p else f"spec check ({status})"
         lat = ", ".join(f"{t}T: {ms:.2f}" for t, ms in a.host_latency_ms.items()) or "–"

@@ -80,9 +80,10 @@ def render_html(card: ModelCard) -> str:
              f"<code>{_e(card.training.device)}</code> in {_e(card.training.precision)} · "
              f"FLOPs here means multiply-accumulates (MACs)</p>"]
     if failing:
-        parts.append("<div class='banner'><b class='bad'>Parity failures (written because of "
-                     "--allow-parity-failure):</b><ul>" + "".join(
-                         f"<li><b>{_e(a.format)}</b>: {_e(', '.join(a.failures))}"
+        parts.append("<div class='banner'><b class='bad'>Parity failures:</b><ul>" + "".join(
+                         f"<li><b>{_e(a.format)}</b> ("
+                         + ("written because of --allow-parity-failure" if a.written else "not written") + f"): "
+                         f"{_e(', '.join(a.failures))}"
                          + (f"<br>{_e(a.divergence.get('summary', ''))}" if a.divergence else "")
                          + "</li>" for a in failing) + "</ul></div>")
     cards = [
@@ -125,7 +126,8 @@ def render_html(card: ModelCard) -> str:
     rows = []
     for a in arts:
         p = a.parity or {}
-        status = ("<span class='bad'>FAIL</span> " + _e("; ".join(a.failures))) if a.failures else \
+        status = (f"<span class='bad'>{'FAIL' if a.written else 'FAIL, not written'}</span> "
+                  + _e("; ".join(a.failures))) if a.failures else \
             ("<span class='ok'>ok</span>" if a.parity_ok else "<span class='ok'>spec ok</span>")
         par_txt = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
                    if p else "–")

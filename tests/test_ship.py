@@ -24,7 +24,7 @@ from autoprune_edge.converters.parity import ParityThresholds, compare
 from autoprune_edge.converters.samples import disjoint_heldout
 from autoprune_edge.converters.tflite_graph import read_tflite_ops
 from autoprune_edge.converters.tflite_metadata import embed_metadata, read_metadata
-from autoprune_edge.errors import AutoPruneEdgeError, ParityError
+from autoprune_edge.errors import AutoPruneEdgeError, ParityError, PartialBuildError
 from autoprune_edge.profiles.counting import count_macs
 from toy_models import SmallCNN
 
@@ -264,7 +264,7 @@ def test_heldout_never_overlaps_calibration():
 
 
 # ----------------------------------------------------------------------------------------- build
-def test_build_writes_nothing_on_parity_failure_unless_allowed(tmp_path, capsys):
+def test_build_withholds_failing_artifacts_unless_allowed(tmp_path, capsys):
     from autoprune_edge.cli import main
 
     argv = ["build", "--model", "test_ship:trapped_cnn", "--target", "host", "--budget", "1GFLOPs",
@@ -274,8 +274,13 @@ def test_build_writes_nothing_on_parity_failure_unless_allowed(tmp_path, capsys)
     err = capsys.readouterr().err
     line = [ln for ln in err.splitlines() if ln.startswith("autoprune-edge: error")]
     assert rc == 2 and len(line) == 1, err
-    assert "onnx (model.onnx)" in line[0] and "features.6" in line[0] and "nothing was written" in line[0]
-    assert not (tmp_path / "t").exists() and not list(tmp_path.iterdir())
+    assert "onnx (model.onnx)" in line[0] and "features.6" in line[0] and "not written" in line[0]
+    out = tmp_path / "t"  # the folder is written, without the failing file, and says why
+    assert not (out / "model.onnx").exists() and (out / "pruned").is_dir()
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["artifacts"][0]["written"] is False and card["parity"]["failing"] == ["onnx"]
+    assert "FAIL, not written" in (out / "report.md").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left behind
 
     assert main(argv + ["--allow-parity-failure", "--json"]) == 0
     card = json.loads((tmp_path / "t" / "model_card.json").read_text())
@@ -292,12 +297,14 @@ def test_build_writes_nothing_on_parity_failure_unless_allowed(tmp_path, capsys)
     assert card["data"]["spec"] == "synthetic" and card["preprocessing"]["tflite_layout"] is None
     assert "FAIL" in (tmp_path / "t" / "report.md").read_text()
     assert "Parity failures" in (tmp_path / "t" / "report.html").read_text()
-    with pytest.raises(ParityError):
+    assert card["artifacts"][0]["written"] is True and (tmp_path / "t" / "model.onnx").is_file()
+    with pytest.raises(PartialBuildError) as info:
         from autoprune_edge.pipeline import build
 
         build(model="test_ship:trapped_cnn", target="host", budget="1GFLOPs", input_size=16, method="l1",
               pretrain_epochs=0, finetune_epochs=0, formats="onnx", parity_samples=4, out_dir=tmp_path / "p",
               name="t")
-    assert not (tmp_path / "p" / "t").exists()
+    assert info.value.withheld == ["onnx"] and info.value.report.card.artifacts[0].written is False
+    assert isinstance(info.value, ParityError) and not (tmp_path / "p" / "t" / "model.onnx").exists()
 
 

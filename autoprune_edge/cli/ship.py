@@ -13,16 +13,16 @@ import torch
 from .. import progress
 from ..autoprune import AutoPruneConfig
 from ..budget import parse_budgets
-from ..converters.convert import convert, raise_on_failures
+from ..converters.convert import convert, partial_build_error, withhold_failures
 from ..converters.formats import parse_formats
 from ..converters.samples import disjoint_heldout
 from ..data import calibration_batch, heldout_batch, load_data
 from ..device import resolve_runtime
 from ..distributed import world
-from ..errors import AutoPruneEdgeError, ConfigError
+from ..errors import AutoPruneEdgeError, ConfigError, PartialBuildError
 from ..methods import AutoPrune, get_criterion
 from ..outputs import check_writable, staged_dir
-from ..pipeline import build
+from ..pipeline import BuildReport, build
 from ..plan import save_pruned
 from ..pruning import prune
 from ..workload import load_workload
@@ -53,15 +53,13 @@ class TrainingArgs:
 
 def cmd_build(args: argparse.Namespace) -> int:
     t = TrainingArgs.from_args(args)
-    rep = build(model=args.model, data=args.data, target=args.target, budget=parse_budgets(args.budget),
-                out_dir=args.out, weights=args.weights, name=args.name, method=args.method, formats=args.formats,
-                epochs=t.epochs, pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
-                lr=args.lr, batch_size=args.batch_size, granularity=args.granularity, distill=args.distill,
-                distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-                autoprune=t.autoprune, device=args.device, precision=args.precision, input_size=args.input_size,
-                allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
-                calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
-                allow_parity_failure=args.allow_parity_failure)
+    partial: PartialBuildError | None = None
+    try:
+        rep = _run_build(args, t)
+    except PartialBuildError as e:  # the passing files were written: show them, then fail with the one line
+        if not isinstance(e.report, BuildReport):
+            raise
+        rep, partial = e.report, e
 
     def human() -> None:
         c = console()
@@ -73,15 +71,30 @@ def cmd_build(args: argparse.Namespace) -> int:
             c.print(f"budget {b.text}: {'met' if b.met else 'NOT met'}")
         for a in card.artifacts:
             lat = ", ".join(f"{t} thread(s) {ms:.2f} ms" for t, ms in a.host_latency_ms.items())
-            status = "[red]FAIL[/]" if a.failures else ("ok" if a.parity_ok else "spec ok")
+            status = {"FAIL": "[red]FAIL[/]", "withheld": "[red]FAIL, not written[/]"}.get(a.status, a.status)
             c.print(f"  {a.path:<20} {a.bytes / 1e6:7.2f} MB  parity {status}" + (f"  host: {lat}" if lat else ""))
         for a in rep.failing:
-            c.print(f"[yellow]warning:[/] {a.format} fails parity ({'; '.join(a.failures)}); written because of "
-                    "--allow-parity-failure")
+            if a.written:
+                c.print(f"[yellow]warning:[/] {a.format} fails parity ({'; '.join(a.failures)}); written because "
+                        "of --allow-parity-failure")
         c.print(f"report: {rep.out_dir / 'report.html'} (and report.md)")
 
     emit(args, rep.summary(), human)
+    if partial is not None:
+        raise partial
     return 0
+
+
+def _run_build(args: argparse.Namespace, t: TrainingArgs) -> BuildReport:
+    return build(model=args.model, data=args.data, target=args.target, budget=parse_budgets(args.budget),
+                 out_dir=args.out, weights=args.weights, name=args.name, method=args.method, formats=args.formats,
+                 epochs=t.epochs, pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
+                 lr=args.lr, batch_size=args.batch_size, granularity=args.granularity, distill=args.distill,
+                 distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+                 autoprune=t.autoprune, device=args.device, precision=args.precision, input_size=args.input_size,
+                 allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
+                 calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
+                 allow_parity_failure=args.allow_parity_failure)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -149,8 +162,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         arts = convert(model, torch.zeros(input_shape), tmp, formats=fmts, calib=calib, heldout=held,
                        measure=not args.no_measure, thresholds=parity_args(args), labels=labels,
                        mean=meta.get("mean"), std=meta.get("std"), name=Path(args.model).name)
-        if not args.allow_parity_failure:
-            raise_on_failures(arts, "pass --allow-parity-failure to keep the files")
+        withheld = [] if args.allow_parity_failure else withhold_failures(arts, tmp)
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
         (tmp / "artifacts.json").write_text(json.dumps([asdict(a) for a in arts], indent=1))
@@ -160,10 +172,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         c.print(f"[bold green]wrote[/] {dest}")
         for a in arts:
             p: dict[str, Any] = a.parity or {}
-            c.print(f"  {a.path:<20} {a.bytes / 1e6:7.2f} MB  max|diff| {p.get('max_abs', float('nan')):.2e}"
+            c.print(f"  {a.path:<20} {a.bytes / 1e6:7.2f} MB  {a.status:<8}  max|diff| {p.get('max_abs', float('nan')):.2e}"
                     f"  cos {p.get('cosine', float('nan')):.5f}"
                     + (f"  MACs {a.macs_counted / 1e6:.1f}M" if a.macs_counted else "")
                     + "".join(f"  {t}T {ms:.2f} ms" for t, ms in a.host_latency_ms.items()))
 
     emit(args, {"out_dir": str(dest), "artifacts": [asdict(a) for a in arts]}, human)
+    if withheld:
+        raise partial_build_error(withheld, [a for a in arts if a.written], dest,
+                                  "pass --allow-parity-failure to write failing files too")
     return 0

@@ -25,6 +25,7 @@ class Artifact:
     edgetpu: EdgeTpuReport | None = None  # Edge TPU readiness (int8 TFLite)
     coreml: dict[str, Any] | None = None  # Core ML spec summary
     verified_by: str = ""
+    written: bool = True  # False: it failed its check and its file was withheld from the output folder
 
     @property
     def ok(self) -> bool:
@@ -33,6 +34,13 @@ class Artifact:
     def failure_line(self) -> str:
         where = f"; {self.divergence['summary']}" if self.divergence and self.divergence.get("summary") else ""
         return f"{self.format} ({self.path}): {', '.join(self.failures)}{where}"
+
+    @property
+    def status(self) -> str:
+        """One word for tables: ok, spec ok (not run numerically), FAIL (shipped anyway) or withheld."""
+        if self.failures:
+            return "FAIL" if self.written else "withheld"
+        return "ok" if self.parity_ok else "spec ok"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:

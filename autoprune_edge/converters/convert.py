@@ -2,17 +2,19 @@
 
 Parity policy (documented in the README): every artifact is run against torch on held-out inputs
 (validation images never used for int8 calibration) and judged with ``ParityThresholds``. Failing
-artifacts are returned with ``failures`` set, not raised: the caller decides (``build`` raises
-ParityError unless told otherwise).
+artifacts are returned with ``failures`` set, not raised: the caller decides. ``build`` and the
+``convert`` command keep every file that passed, withhold (delete) the failing ones and then raise
+PartialBuildError naming them, unless told to keep failing files too.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import ParityError
+from ..errors import PartialBuildError
 from .artifact import Artifact
 from .formats import Format, format_named, parse_formats
 from .job import ExportJob
@@ -54,9 +56,25 @@ def _by_exporter(fmts: list[Format]) -> list[tuple[Format, ...]]:
     return [tuple(g) for g in groups.values()]
 
 
-def raise_on_failures(arts: list[Artifact], hint: str) -> None:
-    """The ParityError a failing artifact causes unless the user allowed failures."""
+def withhold_failures(arts: list[Artifact], out_dir: Path) -> list[Artifact]:
+    """Delete the files of failing artifacts so that only verified files ship; they stay listed, marked
+    ``written=False``, so the card and report say what was withheld and why. Returns the withheld ones."""
     failing = [a for a in arts if a.failures]
-    if failing:
-        raise ParityError("parity check failed: " + " | ".join(a.failure_line() for a in failing)
-                          + f" - nothing was written ({hint})")
+    for a in failing:
+        path = Path(out_dir) / a.path
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        a.written = False
+    return failing
+
+
+def partial_build_error(withheld: list[Artifact], written: list[Artifact], dest: Path, hint: str,
+                        report: object = None) -> PartialBuildError:
+    """The one-line error for a folder written without its failing artifacts."""
+    kept = ", ".join(a.path for a in written) or "no model file"
+    return PartialBuildError(
+        "parity check failed: " + " | ".join(a.failure_line() for a in withheld)
+        + f" - not written; the files that passed ({kept}) are in {dest} ({hint})",
+        out_dir=dest, withheld=[a.format for a in withheld], report=report)
