@@ -33,7 +33,7 @@ _REPRODUCE = {
 _HOW_TO_FEED = ("q = clip(round(x / scale) + zero_point, -128, 127) on the normalised NHWC input; "
                 "logits = (q_out - zero_point) * scale")
 _INT8_WHAT = ("full-integer int8 (TFLiteConverter on onnx2tf's Keras model): per-channel int8 weights, "
-              "int8 activations, int8 input and output tensors, calibrated on these samples")
+              "int8 activations, calibrated on these samples; I/O type and recipe under 'recipe'")
 
 
 @dataclass
@@ -90,7 +90,8 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
     if int8 is not None and int8.io:
         quant = Quantization(calibration,
                              {k: int8.io["input"][k] for k in ("dtype", "scale", "zero_point", "shape", "layout")},
-                             {k: int8.io["output"][k] for k in ("dtype", "scale", "zero_point", "shape")}, _HOW_TO_FEED)
+                             {k: int8.io["output"][k] for k in ("dtype", "scale", "zero_point", "shape")},
+                             (int8.int8 or {}).get("how_to_feed", _HOW_TO_FEED), int8.int8 or {})
     failing = [a.format for a in artifacts if a.failures]
     parity.failing, parity.all_ok = failing, not failing
     return ModelCard(

@@ -65,14 +65,15 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
-          html_report: bool = True, seed: int = 0) -> BuildReport:
+          html_report: bool = True, seed: int = 0, int8_io: str = "uint8") -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
     (see ParityThresholds); a failing artifact is withheld and PartialBuildError raised after the folder
     with the passing ones is written (its ``report`` is this function's result), unless
     ``allow_parity_failure``. The pruning options (method .. precision) mean what they mean in `prune()`;
-    conversion and profiling always run on the CPU.
+    conversion and profiling always run on the CPU. ``int8_io`` is the int8 file's tensor type (uint8:
+    raw 0..255 pixels in, the normalisation inside the model; int8; float32).
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -115,7 +116,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
         arts = convert(result.model, torch.zeros(input_shape), tmp, formats=fmts, calib=calib, heldout=held,
                        measure_runs=measure_runs, thresholds=th, labels=list(bundle.class_names),
                        mean=list(bundle.mean), std=list(bundle.std), name=name,
-                       edgetpu_sram_bytes=edgetpu_sram_bytes(tgt))
+                       edgetpu_sram_bytes=edgetpu_sram_bytes(tgt), int8_io=int8_io)
         (tmp / "labels.txt").write_text("\n".join(bundle.class_names) + "\n")
         withheld = [] if allow_parity_failure else withhold_failures(arts, tmp)
         targets = [tgt, *(load_target(t) for t in (compare_targets or ()))]

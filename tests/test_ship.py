@@ -79,9 +79,49 @@ def test_every_format_ships_and_passes(shipped):
     assert i8["n"] == 48 and i8["cosine"] > 0.98 and i8["top1_agreement"] >= 0.9
     torch_macs = count_macs(shipped["model"], torch.zeros(1, 3, 16, 16)).macs
     assert arts["tflite-fp32"].macs_counted == arts["tflite-int8"].macs_counted == torch_macs
-    # int8 input/output quantisation and layout are recorded
-    io = arts["tflite-int8"].io
-    assert io["input"]["layout"] == "NHWC" and io["input"]["dtype"] == "int8" and io["input"]["scale"] > 0
+    # int8 I/O defaults to uint8 with raw 0..255 pixels in (normalisation inside), recorded with the recipe
+    io, q = arts["tflite-int8"].io, arts["tflite-int8"].int8
+    assert io["input"]["layout"] == "NHWC" and io["input"]["dtype"] == "uint8" and io["output"]["dtype"] == "uint8"
+    assert (io["input"]["scale"], io["input"]["zero_point"]) == (1.0, 0)
+    assert q["pixel_input"] and q["recipe"] == "ptq" and q["tried"][0]["passed"] and q["batchnorms_folded"] >= 1
+    assert arts["tflite-int8"].metadata["normalization_std_255"] == [1.0, 1.0, 1.0]
+
+
+def test_uint8_file_takes_camera_bytes(shipped):
+    """Feeding raw uint8 pixels straight into the interpreter (as an app does) gives torch's answer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from autoprune_edge.converters.int8_prep import to_pixels
+
+    held, model = shipped["held"], shipped["model"]
+    pixels = to_pixels(held, MEAN, STD).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    it = Interpreter(model_path=str(shipped["out"] / "model_int8.tflite"))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = out["quantization"]
+    got = []
+    for px in pixels:
+        it.set_tensor(inp["index"], px[None])
+        it.invoke()
+        got.append((it.get_tensor(out["index"]).astype(np.float32) - zp) * scale)
+    with torch.no_grad():
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255  # what the app's bytes mean
+        ref = model((x - torch.tensor(MEAN).view(1, -1, 1, 1)) / torch.tensor(STD).view(1, -1, 1, 1)).numpy()
+    agree = (np.concatenate(got).argmax(1) == ref.argmax(1)).mean()
+    assert agree >= 0.9, agree
+
+
+def test_int8_recipes_are_tried_until_one_passes(trained, tmp_path):
+    """With limits plain PTQ cannot meet, every recipe is tried, the closest is kept, and it is reported."""
+    calib, _ = _data(64, 2)
+    held, _ = _data(16, 3)
+    arts = convert(trained, torch.zeros(1, 3, 16, 16), tmp_path, formats="tflite-int8", calib=calib, heldout=held,
+                   measure=False, localize=False, int8_io="int8", thresholds={"int8_cosine": 0.999999})
+    a = arts[-1]
+    assert a.format == "tflite-int8" and a.failures and a.io["input"]["dtype"] == "int8"
+    assert [t["recipe"] for t in a.int8["tried"]] == ["ptq", "ptq+bias-correction"]
+    assert not a.int8["pixel_input"] and a.int8["recipe"] in ("ptq", "ptq+bias-correction")
+    assert all(not t["passed"] for t in a.int8["tried"])
 
 
 def test_coreml_spec_is_verified(shipped):
@@ -110,12 +150,16 @@ def test_tflite_metadata_embedded_and_harmless(shipped, tmp_path):
     assert {"TFLITE_METADATA", "autoprune_edge"} <= set(md["entries"])
     assert md["associated_files"]["labels.txt"].split() == LABELS
     custom = md["autoprune_edge"]
-    assert custom["labels"] == LABELS and custom["mean"] == MEAN and custom["layout"] == "NHWC"
-    assert custom["input_quantization"]["scale"] == shipped["arts"]["tflite-int8"].io["input"]["scale"]
+    # the uint8 file takes raw pixels: identity normalisation in the metadata, the real one inside the model
+    assert custom["labels"] == LABELS and custom["mean"] == [0.0] * 3 and custom["layout"] == "NHWC"
+    assert custom["normalization_inside_model"] == {"mean": MEAN, "std": STD} and custom["pixel_range"] == [0, 255]
+    assert custom["input_quantization"]["scale"] == shipped["arts"]["tflite-int8"].io["input"]["scale"] == 1.0
     mm = md["model_metadata"]
     assert mm["name"] == "toy" and mm["inputs"][0]["name"] == "image"
-    assert mm["inputs"][0]["mean"] == pytest.approx([255 * m for m in MEAN], rel=1e-6)
-    assert mm["inputs"][0]["std"] == pytest.approx([255 * s for s in STD], rel=1e-6)
+    assert mm["inputs"][0]["mean"] == pytest.approx([0.0] * 3) and mm["inputs"][0]["std"] == pytest.approx([1.0] * 3)
+    fp32 = read_metadata(shipped["out"] / "model_fp32.tflite")["model_metadata"]["inputs"][0]
+    assert fp32["mean"] == pytest.approx([255 * m for m in MEAN], rel=1e-6)
+    assert fp32["std"] == pytest.approx([255 * s for s in STD], rel=1e-6)
     assert mm["outputs"][0]["associated_files"] == ["labels.txt"]
     # rewriting the flatbuffer changes no number: embed again (new labels) into a copy, outputs bit-identical
     copy_path = tmp_path / "again.tflite"

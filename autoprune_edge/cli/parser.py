@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 
 from .. import __version__
-from ..converters.formats import DEFAULT_FORMATS, formats_help
+from ..converters.formats import DEFAULT_FORMATS, INT8_IO, formats_help
 from ..converters.parity import ParityThresholds
 
 EXIT_USER_ERROR = 2
@@ -56,8 +56,11 @@ def parity_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--parity-int8-top1", type=float, help=f"min top-1 agreement, tflite-int8 (default {d.int8_top1:g})")
     g.add_argument("--parity-int8-cosine", type=float, help=f"min logit cosine, tflite-int8 (default {d.int8_cosine:g})")
     g.add_argument("--allow-parity-failure", action="store_true",
-                   help="write the artifacts even when some fail parity (marked as failing); default: write "
-                        "nothing and exit 2")
+                   help="write failing artifacts too (marked as failing); default: write the ones that pass, "
+                        "withhold the failing ones and exit 2")
+    p.add_argument("--int8-io", choices=INT8_IO, default="uint8",
+                   help="input/output tensor type of model_int8.tflite (default uint8: image models then take "
+                        "raw 0..255 RGB pixels, the normalisation inside, as MediaPipe and the Task Library want)")
 
 
 def training_flags(p: argparse.ArgumentParser) -> None:

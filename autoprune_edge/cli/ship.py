@@ -94,7 +94,7 @@ def _run_build(args: argparse.Namespace, t: TrainingArgs) -> BuildReport:
                  autoprune=t.autoprune, device=args.device, precision=args.precision, input_size=args.input_size,
                  allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
                  calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
-                 allow_parity_failure=args.allow_parity_failure)
+                 allow_parity_failure=args.allow_parity_failure, int8_io=args.int8_io)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -161,7 +161,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         labels = meta.get("class_names")
         arts = convert(model, torch.zeros(input_shape), tmp, formats=fmts, calib=calib, heldout=held,
                        measure=not args.no_measure, thresholds=parity_args(args), labels=labels,
-                       mean=meta.get("mean"), std=meta.get("std"), name=Path(args.model).name)
+                       mean=meta.get("mean"), std=meta.get("std"), name=Path(args.model).name,
+                       int8_io=args.int8_io)
         withheld = [] if args.allow_parity_failure else withhold_failures(arts, tmp)
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n")

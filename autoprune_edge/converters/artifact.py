@@ -24,6 +24,7 @@ class Artifact:
     metadata: dict[str, Any] | None = None  # what was embedded into the file
     edgetpu: EdgeTpuReport | None = None  # Edge TPU readiness (int8 TFLite)
     coreml: dict[str, Any] | None = None  # Core ML spec summary
+    int8: dict[str, Any] | None = None  # int8 I/O type, the quantisation recipe chosen and what each one tried
     verified_by: str = ""
     written: bool = True  # False: it failed its check and its file was withheld from the output folder
 

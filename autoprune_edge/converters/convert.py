@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import PartialBuildError
+from ..errors import AutoPruneEdgeError, PartialBuildError
 from .artifact import Artifact
-from .formats import Format, format_named, parse_formats
+from .formats import INT8_IO, Format, format_named, parse_formats
 from .job import ExportJob
 from .parity import ParityThresholds
 
@@ -25,15 +25,20 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
             calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, measure: bool = True,
             measure_runs: int = 30, thresholds: ParityThresholds | dict | None = None,
             labels: list[str] | None = None, mean: list[float] | None = None, std: list[float] | None = None,
-            name: str = "model", localize: bool = True, edgetpu_sram_bytes: int | None = None) -> list[Artifact]:
+            name: str = "model", localize: bool = True, edgetpu_sram_bytes: int | None = None,
+            int8_io: str = "uint8") -> list[Artifact]:
     """Write the requested artifacts into `out_dir` (which must exist) and check each against torch.
 
     ``heldout`` (NCHW, normalised) are the parity inputs; they must not overlap ``calib`` (the int8
     calibration samples). With ``labels`` (+ mean/std) the .tflite files get embedded metadata and the
     Core ML package gets the labels as user metadata. Every int8 .tflite gets an Edge TPU readiness
-    check against ``edgetpu_sram_bytes`` of parameter cache (default ~7 MiB).
+    check against ``edgetpu_sram_bytes`` of parameter cache (default ~7 MiB). ``int8_io`` is the int8
+    file's input/output type: uint8 (default; for image models with mean/std the file then takes raw
+    0..255 pixels, normalisation inside), int8, or float32.
     """
     fmts = parse_formats(formats)
+    if int8_io not in INT8_IO:
+        raise AutoPruneEdgeError(f"unknown --int8-io {int8_io!r}; choose from {', '.join(INT8_IO)}")
     model = model.eval()
     heldout = heldout if heldout is not None else torch.randn(8, *example.shape[1:],
                                                                generator=torch.Generator().manual_seed(123))
@@ -42,7 +47,7 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
     job = ExportJob(model=model, example=example, out_dir=Path(out_dir), heldout=heldout.detach().float().numpy(),
                     reference=ref, thresholds=ParityThresholds.coerce(thresholds), calib=calib, labels=labels,
                     mean=mean, std=std, name=name, measure=measure, measure_runs=measure_runs, localize=localize,
-                    edgetpu_sram_bytes=edgetpu_sram_bytes)
+                    edgetpu_sram_bytes=edgetpu_sram_bytes, int8_io=int8_io)
     for group in _by_exporter([format_named(f) for f in fmts]):
         job.done += group[0].load_exporter()(job, group)
     return job.done

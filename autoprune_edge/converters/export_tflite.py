@@ -1,9 +1,16 @@
-"""The `tflite-*` formats: model.onnx -> one .tflite per precision (one onnx2tf run for all of them),
-each with embedded metadata, run with LiteRT against torch, MAC-counted and (int8) Edge TPU-checked."""
+"""The `tflite-*` formats: model.onnx -> model_fp32/fp16.tflite (one onnx2tf run for both), and
+model_int8.tflite from its own prepared model (int8_prep: BatchNorm folded, bias correction when plain
+PTQ misses parity, the normalisation inside the model for uint8 pixel input). Each file gets embedded
+metadata, is run with LiteRT against the user's torch model, MAC-counted and (int8) Edge TPU-checked."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from .. import __version__, progress
 from ..errors import ConversionError
@@ -12,59 +19,127 @@ from .artifact import Artifact
 from .divergence import Divergence, best_effort, locate_onnx_vs_tflite
 from .edgetpu import EDGETPU_PARAM_SRAM_BYTES, check_edgetpu
 from .formats import Format
+from .int8_prep import RECIPES, Int8Recipe, PixelInput, PreparedModel, prepare_for_int8, to_pixels
 from .job import ExportJob
+from .onnx_export import export_onnx
+from .parity import compare
 from .litert import run_tflite, tflite_io_details
 from .tflite import onnx_to_tflite
-from .tflite_graph import count_tflite_macs
+from .tflite_graph import count_tflite_macs, set_input_quantization
 from .tflite_metadata import embed_metadata
 
 
 def export_tflite(job: ExportJob, formats: tuple[Format, ...]) -> list[Artifact]:
-    precisions = [f.precision for f in formats]
     onnx = job.artifact("onnx")
     if onnx is None:
         raise ConversionError("TFLite is converted from the ONNX file; convert 'onnx' first")
     onnx_path = job.out_dir / onnx.path
     if any(f.needs_calibration for f in formats) and job.calib is None:
         raise ConversionError("tflite-int8 needs calibration data; pass --calib-data (or --data for build)")
-    with progress.task(f"convert to TFLite ({', '.join(precisions)}) with onnx2tf", total=None):
-        files = onnx_to_tflite(onnx_path, job.out_dir, precisions=precisions,
-                               calib=job.calib.numpy() if job.calib is not None else None)
+    floats = [f for f in formats if f.precision != "int8"]
     arts: list[Artifact] = []
+    if floats:
+        precisions = [f.precision for f in floats]
+        with progress.task(f"convert to TFLite ({', '.join(precisions)}) with onnx2tf", total=None):
+            files = onnx_to_tflite(onnx_path, job.out_dir, precisions=precisions)
+        for fmt in floats:
+            arts.append(_finish(job, fmt, Path(files[fmt.precision]), job.heldout, onnx_path, arts))
     for fmt in formats:
-        prec = fmt.precision
-        path = Path(files[prec])
-        io = tflite_io_details(path)
-        art = Artifact(fmt.name, path.name, 0, precision=prec, io=io, verified_by=fmt.verifier)
-        if job.labels and job.mean and job.std:
-            art.metadata = _embed(job, path, fmt.name, prec, io)
-        art.bytes = path.stat().st_size
-        job.judge(art, run_tflite(path, job.heldout))
-        art.macs_counted = count_tflite_macs(path).macs
-        if prec == "int8":
-            art.edgetpu = check_edgetpu(path, sram_bytes=job.edgetpu_sram_bytes or EDGETPU_PARAM_SRAM_BYTES)
-        if art.failures and job.localize:
-            done = [*job.done, *arts]
-            art.divergence = best_effort(lambda: _blame(job, prec, path, onnx_path, done))
-        if job.measure:
-            with progress.task(f"measure {path.name} on this host (LiteRT)", total=None):
-                ms = measure_all_threads(path, runs=job.measure_runs)
-            art.host_latency_ms = {str(t): round(m.median_ms, 4) for t, m in ms.items()}
-        arts.append(art)
+        if fmt.precision == "int8":
+            arts.append(_export_int8(job, fmt, arts))
     return arts
 
 
-def _embed(job: ExportJob, path: Path, fmt: str, prec: str, io: dict[str, Any]) -> dict[str, Any]:
+def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
+    """Try the int8 recipes cheapest first, keep the first that passes parity (else the closest)."""
+    pixel = job.int8_io == "uint8" and bool(job.mean and job.std) and job.example.dim() == 4
+    held = torch.from_numpy(job.heldout)
+    held_in = (to_pixels(held, job.mean, job.std) if pixel else held).numpy()
+    calib_in = to_pixels(job.calib, job.mean, job.std) if pixel else job.calib
+    tried: list[dict[str, Any]] = []
+    best: tuple[tuple[bool, float, float], Path, Path, Int8Recipe, PreparedModel] | None = None
+    with tempfile.TemporaryDirectory(prefix="ape_int8_") as tmp:
+        for recipe in RECIPES:
+            with progress.task(f"int8 ({recipe.name}, {job.int8_io} I/O): prepare, export, quantise", total=None):
+                prep = prepare_for_int8(job.model, recipe, job.calib)
+                net = PixelInput(prep.model, job.mean, job.std) if pixel else prep.model
+                rdir = Path(tmp) / recipe.name
+                src = export_onnx(net, torch.zeros_like(job.example), rdir / "model.onnx")
+                path = onnx_to_tflite(src, rdir, precisions=["int8"], calib=calib_in.numpy(),
+                                      int8_io=job.int8_io)["int8"]
+                if pixel:
+                    set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
+            p = compare(job.reference, run_tflite(path, held_in))
+            fails = job.thresholds.failures(fmt.name, p)
+            tried.append({"recipe": recipe.name, "what": recipe.note, "top1_agreement": round(p.top1_agreement, 4),
+                          "cosine": round(p.cosine, 6), "rel": round(p.rel, 6), "passed": not fails})
+            key = (not fails, p.top1_agreement, p.cosine)
+            if best is None or key > best[0]:
+                best = (key, path, src, recipe, prep)
+            if not fails:
+                break
+        assert best is not None
+        _, path, src, recipe, prep = best
+        dst = job.out_dir / fmt.suffix
+        shutil.copyfile(path, dst)
+        art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel)
+    art.int8 = {"io": job.int8_io, "pixel_input": pixel, "recipe": recipe.name, "tried": tried,
+                "batchnorms_folded": prep.folded_batchnorms, "bias_corrected_layers": prep.corrected_layers,
+                "how_to_feed": _how_to_feed(job.int8_io, pixel)}
+    return art
+
+
+def _how_to_feed(io: str, pixel: bool) -> str:
+    if pixel:
+        return ("uint8 RGB pixels 0..255 as they are (NHWC; scale 1, zero point 0): the normalisation is inside the "
+                "model; logits = (q_out - zero_point) * scale with the output's uint8 scale/zero point")
+    if io == "float32":
+        return "float32 normalised NHWC input, float32 logits (quantise/dequantise ops are inside the model)"
+    return (f"q = clip(round(x / scale) + zero_point) to {io} on the normalised NHWC input; "
+            "logits = (q_out - zero_point) * scale")
+
+
+def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: Path, done: list[Artifact], *,
+            pixel: bool = False) -> Artifact:
+    """Metadata, parity on ``x`` (in the file's own input units), MACs, Edge TPU check, blame, timing."""
+    prec = fmt.precision
+    io = tflite_io_details(path)
+    art = Artifact(fmt.name, path.name, 0, precision=prec, io=io, verified_by=fmt.verifier)
+    if job.labels and job.mean and job.std:
+        art.metadata = _embed(job, path, fmt.name, prec, io, pixel)
+    art.bytes = path.stat().st_size
+    job.judge(art, run_tflite(path, x))
+    art.macs_counted = count_tflite_macs(path).macs
+    if prec == "int8":
+        art.edgetpu = check_edgetpu(path, sram_bytes=job.edgetpu_sram_bytes or EDGETPU_PARAM_SRAM_BYTES)
+    if art.failures and job.localize:
+        prior = [*job.done, *done]
+        art.divergence = best_effort(lambda: _blame(job, prec, path, onnx_path, x, prior))
+    if job.measure:
+        with progress.task(f"measure {path.name} on this host (LiteRT)", total=None):
+            ms = measure_all_threads(path, runs=job.measure_runs)
+        art.host_latency_ms = {str(t): round(m.median_ms, 4) for t, m in ms.items()}
+    return art
+
+
+def _embed(job: ExportJob, path: Path, fmt: str, prec: str, io: dict[str, Any], pixel: bool) -> dict[str, Any]:
     info = {"layout": io["input"]["layout"], "input_shape": io["input"]["shape"], "precision": prec,
             "input_quantization": {k: io["input"][k] for k in ("dtype", "scale", "zero_point")},
             "output_quantization": {k: io["output"][k] for k in ("dtype", "scale", "zero_point")},
-            "pixel_range": [0.0, 1.0], "producer": f"autoprune-edge {__version__}"}
+            "pixel_range": [0.0, 255.0] if pixel else [0.0, 1.0], "producer": f"autoprune-edge {__version__}"}
+    channels = len(job.mean or ())
+    mean, std = ([0.0] * channels, [1.0 / 255.0] * channels) if pixel else (list(job.mean or ()), list(job.std or ()))
+    note = (f"{io['input']['layout']} {io['input']['shape']} uint8 pixels 0..255 as they are; the normalisation "
+            f"(mean {list(job.mean or ())}, std {list(job.std or ())} on [0, 1]) is inside the model") if pixel else None
+    if pixel:
+        info["normalization_inside_model"] = {"mean": list(job.mean or ()), "std": list(job.std or ())}
     return embed_metadata(path, name=job.name, description=f"{job.name} ({fmt}), pruned by autoprune-edge",
-                          version=__version__, labels=list(job.labels or ()), mean=list(job.mean or ()),
-                          std=list(job.std or ()), info=info)
+                          version=__version__, labels=list(job.labels or ()), mean=mean, std=std, info=info,
+                          input_description=note)
 
 
-def _blame(job: ExportJob, prec: str, path: Path, onnx_path: Path, done: list[Artifact]) -> dict[str, Any]:
+def _blame(job: ExportJob, prec: str, path: Path, onnx_path: Path, x: np.ndarray, done: list[Artifact]
+           ) -> dict[str, Any]:
     """Which step broke a failing .tflite: the ONNX export, onnx2tf, or int8 quantisation (and where)."""
     th = job.thresholds
     onnx_art = next((a for a in done if a.format == "onnx"), None)
@@ -78,10 +153,10 @@ def _blame(job: ExportJob, prec: str, path: Path, onnx_path: Path, done: list[Ar
                           "the fp32 .tflite fails too, so onnx2tf (not quantisation) is the culprit; see "
                           "tflite-fp32").described()
     if prec == "fp32":
-        d = locate_onnx_vs_tflite(onnx_path, path, job.heldout, quantized=False, tol=max(th.fp32_rel, 1e-4))
+        d = locate_onnx_vs_tflite(onnx_path, path, x, quantized=False, tol=max(th.fp32_rel, 1e-4))
     else:
         cos = th.int8_cosine if prec == "int8" else th.fp16_cosine
-        d = locate_onnx_vs_tflite(onnx_path, path, job.heldout, quantized=True, tol=min(0.5, 5 * (1.0 - cos)))
+        d = locate_onnx_vs_tflite(onnx_path, path, x, quantized=True, tol=min(0.5, 5 * (1.0 - cos)))
         if prec == "fp16":
             d.stage = "fp16 conversion (onnx2tf)"
     return d.described()

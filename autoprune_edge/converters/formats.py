@@ -54,6 +54,9 @@ FORMATS: tuple[Format, ...] = (
 FORMAT_NAMES: tuple[str, ...] = tuple(f.name for f in FORMATS)
 DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "tflite-fp32")
 PRECISION_ORDER = ("fp32", "fp16", "int8")
+# Tensor types an int8 file can take and return. uint8 (the default) is what camera frames are and what
+# MediaPipe Tasks / the TFLite Task Library accept; for image models it also means raw 0..255 pixels in.
+INT8_IO: tuple[str, ...] = ("uint8", "int8", "float32")
 _BY_NAME = {f.name: f for f in FORMATS}
 
 

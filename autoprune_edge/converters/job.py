@@ -30,6 +30,7 @@ class ExportJob:
     measure_runs: int = 30
     localize: bool = True  # find the first diverging layer of a failing artifact
     edgetpu_sram_bytes: int | None = None
+    int8_io: str = "uint8"  # tensor type of the int8 file's input/output (uint8: raw pixels for image models)
     done: list[Artifact] = field(default_factory=list)  # artifacts written so far, in table order
 
     def judge(self, art: Artifact, got: np.ndarray) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from autoprune_edge import progress
+from autoprune_edge.converters.formats import INT8_IO
 from autoprune_edge.converters.tflite_graph import read_tflite_ops
 from autoprune_edge.errors import ConversionError
 
@@ -103,8 +104,9 @@ for p in a["precisions"]:
                 yield [calib[i : i + 1]]
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[a["int8_io"]]
+        conv.inference_input_type = io
+        conv.inference_output_type = io
         conv.representative_dataset = rep
     else:
         # Select-TF ops are allowed here only so that a Flex op is reported by name afterwards.
@@ -196,6 +198,7 @@ def onnx_to_tflite(
     simplify: bool = True,
     check_ops: bool = True,
     speedup: bool = True,
+    int8_io: str = "int8",
 ) -> dict[str, Path]:
     """Convert ``onnx_path`` with onnx2tf and copy the requested precisions to ``out_dir``.
 
@@ -204,8 +207,11 @@ def onnx_to_tflite(
     The TFLite input is NHWC unless ``keep_nchw``. ``work_dir`` keeps onnx2tf's files for inspection;
     by default a temporary directory is used and removed. ``speedup`` reuses values in onnx2tf's
     per-op validation (converters/onnx2tf_speedup.py; same output, 2-5x faster on deep nets).
+    ``int8_io`` is the dtype of the int8 file's input and output tensors (int8, uint8 or float32).
     """
     ps = _check_precisions(precisions)
+    if int8_io not in INT8_IO:
+        raise ConversionError(f"unknown int8 I/O type {int8_io!r}; choose from {', '.join(INT8_IO)}")
     onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
     if not onnx_path.is_file():
         raise ConversionError(f"ONNX file {onnx_path} does not exist; export the model first")
@@ -235,14 +241,14 @@ def onnx_to_tflite(
         wd.mkdir(parents=True, exist_ok=True)
     try:
         return _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, timeout_s, simplify, check_ops,
-                        speedup)
+                        speedup, int8_io)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, timeout_s, simplify, check_ops,
-             speedup):
+             speedup, int8_io):
     model_copy = wd / "model.onnx"  # onnx2tf (and onnxsim) rewrite their input: work on a copy
     shutil.copyfile(onnx_path, model_copy)
     ext = onnx_path.with_name(onnx_path.name + ".data")
@@ -273,6 +279,7 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
         "keep_nchw": [input_name] if keep_nchw else None,
         "calib": str(calib_path) if calib_path else None,
         "precisions": list(ps),
+        "int8_io": int8_io,
         "files": {p: str(sm_dir / f"model_{p}.tflite") for p in ps},
     }
     t0 = time.perf_counter()

@@ -196,3 +196,22 @@ def count_tflite_macs(path: Path) -> TfliteCounts:
         per_op=per_op,
         n_subgraphs=int(model.SubgraphsLength()),
     )
+
+
+def set_input_quantization(path: Path, scale: float, zero_point: int) -> None:
+    """Rewrite the input tensor's quantisation of a quantised .tflite in place.
+
+    Used to give a uint8 pixel input the exact scale 1 / zero point 0 an app feeds (camera bytes as they
+    are): the converter derives the input's parameters from the calibration range, and the QUANTIZE op
+    after the input requantises with whatever the input tensor says, so only values the calibration never
+    saw (clipped anyway) are affected."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model(str(path))
+    g = model.subgraphs[0]
+    t = g.tensors[g.inputs[0]]
+    if t.quantization is None or t.quantization.scale is None or len(t.quantization.scale) != 1:
+        raise ConversionError(f"{path}: the input tensor is not per-tensor quantised; cannot set its scale")
+    t.quantization.scale = np.array([scale], dtype=np.float32)
+    t.quantization.zeroPoint = np.array([zero_point], dtype=np.int64)
+    fu.write_model(model, str(path))

@@ -123,11 +123,13 @@ def build_model_metadata(*, name: str, description: str, version: str, input_nam
 
 
 def embed_metadata(path: Path, *, name: str, description: str, version: str, labels: list[str],
-                   mean: list[float], std: list[float], info: dict[str, Any]) -> dict[str, Any]:
+                   mean: list[float], std: list[float], info: dict[str, Any],
+                   input_description: str | None = None) -> dict[str, Any]:
     """Rewrite ``path`` in place with TFLITE_METADATA + labels.txt + an autoprune_edge JSON entry.
 
-    ``mean``/``std`` are per channel on [0, 1] pixels; ``info`` is any JSON-able dict (layout, shape,
-    quantisation...). Returns what was embedded, for the model card.
+    ``mean``/``std`` are per channel on [0, 1] pixels (a model that takes raw 0..255 pixels passes mean 0,
+    std 1/255: identity normalisation); ``info`` is any JSON-able dict (layout, shape, quantisation...).
+    Returns what was embedded, for the model card.
     """
     # LiteRT is an optional heavy runtime: loaded only when a file is written
     from ai_edge_litert import schema_py_generated as s
@@ -147,8 +149,9 @@ def embed_metadata(path: Path, *, name: str, description: str, version: str, lab
     color = "GRAYSCALE" if c == 1 else "RGB"
     meta = build_model_metadata(
         name=name, description=description, version=version,
-        input_name="image", input_description=(f"{'NHWC' if nhwc else 'NCHW'} {shape}; pixels scaled to [0, 1] "
-                                                f"then normalised with mean {list(mean)} and std {list(std)}"),
+        input_name="image", input_description=input_description or (
+            f"{'NHWC' if nhwc else 'NCHW'} {shape}; pixels scaled to [0, 1] then normalised with mean {list(mean)} "
+            f"and std {list(std)}"),
         color_space=color, height=h, width=w, mean_255=[255.0 * m for m in mean], std_255=[255.0 * v for v in std],
         output_name="logits", output_description=f"{len(labels)} class logits (apply softmax for probabilities)")
     custom = json.dumps({"labels": labels, "mean": list(mean), "std": list(std), **info}, sort_keys=True).encode()
