@@ -28,7 +28,8 @@ _TFLITE_METADATA = ("embedded in every .tflite: TFLITE_METADATA (ModelMetadata: 
 _REPRODUCE = {
     "macs": "autoprune-edge profile model_fp32.tflite  (counts MACs from the .tflite graph)",
     "parity": "autoprune_edge.converters.litert.run_tflite(path, x_nchw) vs "
-              "autoprune_edge.load_pruned('pruned')[0](x) on the validation images",
+              "autoprune_edge.load_pruned('pruned')[0](x) on the validation images (x normalised; for a uint8 "
+              "model_int8.tflite pass the pixels, autoprune_edge.converters.int8_prep.to_pixels(x, mean, std))",
 }
 _HOW_TO_FEED = ("q = clip(round(x / scale) + zero_point, -128, 127) on the normalised NHWC input; "
                 "logits = (q_out - zero_point) * scale")

@@ -83,6 +83,13 @@ def render_report(card: ModelCard) -> str:
         lines += ["", f"int8: calibrated on {c.samples if c else None} {c.split if c else None}-split images "
                       f"(disjoint from the parity inputs); input {i['dtype']} {i['layout']} scale {i['scale']:.6g} "
                       f"zero point {i['zero_point']}, output scale {o['scale']:.6g} zero point {o['zero_point']}."]
+        if q.recipe:
+            tried = ", ".join(f"{t['recipe']} ({'pass' if t['passed'] else 'fail'}: top-1 "
+                              f"{100 * t['top1_agreement']:.1f} %, cosine {t['cosine']:.4f})"
+                              for t in q.recipe.get("tried", []))
+            lines += ["", f"int8 recipe: **{q.recipe.get('recipe')}** (tried cheapest first: {tried}); "
+                          f"{q.recipe.get('batchnorms_folded', 0)} BatchNorms folded, "
+                          f"{q.recipe.get('bias_corrected_layers', 0)} biases corrected. Feed it: {q.how_to_feed}."]
     for a in card.artifacts:
         if a.edgetpu:
             lines += ["", f"Edge TPU ({a.path}): {a.edgetpu.summary()}."]
