@@ -3,7 +3,7 @@
 Public API (imported lazily so that `autoprune_edge.profiles.host` runs on a board with only
 numpy + ai-edge-litert installed):
 
-    load_target, list_targets, profile, prune, convert, build, load_pruned, parse_budget
+    load_target, list_targets, profile, prune, Pruner, convert, build, load_pruned, parse_budget
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _API = {
     "list_targets": ("autoprune_edge.targets", "list_targets"),
     "profile": ("autoprune_edge.profiles.profile", "profile"),
     "prune": ("autoprune_edge.pruning", "prune"),
+    "Pruner": ("autoprune_edge.pruner", "Pruner"),
     "PruneResult": ("autoprune_edge.pruning", "PruneResult"),
     "convert": ("autoprune_edge.converters.convert", "convert"),
     "Artifact": ("autoprune_edge.converters.artifact", "Artifact"),

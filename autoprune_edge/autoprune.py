@@ -93,7 +93,7 @@ class GateTrainLog:
 CostFn = Callable[[list[torch.Tensor]], dict[str, torch.Tensor]]
 
 
-class _Controller:
+class Controller:
     """One multiplier per budget; exponentiated-gradient steps on the relative budget error."""
 
     def __init__(self, budgets: list[Budget], cfg: AutoPruneConfig, lam0: float, start: dict[str, float],
@@ -148,7 +148,7 @@ def structured_costs(cost: GroupCostModel, kinds: set[str], latency_weights: Any
     return fn
 
 
-def _masked_weight_bookkeeping(gated_weights: list[tuple[nn.Module, torch.Tensor, Callable[[], torch.Tensor]]],
+def masked_weight_bookkeeping(gated_weights: list[tuple[nn.Module, torch.Tensor, Callable[[], torch.Tensor]]],
                                opt: torch.optim.Optimizer, wd: float) -> None:
     """Weight decay only on open entries, and no momentum carried into masked ones (they stay frozen)."""
     for _, w, mask_fn in gated_weights:
@@ -185,7 +185,7 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
     broadcast_(gate_params, w)
     gate_ids = {id(p) for p in gate_params}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
-    gated = _gated_originals(model, gates)
+    gated = gated_originals(model, gates)
     gated_ids = {id(x) for _, x, _ in gated}
     opt_w = torch.optim.SGD([{"params": [p for p in weights if id(p) not in gated_ids],
                               "weight_decay": cfg.weight_decay},
@@ -197,13 +197,13 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
         opt_m = torch.optim.SGD(gate_params, lr=cfg.lr_gates, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     resumed = ckpt.has(phase)
-    push = _penalty_push(gates, cost_fn, budgets, cfg.cost_exponent, cfg.coupling_exponent)
+    push = penalty_push(gates, cost_fn, budgets, cfg.cost_exponent, cfg.coupling_exponent)
     lam0 = 1.0 if resumed else (cfg.lambda_init if cfg.lambda_init is not None else
                                 _balanced_lambda(model, gates, data, cfg, budgets, cost_fn, w, push, rt, fmt))
     with torch.no_grad():
         start = {k: float(v) for k, v in cost_fn([torch.ones_like(m) for m in gate_params]).items()}
     shape = cfg.ramp_shape or ("geometric" if isinstance(gates, WeightGates) else "linear")
-    ctrl = _Controller(budgets, cfg, lam0, start, total, shape)
+    ctrl = Controller(budgets, cfg, lam0, start, total, shape)
     log = GateTrainLog()
     net = ddp(model, w)
     counter = {"step": 0}
@@ -214,7 +214,7 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
             logits = net(x)
         logits = logits.float()  # no-op at fp32
         ce = F.cross_entropy(logits, y)
-        costs = cost_fn(_scaled(gates.soft_keep(), push))  # outside autocast: fp32 gates, float64 costs
+        costs = cost_fn(scaled_keep(gates.soft_keep(), push))  # outside autocast: fp32 gates, float64 costs
         loss = ce + ctrl.penalty(costs).to(ce.device)
         opt_w.zero_grad(set_to_none=True)
         opt_m.zero_grad(set_to_none=True)
@@ -226,8 +226,8 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
             scaler.unscale_(opt_m)
         average_gradients(gate_params, w)
         if cfg.gate_optimizer != "adam":
-            _normalise_gradients(gate_params)
-        _masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
+            normalise_gradients(gate_params)
+        masked_weight_bookkeeping(gated, opt_w, cfg.weight_decay)
         if scaler is None:
             opt_w.step()
             opt_m.step()
@@ -238,7 +238,7 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
         sched.step()
         counter["step"] += 1
         if cfg.project:
-            _project(gates, cost_fn, ctrl, counter["step"])
+            project_to_target(gates, cost_fn, ctrl, counter["step"])
         hard = {k: float(v.detach()) for k, v in costs.items()}
         ctrl.update(hard, counter["step"])
         rec = {"loss": ce.item(), "train_acc": float((logits.argmax(-1) == y).float().mean()), **hard}
@@ -296,13 +296,13 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * scale, None
 
 
-def _scaled(keep: list[torch.Tensor], push: list[torch.Tensor] | None) -> list[torch.Tensor]:
+def scaled_keep(keep: list[torch.Tensor], push: list[torch.Tensor] | None) -> list[torch.Tensor]:
     if push is None:
         return keep
     return [_ScaleGrad.apply(k, s) if k.requires_grad else k for k, s in zip(keep, push)]
 
 
-def _penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: list[Budget],
+def penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: list[Budget],
                   exponent: float, coupling: float = 0.0) -> list[torch.Tensor] | None:
     """Per-gate factors f turning the cost gradient c into c^exponent / k^coupling, with sum(c f) = sum(c)."""
     fan = [torch.as_tensor(k, dtype=torch.float32) for k in gates.coupling()]
@@ -333,7 +333,7 @@ def _penalty_push(gates: ChannelGates | WeightGates, cost_fn: CostFn, budgets: l
 
 
 @torch.no_grad()
-def _normalise_gradients(params: list[torch.Tensor]) -> None:
+def normalise_gradients(params: list[torch.Tensor]) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
@@ -344,7 +344,7 @@ def _normalise_gradients(params: list[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def _project(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "_Controller", step: int) -> None:
+def project_to_target(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "Controller", step: int) -> None:
     """If the hard-masked model is over the current target, close the open gates with the lowest values
     (set them just below zero) until it is not. They stay learnable and can reopen."""
     targets = {b.kind: ctrl.target(b, step) for b in ctrl.budgets}
@@ -397,7 +397,7 @@ def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: 
     with rt.autocast():
         logits = model(rt.inputs(x, fmt))
     g_ce = torch.autograd.grad(F.cross_entropy(logits.float(), rt.targets(y)), gate_params, allow_unused=True)
-    costs = cost_fn(_scaled(gates.soft_keep(), push))
+    costs = cost_fn(scaled_keep(gates.soft_keep(), push))
     reg = sum(costs[b.kind] / b.value for b in budgets if b.kind in costs)
     if not isinstance(reg, torch.Tensor) or not reg.requires_grad:
         return 1.0
@@ -412,7 +412,7 @@ def _open_fraction(gates: ChannelGates | WeightGates) -> float:
     return float(sum(int(k.sum()) for k in keep) / max(1, sum(k.numel() for k in keep)))
 
 
-def _gated_originals(model: nn.Module, gates: ChannelGates | WeightGates):
+def gated_originals(model: nn.Module, gates: ChannelGates | WeightGates):
     """(module, original weight, current mask broadcast to the weight) for every gated weight."""
     out = []
     for mod in model.modules():

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import GraphError
+from .heads import output_layers
 from .layers import custom_pruners_for
 from .tracing import SafeDependencyGraph, opaque_reason
 
@@ -132,9 +133,12 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSha
 def find_output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Layers whose output channels are the model's output (the classifier): they keep their size."""
     layers, out, _ = trace_layers(model, example)
-    if not isinstance(out, torch.Tensor):
-        raise GraphError("the model must return a single tensor (got %s); wrap it so forward() returns the logits"
-                         % type(out).__name__)
+    if not isinstance(out, torch.Tensor):  # several (nested) outputs: every layer that produces one is a head
+        heads = output_layers(model, example)
+        if not heads:
+            raise GraphError(f"the model returns {type(out).__name__} with no tensor computed by a conv or linear "
+                             "layer; return the outputs as tensors (nested in tuples, lists or dicts)")
+        return heads
     n_out = out.shape[-1] if out.dim() == 2 else out.shape[1]
     for layer in reversed(layers):
         if layer.out_features == n_out:
@@ -196,7 +200,7 @@ class PruningGraph:
         try:
             self.output_layers = find_output_layers(model, example)
             self.layers, out, self.exec_order = trace_layers(model, example)
-            self.output_shape = tuple(out.shape)
+            self.output_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
             named = dict(model.named_modules())
             ignored = [named[n] for n in self.output_layers + list(ignored_layers or []) if n in named]
             try:

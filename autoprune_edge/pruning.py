@@ -17,6 +17,7 @@ from .distributed import world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
 from .graph import PruningGraph
+from .heads import flatten_outputs
 from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
@@ -30,7 +31,7 @@ FAST_KINDS = {"macs", "params"}
 EQUIVALENCE_REL_TOL = 1e-4
 
 
-def _make_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Budget], target: Any,
+def budget_evaluator(graph: PruningGraph, cost: GroupCostModel, budgets: list[Budget], target: Any,
                     input_shape: tuple[int, ...]):
     slow = [b for b in budgets if b.kind not in FAST_KINDS]
 
@@ -58,10 +59,12 @@ def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Te
         first = str(e).strip().splitlines()[0]
         raise EquivalenceError(f"the compacted model no longer runs ({first}); some layer in this model is "
                                "not pruned consistently - report it with the model definition") from e
-    if a.shape != b.shape:
-        raise EquivalenceError(f"compacted model changed the output shape from {tuple(a.shape)} to {tuple(b.shape)}")
-    max_abs = float((a - b).abs().max())
-    scale = float(a.abs().max()) or 1.0
+    fa, fb = flatten_outputs(a), flatten_outputs(b)  # several (nested) outputs: every tensor must match
+    if [t.shape for t in fa] != [t.shape for t in fb] or not fa:
+        raise EquivalenceError(f"compacted model changed the output shapes from {[tuple(t.shape) for t in fa]} to "
+                               f"{[tuple(t.shape) for t in fb]}")
+    max_abs = max(float((x - y).abs().max()) if x.numel() else 0.0 for x, y in zip(fa, fb))
+    scale = max(float(x.abs().max()) if x.numel() else 0.0 for x in fa) or 1.0
     return max_abs, max_abs / scale
 
 
@@ -142,7 +145,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio)
     widths_before = graph.widths()
     cost = GroupCostModel(graph)
-    evaluator, cheap = _make_evaluator(graph, cost, budgets, target, input_shape)
+    evaluator, cheap = budget_evaluator(graph, cost, budgets, target, input_shape)
     notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
     gate_log: list[dict[str, float]] = []
     if learned:

@@ -208,7 +208,7 @@ def test_penalty_push_follows_cost_and_coupling(exponent, coupling):
     """The penalty's gradient on gate i becomes proportional to c_i**exponent / k_i**coupling (c_i: its
     marginal cost, k_i: how many layers it masks), with the same total as the plain cost gradient; plain
     cost weighting (1, 0) leaves the cost gradient untouched."""
-    from autoprune_edge.autoprune import _penalty_push, _scaled, structured_costs
+    from autoprune_edge.autoprune import penalty_push, scaled_keep, structured_costs
     from autoprune_edge.cost import GroupCostModel
 
     model = ResidualNet(w=8).eval()
@@ -219,15 +219,15 @@ def test_penalty_push_follows_cost_and_coupling(exponent, coupling):
 
     def push_grads(push):
         keep = [torch.ones_like(m, requires_grad=True) for m in gates.m]
-        cost_fn(_scaled(keep, push))["macs"].backward()
+        cost_fn(scaled_keep(keep, push))["macs"].backward()
         return torch.cat([k.grad for k in keep])
 
     fan = torch.cat([torch.full_like(m, float(k)) for m, k in zip(gates.m, gates.coupling())]).detach()
     assert fan.max() == 3 and fan.min() == 1  # the stream is read by both blocks and the head
-    assert _penalty_push(gates, cost_fn, budgets, 1.0, 0.0) is None
+    assert penalty_push(gates, cost_fn, budgets, 1.0, 0.0) is None
     plain = push_grads(None)
     assert plain.max() > 2 * plain.min() > 0  # the residual stream costs more per channel than the interiors
-    shaped = push_grads(_penalty_push(gates, cost_fn, budgets, exponent, coupling))
+    shaped = push_grads(penalty_push(gates, cost_fn, budgets, exponent, coupling))
     want = plain ** exponent / fan ** coupling
     want = want * plain.sum() / want.sum()  # sum(c * f) stays sum(c)
     assert torch.allclose(shaped, want, rtol=1e-4)

@@ -1,0 +1,96 @@
+"""The loop-agnostic Pruner: a detector with a dict output, a custom loss and the user's own optimiser."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import autoprune_edge as ape
+from autoprune_edge.errors import ConfigError
+from autoprune_edge.profiles.counting import count_macs
+
+
+class TinyDetector(nn.Module):
+    """Backbone + neck + two heads on one feature map; returns {"boxes": N x A*4 x H x W, "scores": ...}."""
+
+    def __init__(self, anchors: int = 3, classes: int = 5) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.neck = nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.box = nn.Conv2d(64, anchors * 4, 1)
+        self.cls = nn.Sequential(nn.Conv2d(64, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, anchors * classes, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.neck(self.backbone(x))
+        return {"boxes": self.box(f), "scores": self.cls(f)}
+
+
+def _task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A learnable toy: each image has one bright square; boxes regress its centre, scores its colour."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.1
+    colour = torch.randint(0, 3, (n,), generator=g)
+    pos = torch.randint(0, 24, (n, 2), generator=g)
+    for i in range(n):
+        r, c = pos[i].tolist()
+        x[i, colour[i], r:r + 8, c:c + 8] += 1.0
+    return x, colour, pos.float() / 24
+
+
+def _loss(out: dict[str, torch.Tensor], colour: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """A custom detection-style loss: class scores pooled over the map, box offsets pooled too."""
+    n = colour.shape[0]
+    scores = out["scores"].view(n, 3, 5, -1).mean(dim=(1, 3))
+    boxes = out["boxes"].view(n, 3, 4, -1).mean(dim=(1, 3))[:, :2]
+    return nn.functional.cross_entropy(scores, colour) + nn.functional.mse_loss(boxes, pos)
+
+
+def test_pruner_drives_a_detector_in_the_users_loop():
+    torch.manual_seed(0)
+    model = TinyDetector()
+    example = torch.zeros(1, 3, 32, 32)
+    dense_macs = count_macs(model, example).macs
+    steps = 60
+    pruner = ape.Pruner(model, example, f"{dense_macs / 2e6:.6f}MFLOPs", total_steps=steps, ignore=[model.cls[0]])
+    gate_ids = {id(p) for p in pruner.params}
+    assert not gate_ids & {id(p) for p in model.parameters()}  # the user's optimiser never sees the gates
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, colour, pos = _task(256, 1)
+    model.train()
+    first = None
+    for step in range(steps):
+        i = (step * 32) % 256
+        task = _loss(model(x[i:i + 32]), colour[i:i + 32], pos[i:i + 32])
+        first = first if first is not None else float(task.detach())
+        (task + pruner.penalty()).backward()
+        rec = pruner.step(opt)
+        opt.step()
+        opt.zero_grad()
+    assert rec["macs"] <= dense_macs / 2 * 1.001  # the gated model landed on the budget
+    small = pruner.compact()
+    r = pruner.report
+    assert r.macs_after <= dense_macs / 2 and r.macs_after == count_macs(small, example).macs
+    assert r.equivalence_rel < 1e-4 and r.steps == steps
+    # heads keep their contract channels; the ignored layer keeps its width; something else was pruned
+    assert set(r.head_layers) == {"box", "cls.2"} and r.ignored_layers == ["cls.0"]
+    assert small.box.out_channels == 12 and small.cls[2].out_channels == 15 and small.cls[0].out_channels == 32
+    assert small.backbone[0].out_channels < 32 or small.neck[0].out_channels < 64
+    out = small(x[:4])
+    assert out["boxes"].shape == (4, 12, 8, 8) and out["scores"].shape == (4, 15, 8, 8)
+    with torch.no_grad():
+        assert float(_loss(small(x), colour, pos)) < first  # it still learned the task
+    with pytest.raises(ConfigError, match="already compacted"):
+        pruner.penalty()
+
+
+def test_pruner_rejects_bad_arguments():
+    model = TinyDetector()
+    example = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match="total_steps"):
+        ape.Pruner(model, example, "1MFLOPs", total_steps=0)
+    with pytest.raises(ConfigError, match="no module named 'nope'"):
+        ape.Pruner(model, example, "1MFLOPs", total_steps=5, ignore=["nope"])
+    with pytest.raises(ape.AutoPruneEdgeError, match="target"):
+        ape.Pruner(model, example, "5ms", total_steps=5)
