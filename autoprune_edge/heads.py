@@ -19,11 +19,12 @@ _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 
 
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
-    """Every tensor in a (nested) tuple / list / dict output, in a fixed order (dict keys sorted)."""
+    """Every tensor in a (nested) tuple / list / dict output, in the order torch.onnx.export flattens them
+    (dicts in insertion order), so the i-th tensor here is the ONNX file's i-th output."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, Mapping):
-        return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
+        return [t for v in out.values() for t in flatten_outputs(v)]
     if isinstance(out, (tuple, list)):
         return [t for v in out for t in flatten_outputs(v)]
     return []

@@ -94,3 +94,33 @@ def test_pruner_rejects_bad_arguments():
         ape.Pruner(model, example, "1MFLOPs", total_steps=5, ignore=["nope"])
     with pytest.raises(ape.AutoPruneEdgeError, match="target"):
         ape.Pruner(model, example, "5ms", total_steps=5)
+
+
+def test_a_pruned_detector_exports_with_parity_on_every_output(tmp_path):
+    """ONNX and TFLite fp32/int8 of a two-output detector, each output checked against torch."""
+    torch.manual_seed(0)
+    model = TinyDetector()
+    example = torch.zeros(1, 3, 32, 32)
+    macs = count_macs(model, example).macs
+    pruner = ape.Pruner(model, example, f"{macs / 2e6:.6f}MFLOPs", total_steps=4)
+    x, colour, pos = _task(96, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for step in range(4):
+        (_loss(model(x[:32]), colour[:32], pos[:32]) + pruner.penalty()).backward()
+        pruner.step(opt)
+        opt.step()
+        opt.zero_grad()
+    small = pruner.compact()
+    arts = ape.convert(small, example, tmp_path, formats="tflite-fp32,tflite-int8", calib=x[32:96], heldout=x[:16],
+                       measure=False)
+    by = {a.format: a for a in arts}
+    assert set(by) == {"onnx", "tflite-fp32", "tflite-int8"}
+    for fmt in ("onnx", "tflite-fp32"):
+        p = by[fmt].parity
+        assert by[fmt].ok and p["outputs"] == 2 and len(p["per_output"]) == 2 and p["rel"] < 1e-4, (fmt, p)
+    q = by["tflite-int8"].parity
+    assert q["outputs"] == 2 and not q["top1_judged"] and min(o["cosine"] for o in q["per_output"]) > 0.98, q
+    assert by["tflite-int8"].ok and len(by["tflite-int8"].io["outputs"]) == 2
+    with pytest.raises(ape.AutoPruneEdgeError, match="Core ML"):
+        ape.convert(small, example, tmp_path / "c", formats="coreml", heldout=x[:4], measure=False)

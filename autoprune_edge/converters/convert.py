@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import AutoPruneEdgeError, PartialBuildError
+from ..heads import flatten_outputs
 from .artifact import Artifact
 from .formats import INT8_IO, Format, format_named, parse_formats
 from .job import ExportJob
@@ -43,11 +44,17 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
     heldout = heldout if heldout is not None else torch.randn(8, *example.shape[1:],
                                                                generator=torch.Generator().manual_seed(123))
     with torch.no_grad():
-        ref = model(heldout).numpy()
+        outs = [o.numpy() for o in flatten_outputs(model(heldout))]
+    ref = outs[0] if len(outs) == 1 else outs  # several outputs (detectors, segmenters): judged one by one
     job = ExportJob(model=model, example=example, out_dir=Path(out_dir), heldout=heldout.detach().float().numpy(),
                     reference=ref, thresholds=ParityThresholds.coerce(thresholds), calib=calib, labels=labels,
                     mean=mean, std=std, name=name, measure=measure, measure_runs=measure_runs, localize=localize,
                     edgetpu_sram_bytes=edgetpu_sram_bytes, int8_io=int8_io)
+    if isinstance(ref, list):
+        job.localize = False  # the layer-by-layer search compares one output tensor
+        if "coreml" in fmts:
+            raise AutoPruneEdgeError(f"Core ML export of a model with {len(ref)} outputs is not supported yet; "
+                                     "drop coreml from --formats")
     for group in _by_exporter([format_named(f) for f in fmts]):
         job.done += group[0].load_exporter()(job, group)
     return job.done

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from .artifact import Artifact
-from .parity import ParityThresholds, compare
+from ..errors import ParityError
+from .litert import align_outputs
+from .parity import Parity, ParityThresholds, compare
 
 
 @dataclass
@@ -19,7 +21,7 @@ class ExportJob:
     example: torch.Tensor  # one input, NCHW
     out_dir: Path
     heldout: np.ndarray  # parity inputs, NCHW float32, disjoint from calib
-    reference: np.ndarray  # torch's outputs on heldout
+    reference: np.ndarray | list[np.ndarray]  # torch's outputs on heldout (a list: several outputs, in order)
     thresholds: ParityThresholds
     calib: torch.Tensor | None = None  # int8 calibration samples
     labels: list[str] | None = None
@@ -35,10 +37,20 @@ class ExportJob:
 
     def judge(self, art: Artifact, got: np.ndarray) -> None:
         """Set the artifact's parity numbers and failures from its outputs on ``heldout``."""
-        p = compare(self.reference, got)
+        try:
+            p = self.parity(got)
+        except ParityError as e:  # e.g. the converter changed an output's layout: a failure of the file
+            art.parity, art.failures, art.parity_ok = None, [str(e)], False
+            return
         art.parity = p.to_dict()
         art.failures = self.thresholds.failures(art.format, p)
         art.parity_ok = not art.failures
+
+    def parity(self, got: np.ndarray | list[np.ndarray]) -> Parity:
+        """An artifact's outputs on ``heldout`` against torch's (several outputs matched up by shape)."""
+        if isinstance(self.reference, list):
+            got = align_outputs(self.reference, got if isinstance(got, list) else [got])
+        return compare(self.reference, got)
 
     def artifact(self, fmt: str) -> Artifact | None:
         return next((a for a in self.done if a.format == fmt), None)

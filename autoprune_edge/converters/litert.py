@@ -62,6 +62,7 @@ def tflite_io_details(path: Path) -> dict[str, Any]:
     return {
         "input": one(ind[0], _layout_guess(in_shape)),
         "output": one(outd[0], _layout_guess([int(v) for v in outd[0]["shape"]])),
+        "outputs": [one(d, _layout_guess([int(v) for v in d["shape"]])) for d in outd],
         "n_inputs": len(ind),
         "n_outputs": len(outd),
     }
@@ -126,16 +127,21 @@ class TfliteRunner:
         if mb not in (x.shape[0], 1, -1):
             raise ConversionError(f"{self.path} has static batch {mb}; got {x.shape[0]} samples")
         step = x.shape[0] if mb in (x.shape[0], -1) else 1
-        outs = []
+        details = self.it.get_output_details()
+        outs: list[list[np.ndarray]] = [[] for _ in details]
         for i in range(0, x.shape[0], step):
             xi = np.ascontiguousarray(quantize(x[i : i + step], self.inp))
             self.it.set_tensor(self.inp["index"], xi)
             self.it.invoke()
-            outs.append(dequantize(self.it.get_tensor(self.out["index"]).copy(), self.out))
-        y = np.concatenate(outs, axis=0)
-        if nchw_output and layout == "NHWC" and y.ndim == 4:
-            y = y.transpose(0, 3, 1, 2)  # onnx2tf keeps 4-D outputs channels-last
-        return y
+            for o, d in zip(outs, details):
+                o.append(dequantize(self.it.get_tensor(d["index"]).copy(), d))
+        ys = []
+        for o in outs:
+            y = np.concatenate(o, axis=0)
+            if nchw_output and layout == "NHWC" and y.ndim == 4:
+                y = y.transpose(0, 3, 1, 2)  # onnx2tf keeps 4-D outputs channels-last
+            ys.append(y)
+        return ys[0] if len(ys) == 1 else ys
 
 
 def run_tflite(path: Path, x_nchw: np.ndarray, *, num_threads: int = 1, nchw_output: bool = True) -> np.ndarray:
@@ -143,6 +149,20 @@ def run_tflite(path: Path, x_nchw: np.ndarray, *, num_threads: int = 1, nchw_out
 
     The input layout (NHWC from onnx2tf, or NCHW with ``-k``) is read from the model's input shape;
     a batch-1 model is run once per sample. 4-D outputs are transposed back to NCHW when the input was
-    transposed (``nchw_output=False`` keeps them as the model returns them).
+    transposed (``nchw_output=False`` keeps them as the model returns them). A model with several
+    outputs returns a list, in the file's output order (see `align_outputs`).
     """
     return TfliteRunner(path, num_threads=num_threads)(x_nchw, nchw_output=nchw_output)
+
+
+def align_outputs(reference: list[np.ndarray], got: list[np.ndarray]) -> list[np.ndarray]:
+    """``got`` reordered to match ``reference`` by shape (converters may reorder a model's outputs); among
+    outputs of the same shape the file's order is kept. Unmatched outputs keep their places."""
+    free = list(range(len(got)))
+    order: list[int | None] = []
+    for r in reference:
+        j = next((k for k in free if tuple(got[k].shape) == tuple(r.shape)), None)
+        if j is not None:
+            free.remove(j)
+        order.append(j)
+    return [got[j] if j is not None else got[free.pop(0)] for j in order] if len(got) == len(reference) else got

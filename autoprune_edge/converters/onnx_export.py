@@ -124,7 +124,7 @@ def onnx_io_names(path: Path) -> tuple[list[str], list[str]]:
 
 
 def run_onnx(path: Path, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
-    """Run the (single-input, single-output) ONNX model on ``x`` with onnxruntime on CPU.
+    """Run the single-input ONNX model on ``x`` with onnxruntime on CPU (several outputs: a list, in order).
 
     A batch larger than the model's static batch is run sample by sample and concatenated.
     """
@@ -146,6 +146,8 @@ def run_onnx(path: Path, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
             raise ConversionError(
                 f"{path} has static batch {static_batch} but got {x.shape[0]} samples; export with batch 1"
             )
-        outs = [sess.run(None, {inp.name: x[i : i + 1]})[0] for i in range(x.shape[0])]
-        return np.concatenate(outs, axis=0)
-    return sess.run(None, {inp.name: x})[0]
+        runs = [sess.run(None, {inp.name: x[i : i + 1]}) for i in range(x.shape[0])]
+        res = [np.concatenate([r[k] for r in runs], axis=0) for k in range(len(runs[0]))]
+    else:
+        res = sess.run(None, {inp.name: x})
+    return res[0] if len(res) == 1 else res
