@@ -124,3 +124,27 @@ def test_a_pruned_detector_exports_with_parity_on_every_output(tmp_path):
     assert by["tflite-int8"].ok and len(by["tflite-int8"].io["outputs"]) == 2
     with pytest.raises(ape.AutoPruneEdgeError, match="Core ML"):
         ape.convert(small, example, tmp_path / "c", formats="coreml", heldout=x[:4], measure=False)
+
+
+def test_torchvision_ssdlite_prunes_with_its_heads_intact():
+    """A real detector from the zoo (raw heads, no NMS): 2x fewer MACs, exact, every head conv kept."""
+    from autoprune_edge.heads import flatten_outputs
+    from autoprune_edge.models import build_model
+
+    torch.manual_seed(0)
+    model, spec = build_model("ssdlite320_mobilenet_v3_large", num_classes=7)
+    assert spec.source == "zoo"
+    example = torch.zeros(1, 3, 160, 160)
+    before = [tuple(t.shape) for t in flatten_outputs(model.eval()(example))]
+    macs = count_macs(model, example).macs
+    pruner = ape.Pruner(model, example, f"{macs / 2e6:.6f}MFLOPs", total_steps=2)
+    model.train()
+    for _ in range(2):
+        out = model(torch.randn(2, 3, 160, 160))
+        (sum(t.pow(2).mean() for t in flatten_outputs(out)) + pruner.penalty()).backward()
+        pruner.step()
+    small = pruner.compact()
+    r = pruner.report
+    assert r.macs_after <= macs / 2 and r.equivalence_rel < 1e-4
+    assert len(r.head_layers) == 12 and all(n.startswith("head.") for n in r.head_layers)
+    assert [tuple(t.shape) for t in flatten_outputs(small(example))] == before

@@ -1,4 +1,5 @@
-"""Small built-in architectures that torchvision lacks: CIFAR ResNets (akamaster-compatible) and LeNets."""
+"""Built-in architectures torchvision lacks as plain tensor programs: CIFAR ResNets (akamaster-compatible),
+LeNets, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import cifar_resnet, lenet
+from . import cifar_resnet, dense_heads, lenet
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ ZOO: dict[str, ZooEntry] = {
     },
     "lenet5": ZooEntry(lenet.lenet5, 28, 1, 10, "LeNet-5-Caffe for 28x28 MNIST digits"),
     "lenet300": ZooEntry(lenet.lenet300, 28, 1, 10, "LeNet-300-100 MLP for 28x28 MNIST digits"),
+    "ssdlite320_mobilenet_v3_large": ZooEntry(dense_heads.ssdlite320_mobilenet_v3_large, 320, 3, 91,
+                                              "SSDlite detector, raw box/class head tensors (no NMS)"),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": ZooEntry(
+        dense_heads.fasterrcnn_mobilenet_v3_large_320_fpn, 320, 3, 91,
+        "Faster R-CNN MobileNetV3-FPN: backbone, FPN and RPN head per level (the RoI head runs after NMS)"),
+    "lraspp_mobilenet_v3_large": ZooEntry(dense_heads.lraspp_mobilenet_v3_large, 320, 3, 21,
+                                          "LR-ASPP segmenter, {'out': per-pixel class logits}"),
+    "deeplabv3_mobilenet_v3_large": ZooEntry(dense_heads.deeplabv3_mobilenet_v3_large, 320, 3, 21,
+                                             "DeepLabV3 segmenter, {'out': per-pixel class logits}"),
 }
 
 
