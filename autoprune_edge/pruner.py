@@ -32,6 +32,7 @@ from .autoprune import (AutoPruneConfig, CostFn, Controller, gated_originals, ma
                         normalise_gradients, penalty_push, project_to_target, scaled_keep, structured_costs)
 from .budget import Budget, as_budgets
 from .cost import GroupCostModel
+from .distributed import average_gradients, broadcast_, world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
 from .graph import PruningGraph
@@ -108,6 +109,8 @@ class Pruner:
         self.learnable = learnable
         self.cost_fn: CostFn = structured_costs(self.cost, {b.kind for b in learnable}, latency)
         self.params = list(self.gates.m)
+        self.world = world()  # under torchrun: gates start equal on every rank and step on averaged gradients
+        broadcast_(self.params, self.world)
         if self.cfg.gate_optimizer == "adam":
             self.opt: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr_gates)
         else:
@@ -150,10 +153,17 @@ class Pruner:
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         """After backward, before ``optimizer.step()``: step the gates, move the budget target and the
         controller. With ``optimizer``, the momentum of weights masked off is cleared so they stay frozen
-        (the only change made to the user's optimiser state). Returns this step's costs and multipliers."""
+        (the only change made to the user's optimiser state). Works under AMP (a loss scaled by a
+        GradScaler: the gate step is normalised, and skipped when the gradients overflowed) and under
+        torchrun (gate gradients averaged over ranks). Returns this step's costs and multipliers."""
         self._check_open()
+        average_gradients(self.params, self.world)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):  # a GradScaler overflow: skip it, as it does
+            self.opt.zero_grad(set_to_none=True)
+            return {"step": self.steps, "skipped": 1.0}
         if self.cfg.gate_optimizer != "adam":
-            normalise_gradients(self.params)
+            normalise_gradients(self.params)  # also makes the step independent of a loss scale
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if optimizer is not None:

@@ -148,3 +148,25 @@ def test_torchvision_ssdlite_prunes_with_its_heads_intact():
     assert r.macs_after <= macs / 2 and r.equivalence_rel < 1e-4
     assert len(r.head_layers) == 12 and all(n.startswith("head.") for n in r.head_layers)
     assert [tuple(t.shape) for t in flatten_outputs(small(example))] == before
+
+
+def test_pruner_step_is_loss_scale_free_and_skips_overflow():
+    """Under AMP the loss is scaled (GradScaler): the gate step must not depend on the scale, and an
+    overflowed step (inf gradients) must leave the gates alone."""
+    def run(scale: float, overflow: bool = False) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = TinyDetector()
+        example = torch.zeros(1, 3, 32, 32)
+        pruner = ape.Pruner(model, example, "1MFLOPs", total_steps=10)
+        x, colour, pos = _task(8, 3)
+        loss = (_loss(model(x), colour, pos) + pruner.penalty()) * scale
+        loss.backward()
+        if overflow:
+            pruner.params[0].grad[0] = float("inf")
+        before = [p.detach().clone() for p in pruner.params]
+        pruner.step()
+        return [p.detach() - b for p, b in zip(pruner.params, before)]
+
+    a, b, c = run(1.0), run(1024.0), run(1.0, overflow=True)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b)) and any(bool(x.abs().sum()) for x in a)
+    assert all(not bool(x.abs().sum()) for x in c)
