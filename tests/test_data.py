@@ -366,3 +366,20 @@ def test_bad_cifar_options(sprite_root):
         load_data(f"cifar10:{sprite_root}?normalization=foo")
     with pytest.raises(DataError, match="1-channel|input channels"):
         load_data(f"cifar10:{sprite_root}", channels=1)
+
+
+def test_synthetic_shapes_segmentation_task_is_deterministic_and_labelled():
+    from autoprune_edge.data.synthetic_seg import SyntheticShapes
+
+    ds = SyntheticShapes(8, size=32, num_classes=4, seed=3)
+    x, m = ds[5]
+    x2, m2 = SyntheticShapes(8, size=32, num_classes=4, seed=3)[5]
+    assert x.shape == (3, 32, 32) and m.shape == (32, 32) and m.dtype == torch.int64
+    assert torch.equal(x, x2) and torch.equal(m, m2)
+    labels = torch.cat([ds[i][1].flatten() for i in range(8)]).unique().tolist()
+    assert labels[0] == 0 and len(labels) >= 3 and max(labels) <= 3  # background plus shape classes
+    # a shape's pixels carry its class colour: mean colour differs between classes
+    xs, ms = zip(*(ds[i] for i in range(8)))
+    xs, ms = torch.stack(xs), torch.stack(ms)
+    means = [xs.permute(1, 0, 2, 3)[:, ms == k].mean(1) for k in labels[1:]]
+    assert all((a - b).abs().max() > 0.5 for i, a in enumerate(means) for b in means[i + 1:])
