@@ -170,3 +170,25 @@ def test_pruner_step_is_loss_scale_free_and_skips_overflow():
     a, b, c = run(1.0), run(1024.0), run(1.0, overflow=True)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b)) and any(bool(x.abs().sum()) for x in a)
     assert all(not bool(x.abs().sum()) for x in c)
+
+
+class TwinHeads(nn.Module):
+    """Two outputs of the same shape (as FPN levels of equal size give): order must survive conversion."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU())
+        self.a, self.b = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return self.b(f) * 3.0, self.a(f), f.mean(dim=(2, 3))
+
+
+def test_same_shape_outputs_keep_their_order_through_tflite(tmp_path):
+    torch.manual_seed(0)
+    arts = ape.convert(TwinHeads().eval(), torch.zeros(1, 3, 8, 8), tmp_path, formats="tflite-fp32",
+                       heldout=torch.randn(4, 3, 8, 8), measure=False)
+    fp32 = arts[-1]
+    assert fp32.format == "tflite-fp32" and fp32.ok and fp32.parity["outputs"] == 3, fp32.parity
+    assert all(p["rel"] < 1e-5 for p in fp32.parity["per_output"])

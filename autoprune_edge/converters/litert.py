@@ -4,6 +4,7 @@ Needs only numpy and ai_edge_litert (no torch, no TensorFlow).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,17 @@ class TfliteRunner:
         self.out = self.it.get_output_details()[0]
         self.model_shape = [int(v) for v in self.inp["shape"]]
 
+    def output_details(self) -> list[dict[str, Any]]:
+        """Output tensors in the source model's order: by their signature names output_000, output_001...
+        where the converter wrote several (see tflite.py), else in the file's order."""
+        details = self.it.get_output_details()
+        sigs = self.it._get_full_signature_list() if hasattr(self.it, "_get_full_signature_list") else {}
+        names = next(iter(sigs.values()), {}).get("outputs", {}) if len(sigs) == 1 else {}
+        if len(details) > 1 and len(names) == len(details) and all(re.fullmatch(r"output_\d{3}", k) for k in names):
+            by_index = {d["index"]: d for d in details}
+            return [by_index[names[k]] for k in sorted(names)]
+        return details
+
     def __call__(self, x_nchw: np.ndarray, *, nchw_output: bool = True) -> np.ndarray:
         x = np.asarray(x_nchw, dtype=np.float32)
         if x.ndim == len(self.model_shape) - 1:
@@ -127,7 +139,7 @@ class TfliteRunner:
         if mb not in (x.shape[0], 1, -1):
             raise ConversionError(f"{self.path} has static batch {mb}; got {x.shape[0]} samples")
         step = x.shape[0] if mb in (x.shape[0], -1) else 1
-        details = self.it.get_output_details()
+        details = self.output_details()
         outs: list[list[np.ndarray]] = [[] for _ in details]
         for i in range(0, x.shape[0], step):
             xi = np.ascontiguousarray(quantize(x[i : i + step], self.inp))

@@ -89,8 +89,14 @@ def converter():
     # its weights are constants captured by the function) without any of that.
     root = tf.Module()
     root.model_variables = list(model.variables)
-    root.fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0]),
-                          input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
+    def call(*xs):
+        out = model(list(xs) if len(xs) > 1 else xs[0])
+        if len(model.outputs) == 1:
+            return out
+        # several outputs: name them output_000, output_001... in the ONNX file's order, because the
+        # converter does not keep the order of a list (LiteRT's runner sorts them back by these names)
+        return {"output_%03d" % i: t for i, t in enumerate(out)}
+    root.fn = tf.function(call, input_signature=[tf.TensorSpec(t.shape, t.dtype, t.name) for t in model.inputs])
     return tf.lite.TFLiteConverter.from_concrete_functions([root.fn.get_concrete_function()], root)
 
 for p in a["precisions"]:
