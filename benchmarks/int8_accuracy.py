@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--lenet-finetune-epochs", type=float, default=2)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in args.rows.split(","):
         with Timer() as t:
             if row in WEIGHTS:
@@ -173,6 +173,10 @@ def main() -> None:
         r["wall_min"] = t.seconds / 60
         rows.append(r)
         print(r, flush=True)
+        save(rows, args)  # after every row, so a cut-off run keeps what it measured
+
+
+def save(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     cols = ["model", "macs", "data", "acc_torch", "acc_fp32", "acc_int8", "delta_int8_pt", "int8_parity",
             "int8_top1_agreement", "int8_cosine", "recipe", "tried", "io", "fp32_ms_1t", "int8_ms_1t", "int8_speedup",
             "wall_min"]
@@ -182,12 +186,13 @@ def main() -> None:
             f"/{len(real)}", f"- MobileNetV2 rows passing int8 parity: {sum(r['int8_parity'] == 'pass' for r in mbv2)}"
             f"/{len(mbv2)}"]
     md = ["# int8 after pruning: accuracy, parity, recipe, host speed", "",
-          f"Command: `python benchmarks/int8_accuracy.py {' '.join(sys.argv[1:])}`".rstrip(), "",
           "Each int8 file comes from the product's `convert()` with its defaults (uint8 pixel I/O, recipes tried "
           "cheapest first, chosen by int8 parity on 64 held-out images; `tried` lists each recipe and whether it "
           "passed). Accuracies are top-1 of the torch model, the fp32 .tflite and the int8 .tflite (LiteRT, "
           "raw 0..255 pixels into the uint8 file) on the evaluation images; host latency is LiteRT, 1 thread, "
-          "median of 50 runs, fp32 and int8 files measured in the same build.", "",
+          "median of 50 runs, fp32 and int8 files measured in the same build. CIFAR rows: AutoPrune "
+          f"{args.gate_epochs:g} gate + {args.finetune_epochs:g} distilled fine-tune epochs on "
+          f"{args.train_images} training images.", "",
           md_table(rows, cols), "", "Goals:", *goal]
     write_results(f"int8_accuracy{args.tag}", {"rows": rows}, "\n".join(md) + "\n")
 
