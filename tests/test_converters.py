@@ -282,3 +282,29 @@ def test_killed_converter_is_reported_as_out_of_memory(tmp_path, monkeypatch):
     with pytest.raises(ConversionError, match="killed .* most likely out of memory"):
         onnx_to_tflite(path, tmp_path / "out", work_dir=tmp_path / "wd")
     assert not (tmp_path / "out" / "model_fp32.tflite").exists()
+
+
+def test_onnx2tf_gets_real_inputs_for_its_layout_checks(tmp_path):
+    """A pruned LeNet-5 (fixture: AutoPrune-trained weights, 6/7/56 wide) whose ReLUs leave onnx2tf's own
+    dummy input ambiguous: without real inputs onnx2tf flattened NHWC without the transpose (rel error ~1)."""
+    import numpy as np
+
+    from autoprune_edge.converters.litert import run_tflite
+    from autoprune_edge.converters.onnx_export import export_onnx
+    from autoprune_edge.converters.tflite import onnx_to_tflite
+    from autoprune_edge.zoo.lenet import lenet5
+
+    sd = torch.load(Path(__file__).parent / "fixtures" / "lenet5_autopruned_6_7_56.pt", weights_only=True)
+    model = lenet5(num_classes=10, in_channels=1)
+    for name in ("conv1", "conv2", "fc1", "fc2"):  # the pruned widths
+        w = sd[f"{name}.weight"]
+        layer = getattr(model, name)
+        setattr(model, name, type(layer)(*(w.shape[1], w.shape[0]) if w.dim() == 2 else (w.shape[1], w.shape[0], 5)))
+    model.load_state_dict(sd)
+    model.eval()
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    onnx_path = export_onnx(model, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    f = onnx_to_tflite(onnx_path, tmp_path / "t", precisions=["fp32"], test_data=x.numpy())["fp32"]
+    assert np.abs(run_tflite(f, x.numpy()) - ref).max() / np.abs(ref).max() < 1e-5

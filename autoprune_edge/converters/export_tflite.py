@@ -40,7 +40,8 @@ def export_tflite(job: ExportJob, formats: tuple[Format, ...]) -> list[Artifact]
     if floats:
         precisions = [f.precision for f in floats]
         with progress.task(f"convert to TFLite ({', '.join(precisions)}) with onnx2tf", total=None):
-            files = onnx_to_tflite(onnx_path, job.out_dir, precisions=precisions)
+            probe = job.calib.numpy() if job.calib is not None else job.heldout  # training images when there are
+            files = onnx_to_tflite(onnx_path, job.out_dir, precisions=precisions, test_data=probe)
         for fmt in floats:
             arts.append(_finish(job, fmt, Path(files[fmt.precision]), job.heldout, onnx_path, arts))
     for fmt in formats:
@@ -65,7 +66,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                 rdir = Path(tmp) / recipe.name
                 src = export_onnx(net, torch.zeros_like(job.example), rdir / "model.onnx")
                 path = onnx_to_tflite(src, rdir, precisions=["int8"], calib=calib_in.numpy(),
-                                      int8_io=job.int8_io)["int8"]
+                                      int8_io=job.int8_io, test_data=calib_in.numpy())["int8"]
                 if pixel:
                     set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
             try:

@@ -75,6 +75,9 @@ model = onnx2tf.convert(
     # Return the Keras model instead of writing a SavedModel and both float files: we convert only the
     # precisions that were asked for (the SavedModel dump alone is most of onnx2tf's time on big nets).
     disable_model_save=True,
+    # Real inputs for onnx2tf's own layout checks: on its dummy input a ReLU can leave a tensor ambiguous
+    # and onnx2tf then flattens NHWC without transposing back (a pruned LeNet-5: rel error 1 at Flatten).
+    custom_input_op_name_np_data_path=a["test_data"],
 )
 import tensorflow as tf
 t1 = time.perf_counter()
@@ -205,6 +208,7 @@ def onnx_to_tflite(
     check_ops: bool = True,
     speedup: bool = True,
     int8_io: str = "int8",
+    test_data: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Convert ``onnx_path`` with onnx2tf and copy the requested precisions to ``out_dir``.
 
@@ -214,6 +218,8 @@ def onnx_to_tflite(
     by default a temporary directory is used and removed. ``speedup`` reuses values in onnx2tf's
     per-op validation (converters/onnx2tf_speedup.py; same output, 2-5x faster on deep nets).
     ``int8_io`` is the dtype of the int8 file's input and output tensors (int8, uint8 or float32).
+    ``test_data`` (NCHW float32, in the model's input units) are real inputs for onnx2tf's own layout
+    validation, which otherwise runs on dummy data; 4-D inputs converted to NHWC only.
     """
     ps = _check_precisions(precisions)
     if int8_io not in INT8_IO:
@@ -247,14 +253,14 @@ def onnx_to_tflite(
         wd.mkdir(parents=True, exist_ok=True)
     try:
         return _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, timeout_s, simplify, check_ops,
-                        speedup, int8_io)
+                        speedup, int8_io, test_data)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, timeout_s, simplify, check_ops,
-             speedup, int8_io):
+             speedup, int8_io, test_data=None):
     model_copy = wd / "model.onnx"  # onnx2tf (and onnxsim) rewrite their input: work on a copy
     shutil.copyfile(onnx_path, model_copy)
     ext = onnx_path.with_name(onnx_path.name + ".data")
@@ -264,6 +270,13 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
     if not dummy.exists():
         rng = np.random.default_rng(0)
         np.save(dummy, rng.random((20, 128, 128, 3), dtype=np.float32))
+    test_arg = None
+    if test_data is not None and not keep_nchw and len(dims) == 4 and np.asarray(test_data).ndim == 4 \
+            and np.isfinite(test_data).all():
+        t = np.ascontiguousarray(np.asarray(test_data, dtype=np.float32)[:20].transpose(0, 2, 3, 1))
+        np.save(wd / "onnx2tf_test_data.npy", t)
+        c = t.shape[-1]
+        test_arg = [[input_name, str(wd / "onnx2tf_test_data.npy"), [0.0] * c, [1.0] * c]]
     calib_path = None
     if "int8" in ps:
         c = calib
@@ -284,6 +297,7 @@ def _convert(onnx_path, out_dir, wd, ps, calib, input_name, dims, keep_nchw, tim
         "batch_size": None if batch_fixed else 1,
         "keep_nchw": [input_name] if keep_nchw else None,
         "calib": str(calib_path) if calib_path else None,
+        "test_data": test_arg,
         "precisions": list(ps),
         "int8_io": int8_io,
         "files": {p: str(sm_dir / f"model_{p}.tflite") for p in ps},
