@@ -56,6 +56,22 @@ def top1(logits: np.ndarray, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y.numpy()).mean())
 
 
+def file_columns(folder: Path, fp32: Any, int8: Any, x: torch.Tensor, y: torch.Tensor, mean, std) -> dict[str, Any]:
+    """Accuracy of the fp32 and int8 files on (x, y), each fed as documented, plus the int8 file's facts."""
+    acc_fp32 = top1(run_tflite(folder / fp32.path, x.numpy()), y)
+    xin = to_pixels(x, list(mean), list(std)).numpy() if int8.int8["pixel_input"] else x.numpy()
+    acc_int8 = top1(run_tflite(folder / int8.path, xin), y)
+    ms32, ms8 = fp32.host_latency_ms.get("1"), int8.host_latency_ms.get("1")
+    return {"acc_fp32": acc_fp32, "acc_int8": acc_int8,
+            "delta_int8_pt": 100 * (acc_int8 - acc_fp32), "int8_parity": "pass" if int8.ok else "FAIL",
+            "int8_top1_agreement": int8.parity["top1_agreement"], "int8_cosine": int8.parity["cosine"],
+            "recipe": int8.int8["recipe"], "tried": [t["recipe"] + (" ok" if t["passed"] else " fail")
+                                                     for t in int8.int8["tried"]],
+            "io": f"{int8.io['input']['dtype']} in / {int8.io['output']['dtype']} out",
+            "fp32_ms_1t": ms32, "int8_ms_1t": ms8, "int8_speedup": (ms32 / ms8) if ms32 and ms8 else None,
+            "n_eval": len(y)}
+
+
 def measure_files(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor, mean, std, labels, name: str,
                   calib_n: int) -> dict[str, Any]:
     """Convert to fp32 + int8 with the product's convert(), then accuracy of torch, fp32 and int8 on (x, y)."""
@@ -69,18 +85,7 @@ def measure_files(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor
         fp32, int8 = by["tflite-fp32"], by["tflite-int8"]
         with torch.no_grad():
             acc_torch = top1(torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy(), y)
-        acc_fp32 = top1(run_tflite(Path(d) / fp32.path, x.numpy()), y)
-        xin = to_pixels(x, list(mean), list(std)).numpy() if int8.int8["pixel_input"] else x.numpy()
-        acc_int8 = top1(run_tflite(Path(d) / int8.path, xin), y)
-    ms32, ms8 = fp32.host_latency_ms.get("1"), int8.host_latency_ms.get("1")
-    return {"acc_torch": acc_torch, "acc_fp32": acc_fp32, "acc_int8": acc_int8,
-            "delta_int8_pt": 100 * (acc_int8 - acc_fp32), "int8_parity": "pass" if int8.ok else "FAIL",
-            "int8_top1_agreement": int8.parity["top1_agreement"], "int8_cosine": int8.parity["cosine"],
-            "recipe": int8.int8["recipe"], "tried": [t["recipe"] + (" ok" if t["passed"] else " fail")
-                                                     for t in int8.int8["tried"]],
-            "io": f"{int8.io['input']['dtype']} in / {int8.io['output']['dtype']} out",
-            "fp32_ms_1t": ms32, "int8_ms_1t": ms8, "int8_speedup": (ms32 / ms8) if ms32 and ms8 else None,
-            "n_eval": len(y)}
+        return {"acc_torch": acc_torch, **file_columns(Path(d), fp32, int8, x, y, mean, std)}
 
 
 def cifar_row(name: str, args) -> dict[str, Any]:
@@ -132,21 +137,10 @@ def mobilenet_row(budget: str, args) -> dict[str, Any]:
         bundle = load_data("synthetic", input_size=224)
         x, y = stack(bundle.val, list(range(len(bundle.val))))
         by = {a.format: a for a in card.artifacts}
-        fp32, int8 = by["tflite-fp32"], by["tflite-int8"]
-        acc_fp32 = top1(run_tflite(rep.out_dir / fp32.path, x.numpy()), y)
-        xin = to_pixels(x, list(bundle.mean), list(bundle.std)).numpy() if int8.int8["pixel_input"] else x.numpy()
-        acc_int8 = top1(run_tflite(rep.out_dir / int8.path, xin), y)
-    ms32, ms8 = fp32.host_latency_ms.get("1"), int8.host_latency_ms.get("1")
+        cols = file_columns(rep.out_dir, by["tflite-fp32"], by["tflite-int8"], x, y, bundle.mean, bundle.std)
     return {"model": f"mobilenet_v2 @{budget} (build, no fine-tune)", "data": f"synthetic val ({len(y)})",
             "macs": f"{card.macs.before / 1e6:.1f}M -> {card.macs.after / 1e6:.1f}M",
-            "acc_torch": card.accuracy.after, "acc_fp32": acc_fp32, "acc_int8": acc_int8,
-            "delta_int8_pt": 100 * (acc_int8 - acc_fp32), "int8_parity": "pass" if int8.ok else "FAIL",
-            "int8_top1_agreement": int8.parity["top1_agreement"], "int8_cosine": int8.parity["cosine"],
-            "recipe": int8.int8["recipe"], "tried": [t["recipe"] + (" ok" if t["passed"] else " fail")
-                                                     for t in int8.int8["tried"]],
-            "io": f"{int8.io['input']['dtype']} in / {int8.io['output']['dtype']} out",
-            "fp32_ms_1t": ms32, "int8_ms_1t": ms8, "int8_speedup": (ms32 / ms8) if ms32 and ms8 else None,
-            "n_eval": len(y)}
+            "acc_torch": card.accuracy.after, **cols}
 
 
 def main() -> None:

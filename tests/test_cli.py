@@ -242,3 +242,20 @@ def test_build_takes_the_pruning_options_and_records_device_and_precision(tmp_pa
     assert card["training"]["device"] == "cpu" and card["training"]["precision"] == "bf16"
     assert card["macs"]["after"] <= 1e6 and card["equivalence"]["rel"] < 1e-4
     assert "Trained on `cpu` in bf16" in (tmp_path / "toy" / "report.md").read_text()
+
+
+def test_bad_int8_io_is_one_line_error(tmp_path):
+    for cmd in (["build", "--target", "host", "--budget", "1GFLOPs"], ["convert", "mobilenet_v2"]):
+        r = subprocess.run([sys.executable, "-m", "autoprune_edge", *cmd, "--int8-io", "int4", "--out",
+                            str(tmp_path / "o")], capture_output=True, text=True)
+        errs = [ln for ln in r.stderr.splitlines() if "error" in ln]
+        assert r.returncode == 2 and len(errs) == 1 and "--int8-io" in errs[0] and "uint8" in errs[0], r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_convert_rejects_unknown_int8_io(tmp_path):
+    from autoprune_edge.converters.convert import convert
+    from autoprune_edge.errors import AutoPruneEdgeError
+
+    with pytest.raises(AutoPruneEdgeError, match="--int8-io 'int4'"):
+        convert(torch.nn.Conv2d(3, 4, 1), torch.zeros(1, 3, 8, 8), tmp_path, formats="onnx", int8_io="int4")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     Uses torch.fx to find conv -> BN by data flow (not by module order); a model fx cannot trace is
     returned unchanged (0 folded): the ONNX export folds BatchNorm anyway, only bias correction then
     works on unfolded weights."""
-    from torch.fx.experimental.optimization import fuse
-
     model = copy.deepcopy(model).eval()
     before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     try:
