@@ -103,6 +103,19 @@ SPECS: list[Spec] = [
 ]
 
 
+#: NAS-Bench-201 cell networks at 32x32 (the small-tensor regime: thin convs, 3x3 average pools and adds in
+#: cells). Drawn uniformly from the connected architectures of the space; none of them fits any predictor.
+NB201_CELLS = 220
+NB201_SEED = 2026
+
+
+def nb201_specs(n: int = NB201_CELLS) -> list[Spec]:
+    from autoprune_edge.zoo.nb201 import sample_archs
+
+    return [Spec(f"nb201_{i:03d}", "nb201", "nb201", 32, "holdout", {"arch": a})
+            for i, a in enumerate(sample_archs(n, seed=NB201_SEED))]
+
+
 def _vgg_small():
     from torch import nn
 
@@ -123,10 +136,10 @@ def _build_arch(spec: Spec):
     torch.manual_seed(0)
     if spec.arch == "vgg_small":
         return _vgg_small()
-    if spec.arch.startswith("cifar_resnet"):
+    if spec.arch.startswith("cifar_resnet") or spec.arch == "nb201":
         from autoprune_edge.zoo import build_zoo
 
-        return build_zoo(spec.arch)
+        return build_zoo(spec.arch, **spec.kwargs)
     return getattr(torchvision.models, spec.arch)(**spec.kwargs)
 
 
@@ -532,12 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--only", help="comma list of model names")
+    ap.add_argument("--set", choices=["all", "imagenet", "nb201"], default="all",
+                    help="imagenet: the 27 models of five families; nb201: NAS-Bench-201 cells at 32x32")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    specs = SPECS
+    specs = {"all": SPECS + nb201_specs(), "imagenet": SPECS, "nb201": [SPECS[0]] + nb201_specs()}[args.set]
     if args.only:
         keep = set(args.only.split(",")) | {REF}
-        specs = [s for s in SPECS if s.name in keep]
+        specs = [s for s in specs if s.name in keep]
     WORK.mkdir(parents=True, exist_ok=True)
     command = "nice -n 5 python benchmarks/host_fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.stage in ("all", "build"):

@@ -129,7 +129,7 @@ def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
     data = tomllib.loads(out.read_text())
     assert data["compute"]["int8"] == tomllib.loads(Path(host.path).read_text())["compute"]["int8"]
     assert data["ops"] == tomllib.loads(Path(host.path).read_text())["ops"] | {
-        "fixed_overhead_us": data["ops"]["fixed_overhead_us"]}
+        "fixed_overhead_us": data["ops"]["fixed_overhead_us"], "pixel_overhead_ns": data["ops"]["pixel_overhead_ns"]}
     # an fp32-only calibration leaves int8 predictions where they were
     from autoprune_edge.profiles.latency import conv_latency_ms
 

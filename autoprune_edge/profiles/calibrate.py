@@ -30,7 +30,7 @@ from ..errors import AutoPruneEdgeError
 from ..targets import Target, resolve_target
 from ..targets.schema import EFFICIENCY_CLASSES, efficiency_class, parse_target
 from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
-from .latency import layer_work
+from .latency import layer_work, memory_seconds
 from .measure import MeasurementsError, load_measurements, measure_file, new_document
 from .microbench import write_suite
 
@@ -101,7 +101,7 @@ def _set(t: Target, key: str, value: float) -> Target:
 
 
 # parameters live in log space; these keys may be 0, so they are shifted
-_SHIFT = {"ops.fixed_overhead_us": 0.05, "compute.int8.output_element_cost": 1.0}
+_SHIFT = {"ops.fixed_overhead_us": 0.05, "ops.pixel_overhead_ns": 0.05, "compute.int8.output_element_cost": 1.0}
 
 
 def _to_theta(key: str, v: float) -> float:
@@ -110,7 +110,7 @@ def _to_theta(key: str, v: float) -> float:
 
 def _from_theta(key: str, x: float) -> float:
     v = math.exp(x) - _SHIFT.get(key, 0.0)
-    if (key.startswith("ops.") or ".ops." in key) and key != "ops.fixed_overhead_us":
+    if (key.startswith("ops.") or ".ops." in key) and key not in ("ops.fixed_overhead_us", "ops.pixel_overhead_ns"):
         v = min(max(v, 1e-3), 4.0)  # the schema's (0, 4]
     return max(v, 0.0)
 
@@ -160,7 +160,7 @@ def _memory_bound(t: Target, k: KernelCost, precision: str, threads: int) -> boo
     work, _ = layer_work(spec, k)
     macs_per_s = spec.gmacs_per_core * 1e9 * t.thread_speedup(threads) * t.efficiency(k.op_class, precision)
     compute_s = (work + spec.output_element_cost * k.out_elements) / macs_per_s
-    return kernel_bytes(k, precision, spec.bytes_per_element) / (t.memory.bandwidth_gbps * 1e9) > compute_s
+    return memory_seconds(t, kernel_bytes(k, precision, spec.bytes_per_element)) > compute_s
 
 
 def _class_shares(t: Target, cases: list[_Case]) -> dict[str, float]:
@@ -201,7 +201,11 @@ def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
         keys += [f"compute.{p}.ops.{cls}" for p in measured for cls in present if cls != anchor]
     if shares.get("memory", 0.0) >= MIN_SHARE:
         keys.append("memory.bandwidth_gbps")
+        if target.memory.cache_bytes and target.memory.cache_bandwidth_gbps:
+            keys.append("memory.cache_bandwidth_gbps")
     keys.append("ops.fixed_overhead_us")
+    if "ops.pixel_overhead_ns" in dict(target.sources):  # the profile models it: refit it
+        keys.append("ops.pixel_overhead_ns")
     return keys
 
 
@@ -318,6 +322,8 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
         raise CalibrationError(f"target {original.name} was not loaded from a file; cannot write a calibrated copy")
     text = Path(original.path).read_text(encoding="utf-8")
     lines = text.splitlines()
+    while lines and lines[0].startswith(("# calibrated from ", "# Fitted: ")):  # an earlier calibration's header
+        lines.pop(0)
     how = (f"calibrated from {result.n} measurements on {result.date} ({result.source}; statistic "
            f"{result.statistic}) by autoprune-edge calibrate: least-squares fit on log latency")
     for key, (before, after) in result.fitted.items():

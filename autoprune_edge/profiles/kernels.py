@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..targets import Target
-from .latency import layer_work, roofline_ms, weight_bytes
+from .latency import layer_work, pixel_overhead_ms, roofline_ms, weight_bytes
 
 #: ops that only move data: no output_element_cost (requantisation) is charged for them
 MOVEMENT_OPS = frozenset({"PAD", "PADV2", "STRIDED_SLICE", "SLICE", "SPLIT", "TRANSPOSE", "CONCATENATION", "RESHAPE",
@@ -88,6 +88,7 @@ def kernel_ms(target: Target, kc: KernelCost, precision: str, threads: int) -> t
     out_el = 0 if kc.op in MOVEMENT_OPS else kc.out_elements
     ms = roofline_ms(target, kc.op_class, work, moved, out_el, precision, threads)
     ms += (kc.passes - 1) * target.ops.fixed_overhead_us * 1e-3  # one kernel per pass
+    ms += pixel_overhead_ms(target, kc.op_class, kc.kernel, kc.rows)
     return ms, padded, moved
 
 

@@ -78,10 +78,42 @@ def roofline_ms(
         return 0.0
     spec = target.precision(precision)
     eff = target.efficiency(op_class, precision)
-    macs_per_s = spec.gmacs_per_core * 1e9 * target.thread_speedup(threads) * eff
-    compute_s = (work + spec.output_element_cost * out_elements) / macs_per_s
-    memory_s = bytes_moved / (target.memory.bandwidth_gbps * 1e9)
-    return max(compute_s, memory_s) * 1e3 + target.ops.fixed_overhead_us * 1e-3
+    total = work + spec.output_element_cost * out_elements
+    macs_per_s = spec.gmacs_per_core * 1e9 * kernel_speedup(target, total, threads) * eff
+    compute_s = total / macs_per_s
+    sync_us = target.compute.thread_sync_us if threads > 1 else 0.0
+    return max(compute_s, memory_seconds(target, bytes_moved)) * 1e3 + (target.ops.fixed_overhead_us + sync_us) * 1e-3
+
+
+def kernel_speedup(target: Target, work: float, threads: int) -> float:
+    """The thread speed-up one kernel of ``work`` MAC-equivalents gets: the profile's ``thread_speedup``
+    for big kernels, less for small ones (too few tiles to keep every thread busy)."""
+    s = target.thread_speedup(threads)
+    half = target.compute.parallel_half_work
+    if threads <= 1 or not half:
+        return s
+    return 1.0 + (s - 1.0) * work / (work + half)
+
+
+def pixel_overhead_ms(target: Target, op_class: str, kernel: tuple[int, int], rows: int) -> float:
+    """``ops.pixel_overhead_ns`` per output pixel of a kernel that walks an indirection buffer (a k>1 conv,
+    a depthwise conv, a 2-D pool); 1x1 convs are plain GEMMs and pay none."""
+    ns = target.ops.pixel_overhead_ns
+    if not ns or (op_class not in ("conv3x3", "depthwise", "grouped", "pool")) or tuple(kernel) == (1, 1):
+        return 0.0
+    return rows * ns * 1e-6
+
+
+def memory_seconds(target: Target, bytes_moved: float) -> float:
+    """Time to stream a kernel's bytes: the first ``memory.cache_bytes`` at the cache's bandwidth (what the
+    previous kernel left there), the rest at ``memory.bandwidth_gbps``. Small-tensor kernels (a 16-channel
+    32x32 add moves 200 KB) run from cache several times faster than DRAM-bound ones (research:
+    benchmarks/results/host_fidelity.md, the small_* networks)."""
+    mem = target.memory
+    if not mem.cache_bytes or not mem.cache_bandwidth_gbps:
+        return bytes_moved / (mem.bandwidth_gbps * 1e9)
+    in_cache = min(bytes_moved, mem.cache_bytes)
+    return in_cache / (mem.cache_bandwidth_gbps * 1e9) + (bytes_moved - in_cache) / (mem.bandwidth_gbps * 1e9)
 
 
 def _threads(target: Target, threads: int | None) -> int:
@@ -131,7 +163,8 @@ def conv_latency_ms(
     w_el = cout * (cin // groups) * kh * kw
     b_el = cout if bias else 0
     bytes_moved = (in_el + out_el) * bpe + weight_bytes(precision, w_el + b_el, b_el)
-    return roofline_ms(target, op_class, padded, bytes_moved, out_el, precision, threads)
+    return (roofline_ms(target, op_class, padded, bytes_moved, out_el, precision, threads)
+            + pixel_overhead_ms(target, op_class, (kh, kw), rows))
 
 
 def linear_latency_ms(

@@ -22,7 +22,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Layer:
-    kind: str  # conv | dw | fc | add | avgpool | mean | logistic | hardswish | silu | se
+    kind: str  # conv | dw | fc | add | avgpool | mean | relu | logistic | hardswish | silu | se | cell
     cout: int = 0
     k: int = 1
     stride: int = 1
@@ -65,10 +65,28 @@ def suite(quick: bool = False) -> list[Net]:
         Net("pw_c320_7", 7, 7, 320, (Layer("conv", 1920, 1), Layer("conv", 320, 1)) * 2),
         Net("pyramid_dw_224", 224, 224, 3, _pyramid_dw()),
         Net("pyramid_conv_112", 112, 112, 3, _pyramid_conv()),
+        # the small-tensor regime (CIFAR-size nets, NAS cells, heavily pruned layers): 8-32 px activations
+        # of 16-64 channels, where per-kernel dispatch, standalone activations, 3x3 pools and adds that
+        # stay in cache weigh as much as the MACs
+        *_small_tensor_nets(),
     ]
     if quick:
         keep = {"conv3x3_c32_56", "conv1x1_c96_56", "dw3x3_c96_56", "add_c96_56", "tiny_c8_8", "mixed_block_c64_28"}
         nets = [n for n in nets if n.name in keep]
+    return nets
+
+
+def _small_tensor_nets() -> list[Net]:
+    nets = []
+    for side, c in ((32, 16), (16, 32), (8, 64)):
+        nets += [
+            Net(f"small_conv3x3_c{c}_{side}", side, side, c, tuple(Layer("conv", c, 3) for _ in range(8))),
+            Net(f"small_conv1x1_c{c}_{side}", side, side, c, tuple(Layer("conv", c, 1) for _ in range(16))),
+            Net(f"small_pool3x3_c{c}_{side}", side, side, c, tuple(Layer("avgpool", c, 3) for _ in range(16))),
+            Net(f"small_add_relu_c{c}_{side}", side, side, c, (Layer("add"), Layer("relu")) * 12),
+            # a cell-like mix: a ReLU feeding a 3x3 and a 1x1 conv, a 3x3 pool, the three summed
+            Net(f"small_cell_c{c}_{side}", side, side, c, tuple(Layer("cell", c) for _ in range(5))),
+        ]
     return nets
 
 
@@ -155,7 +173,7 @@ class _Builder:
             B = s.BuiltinOperator
             # int8 kernels are registered under higher op versions (per-channel quantisation)
             int8_versions = {B.CONV_2D: 3, B.DEPTHWISE_CONV_2D: 3, B.FULLY_CONNECTED: 4, B.ADD: 2,
-                             B.AVERAGE_POOL_2D: 2, B.MEAN: 2, B.MUL: 2, B.LOGISTIC: 2}
+                             B.AVERAGE_POOL_2D: 2, B.MEAN: 2, B.MUL: 2, B.LOGISTIC: 2, B.RELU: 2}
             oc = s.OperatorCodeT()
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, 127)
@@ -223,6 +241,24 @@ class _Builder:
                 o = s.AddOptionsT()
                 o.fusedActivationFunction = A.NONE
                 self.op(B.ADD, [x, inp], [y], s.BuiltinOptions.AddOptions, o)
+            elif L.kind == "relu":
+                y = self.act([1, h, w, c])
+                self.op(B.RELU, [x], [y])
+            elif L.kind == "cell":  # relu(x) -> conv3x3 + conv1x1 ; avgpool3x3(x) ; sum of the three
+                r = self.act([1, h, w, c])
+                self.op(B.RELU, [x], [r])
+                a, b, p = self.act([1, h, w, c]), self.act([1, h, w, c]), self.act([1, h, w, c])
+                self._conv(r, c, a, c, 3, 1, A.NONE)
+                self._conv(r, c, b, c, 1, 1, A.NONE)
+                o = s.Pool2DOptionsT()
+                o.padding, o.strideH, o.strideW, o.filterHeight, o.filterWidth = P.SAME, 1, 1, 3, 3
+                o.fusedActivationFunction = A.NONE
+                self.op(B.AVERAGE_POOL_2D, [x], [p], s.BuiltinOptions.Pool2DOptions, o)
+                ab, y = self.act([1, h, w, c]), self.act([1, h, w, c])
+                for lhs, rhs, out in ((a, b, ab), (ab, p, y)):
+                    o = s.AddOptionsT()
+                    o.fusedActivationFunction = A.NONE
+                    self.op(B.ADD, [lhs, rhs], [out], s.BuiltinOptions.AddOptions, o)
             elif L.kind in ("logistic", "hardswish"):
                 y = self.act([1, h, w, c])
                 self.op(B.LOGISTIC if L.kind == "logistic" else B.HARD_SWISH, [x], [y])

@@ -17,7 +17,7 @@ from torch import nn
 from ..targets import Target, resolve_target
 from .kernels import KernelCost, LatencyEstimate, estimate, kernel_ms
 from .latency import weight_bytes
-from .fusion import fuse
+from .fusion import clean, fuse
 from .layers import trace_layers
 from .memory import buffers_from_kernels, plan_arena
 from .opclass import CONV_CLASSES
@@ -138,8 +138,9 @@ def kernel_costs(trace: Trace, kernels, tflite_graph: bool = True,
     out: list[KernelCost] = []
     owner: list[int] = []
     by_head = {k.head: k for k in kernels}
+    live = clean(trace).live
     for layer in trace.layers:
-        if tflite_graph and layer.op_class == "free" and layer.copy_elements:
+        if tflite_graph and layer.op_class == "free" and layer.copy_elements and layer.index in live:
             out.append(KernelCost(name=layer.name, op=layer.op, op_class="elementwise", in_elements=layer.copy_elements,
                                   out_elements=layer.copy_elements, max_nonunit_dims=layer.max_nonunit_dims))
             owner.append(layer.index)

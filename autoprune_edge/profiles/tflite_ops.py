@@ -113,7 +113,7 @@ def read_kernels(path: str | Path) -> tuple[list[KernelCost], dict]:
         elif name in _POOL:
             k.op_class = "pool"
             if name in ("MAX_POOL_2D", "AVERAGE_POOL_2D", "L2_POOL_2D"):
-                k.kernel = _pool_filter(s, op)
+                k.kernel, k.rows = _pool_filter(s, op), rows
         elif name in _FREE:
             k.op_class = "free"
         elif name in _ACT:

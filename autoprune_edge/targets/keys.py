@@ -135,18 +135,23 @@ TOP_LEVEL_KEYS: dict[str, Any] = {
         "cores": numeric_key(positive_int),
         "clock_ghz": numeric_key(positive_number, required=False),
         "thread_speedup": numeric_key(positive_list),
+        "parallel_half_work": numeric_key(nonneg_number, required=False),
+        "thread_sync_us": numeric_key(nonneg_number, required=False),
         # plus one sub-table per precision: [compute.fp32], [compute.int8], ... (PRECISION_KEYS)
     },
     "memory": {
         "ram_bytes": numeric_key(positive_int),
         "bandwidth_gbps": numeric_key(positive_number),
         "peak_bandwidth_gbps": numeric_key(positive_number, required=False),
+        "cache_bytes": numeric_key(nonneg_int, required=False),
+        "cache_bandwidth_gbps": numeric_key(positive_number, required=False),
         "weights_in_ram": Key(boolean, required=False),
         "runtime_overhead_bytes": numeric_key(nonneg_int, required=False),
     },
     "ops": {
         **{k: numeric_key(efficiency) for k in EFFICIENCY_CLASSES},
         "fixed_overhead_us": numeric_key(nonneg_number),
+        "pixel_overhead_ns": numeric_key(nonneg_number, required=False),
     },
 }
 

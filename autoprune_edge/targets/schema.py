@@ -189,6 +189,8 @@ def _compute(v: Validator, data: dict, specs: tuple[PrecisionCompute, ...]) -> C
         thread_speedup=tuple(ts),
         precisions=specs,
         clock_ghz=float(compute["clock_ghz"]) if "clock_ghz" in compute else None,
+        parallel_half_work=float(compute.get("parallel_half_work", 0.0)),
+        thread_sync_us=float(compute.get("thread_sync_us", 0.0)),
     )
 
 
@@ -209,6 +211,8 @@ def _memory(m: dict) -> Memory:
         ram_bytes=m["ram_bytes"],
         bandwidth_gbps=float(m["bandwidth_gbps"]),
         peak_bandwidth_gbps=float(m["peak_bandwidth_gbps"]) if "peak_bandwidth_gbps" in m else None,
+        cache_bytes=int(m.get("cache_bytes", 0)),
+        cache_bandwidth_gbps=float(m["cache_bandwidth_gbps"]) if "cache_bandwidth_gbps" in m else None,
         weights_in_ram=bool(m.get("weights_in_ram", True)),
         runtime_overhead_bytes=int(m.get("runtime_overhead_bytes", 0)),
     )

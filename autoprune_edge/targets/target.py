@@ -54,6 +54,11 @@ class Compute:
     thread_speedup: tuple[float, ...]  # speed-up at 1..cores threads; [0] == 1.0
     precisions: tuple[PrecisionCompute, ...]
     clock_ghz: float | None = None
+    # small kernels do not scale: a kernel of W MAC-equivalents gets 1 + (s - 1) * W / (W + parallel_half_work)
+    # of the thread_speedup s, and every kernel run on more than one thread pays thread_sync_us (the
+    # thread pool's wake-up and join). 0 = ideal scaling, no sync cost.
+    parallel_half_work: float = 0.0
+    thread_sync_us: float = 0.0
 
     def speedup(self, threads: int) -> float:
         if threads < 1:
@@ -70,8 +75,12 @@ class Compute:
 @dataclass(frozen=True)
 class Memory:
     ram_bytes: int
-    bandwidth_gbps: float  # effective DRAM/cache bandwidth seen by one inference (GB/s, 1e9)
+    bandwidth_gbps: float  # effective DRAM (or last-level) bandwidth seen by one inference (GB/s, 1e9)
     peak_bandwidth_gbps: float | None = None
+    # a kernel's first cache_bytes of traffic stream at cache_bandwidth_gbps (activations that the previous
+    # kernel just wrote, small weights); the rest at bandwidth_gbps. 0 = one level only.
+    cache_bytes: int = 0
+    cache_bandwidth_gbps: float | None = None
     weights_in_ram: bool = True  # False on MCUs: weights stay in flash (storage) and execute in place
     runtime_overhead_bytes: int = 0  # RAM the runtime itself needs besides the arena and the weights
 
@@ -112,6 +121,9 @@ class Ops:
     pool: float
     elementwise: float
     fixed_overhead_us: float
+    # per output pixel of kernels that walk an indirection buffer (k>1 convs, depthwise, 2-D pools): the
+    # pointer setup XNNPACK does per pixel, which dominates thin layers at 8-32 px
+    pixel_overhead_ns: float = 0.0
 
     def efficiency(self, op_class: str) -> float:
         return float(getattr(self, efficiency_class(op_class)))

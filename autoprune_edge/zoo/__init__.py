@@ -1,5 +1,5 @@
 """Built-in architectures torchvision lacks as plain tensor programs: CIFAR ResNets (akamaster-compatible),
-LeNets, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py)."""
+LeNets, NAS-Bench-201 cell networks, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import cifar_resnet, dense_heads, lenet
+from . import cifar_resnet, dense_heads, lenet, nb201
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ ZOO: dict[str, ZooEntry] = {
         for d in (20, 32, 44, 56)
     },
     "lenet5": ZooEntry(lenet.lenet5, 28, 1, 10, "LeNet-5-Caffe for 28x28 MNIST digits"),
+    "nb201": ZooEntry(nb201.nb201, 32, 3, 10,
+                      "NAS-Bench-201 cell network (pass arch='|op~0|+|...|'; default: the ResNet-like cell)"),
     "lenet300": ZooEntry(lenet.lenet300, 28, 1, 10, "LeNet-300-100 MLP for 28x28 MNIST digits"),
     "ssdlite320_mobilenet_v3_large": ZooEntry(dense_heads.ssdlite320_mobilenet_v3_large, 320, 3, 91,
                                               "SSDlite detector, raw box/class head tensors (no NMS)"),
