@@ -13,7 +13,7 @@ import pytest
 
 from autoprune_edge.cli import main
 from autoprune_edge.errors import AutoPruneEdgeError
-from autoprune_edge.profiles.calibrate import calibrate, fit
+from autoprune_edge.profiles.calibrate import calibrate, fit, render_toml
 from autoprune_edge.profiles.kernels import estimate
 from autoprune_edge.profiles.measure import (
     MeasurementsError,
@@ -23,6 +23,7 @@ from autoprune_edge.profiles.measure import (
 from autoprune_edge.profiles.microbench import suite, write_suite
 from autoprune_edge.profiles.tflite_ops import read_kernels
 from autoprune_edge.targets import load_target
+from autoprune_edge.targets.schema import parse_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,21 +86,76 @@ def test_measure_imports_no_torch(small_tflite, tmp_path):
     assert json.loads(r.stdout)["measurements"][0]["precision"] == "fp32"
 
 
-def _synthetic_doc(tmp_path: Path, truth) -> dict:
+def _synthetic_doc(tmp_path: Path, truth, threads: tuple[int, ...] = (1,)) -> dict:
     """Measurements of the microbenchmark networks as ``truth`` (a Target) would run them."""
     records = []
     for p in write_suite(tmp_path / "mb", ("fp32",)):
         kernels, summary = read_kernels(p)
-        ms = estimate(kernels, truth, "fp32", 1, io_bytes=summary["io_elements"] * 4).total_ms
-        records.append({"model": p.name, "precision": "fp32", "threads": 1, "median_ms": ms, "p10_ms": ms,
-                        "macs": summary["macs"], "io_elements": summary["io_elements"],
-                        "kernels": [dataclasses.asdict(k) for k in kernels]})
+        for n in threads:
+            ms = estimate(kernels, truth, "fp32", n, io_bytes=summary["io_elements"] * 4).total_ms
+            records.append({"model": f"{p.name}@{n}t", "precision": "fp32", "threads": n, "median_ms": ms,
+                            "p10_ms": ms, "macs": summary["macs"], "io_elements": summary["io_elements"],
+                            "kernels": [dataclasses.asdict(k) for k in kernels]})
     return new_document(records, device={"cpu": "synthetic"})
+
+
+def test_suite_at_two_thread_counts_fits_the_thread_scaling(tmp_path):
+    pi = load_target("raspberrypi4")
+    compute = dataclasses.replace(pi.compute, thread_speedup=(1.0, 1.8, 2.4, 2.9), thread_sync_us=20.0,
+                                  parallel_half_work=5e6)
+    truth = dataclasses.replace(pi, compute=compute)
+    res = fit(pi, _synthetic_doc(tmp_path, truth, threads=(1, 4)), source="synthetic")
+    assert res.fitted["compute.thread_speedup.4"][1] == pytest.approx(2.9, rel=0.05)
+    assert res.fitted["compute.thread_sync_us"][1] == pytest.approx(20.0, rel=0.15)
+    assert res.fitted["compute.parallel_half_work"][1] == pytest.approx(5e6, rel=0.25)
+    assert res.mape("after") < 1.0
+    text = render_toml(pi, res, name="my-pi")
+    t = parse_target(text, "my-pi")
+    assert t.compute.thread_speedup[3] == pytest.approx(2.9, rel=0.05) and t.compute.thread_sync_us > 10
+
+
+def test_measure_suite_cli(tmp_path, capsys):
+    out = tmp_path / "suite.json"
+    assert main(["measure", "--suite", "--threads", "1,2", "--rounds", "1", "--runs", "2", "--out", str(out),
+                 "--json"]) == 0
+    doc = load_measurements(out)
+    n = len(suite())
+    assert doc["suite"]["networks"] == n and doc["suite"]["threads"] == [1, 2]
+    assert len(doc["measurements"]) == 2 * n
+    assert {m["threads"] for m in doc["measurements"]} == {1, 2}
+    assert all(m["p10_ms"] > 0 and m["kernels"] for m in doc["measurements"])
+    capsys.readouterr()
+    # calibrate takes it as it is (the suite's statistic is p10) and fits the 2-thread scaling too
+    prof = tmp_path / "h.toml"
+    assert main(["calibrate", "--target", "host", "--measurements", str(out), "--out", str(prof), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["statistic"] == "p10_ms" and "compute.thread_speedup.2" in summary["fitted"]
+    load_target(str(prof))
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["measure", "--suite", "x.tflite"], "drop the .tflite arguments"),
+    (["measure", "--suite", "--threads", "0"], "--threads '0'"),
+    (["measure", "--suite", "--precision", "fp16"], "--precision 'fp16'"),
+    (["measure"], "needs .tflite files, or --suite"),
+    (["measure", "x.tflite", "--threads", "1,4"], "one thread count"),
+])
+def test_measure_suite_bad_input(argv, msg, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _with_fp32_ops(t, **eff):
+    """``t`` with these fp32 op-class efficiencies ([compute.fp32.ops] overrides [ops])."""
+    precs = tuple(dataclasses.replace(p, ops=tuple(sorted({**dict(p.ops), **eff}.items()))) if p.name == "fp32" else p
+                  for p in t.compute.precisions)
+    return dataclasses.replace(t, compute=dataclasses.replace(t.compute, precisions=precs))
 
 
 def test_calibration_recovers_known_efficiencies(tmp_path):
     host = load_target("host")
-    truth = dataclasses.replace(host, ops=dataclasses.replace(host.ops, depthwise=0.5, pool=0.7))
+    truth = _with_fp32_ops(host, depthwise=0.5, pool=0.7)
     spec = dataclasses.replace(truth.compute.precisions[0], gmacs_per_core=38.0)
     truth = dataclasses.replace(truth, compute=dataclasses.replace(truth.compute, precisions=(spec,) + truth.compute.precisions[1:]))
     res = fit(host, _synthetic_doc(tmp_path, truth), source="synthetic")
@@ -114,7 +170,7 @@ def test_calibration_recovers_known_efficiencies(tmp_path):
 
 def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
     host = load_target("host")
-    truth = dataclasses.replace(host, ops=dataclasses.replace(host.ops, depthwise=0.4))
+    truth = _with_fp32_ops(host, depthwise=0.25)
     meas = tmp_path / "m.json"
     meas.write_text(json.dumps(_synthetic_doc(tmp_path, truth)))
     out = tmp_path / "my-host.toml"
@@ -123,7 +179,7 @@ def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
     assert summary["measurements"] == len(suite()) and summary["out"] == str(out)
     t = load_target(str(out))  # validated by the loader
     assert t.name == "my-host"
-    assert t.efficiency("depthwise", "fp32") == pytest.approx(0.4, rel=0.05)
+    assert t.efficiency("depthwise", "fp32") == pytest.approx(0.25, rel=0.05)
     assert t.source("compute.fp32.ops.depthwise").startswith(f"calibrated from {len(suite())} measurements on ")
     assert t.source("runtime.threads") == host.source("runtime.threads")  # everything else kept
     data = tomllib.loads(out.read_text())

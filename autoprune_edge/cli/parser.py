@@ -180,8 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     me = sub.add_parser("measure", help="time .tflite files with LiteRT here and record what 'calibrate' needs "
                                         "(needs only numpy + ai-edge-litert: run it on the device)")
-    me.add_argument("models", nargs="+", help=".tflite file(s)")
-    me.add_argument("--threads", type=int, default=1)
+    me.add_argument("models", nargs="*", help=".tflite file(s)")
+    me.add_argument("--suite", action="store_true",
+                    help="time the fixed calibration suite (synthetic kernels and small networks, written here) "
+                         "instead of your files; feed the result to 'calibrate --target T --measurements'")
+    me.add_argument("--precision", default="fp32", help="--suite: fp32, int8 or fp32,int8 (default fp32)")
+    me.add_argument("--rounds", type=int, default=2, help="--suite: interleaved rounds, fastest kept (default 2)")
+    me.add_argument("--threads", default="1", help="threads (--suite: a comma list such as 1,4 also fits the "
+                                                  "thread scaling)")
     me.add_argument("--runs", type=int, default=50)
     me.add_argument("--warmup", type=int, default=10)
     me.add_argument("--delegate", help="external delegate library to load, e.g. libedgetpu.so.1")

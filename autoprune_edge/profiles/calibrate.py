@@ -76,6 +76,10 @@ class CalibrationResult:
 
 def _get(t: Target, key: str) -> float:
     parts = key.split(".")
+    if parts[:2] == ["compute", "thread_speedup"]:  # compute.thread_speedup.<threads>
+        return float(t.compute.thread_speedup[int(parts[2]) - 1])
+    if parts[0] == "compute" and len(parts) == 2:  # compute.thread_sync_us, compute.parallel_half_work
+        return float(getattr(t.compute, parts[1]))
     if parts[0] == "compute" and len(parts) == 4 and parts[2] == "ops":  # compute.<p>.ops.<class>
         return float(t.efficiency(parts[3], parts[1]))
     if parts[0] == "compute":
@@ -85,6 +89,12 @@ def _get(t: Target, key: str) -> float:
 
 def _set(t: Target, key: str, value: float) -> Target:
     parts = key.split(".")
+    if parts[:2] == ["compute", "thread_speedup"]:
+        ts = list(t.compute.thread_speedup)
+        ts[int(parts[2]) - 1] = max(1.0, value)
+        return dataclasses.replace(t, compute=dataclasses.replace(t.compute, thread_speedup=tuple(ts)))
+    if parts[0] == "compute" and len(parts) == 2:
+        return dataclasses.replace(t, compute=dataclasses.replace(t.compute, **{parts[1]: value}))
     if parts[0] == "compute" and len(parts) == 4 and parts[2] == "ops":
         def with_op(p):
             return tuple(sorted({**dict(p.ops), parts[3]: value}.items()))
@@ -101,7 +111,8 @@ def _set(t: Target, key: str, value: float) -> Target:
 
 
 # parameters live in log space; these keys may be 0, so they are shifted
-_SHIFT = {"ops.fixed_overhead_us": 0.05, "ops.pixel_overhead_ns": 0.05, "compute.int8.output_element_cost": 1.0}
+_SHIFT = {"ops.fixed_overhead_us": 0.05, "ops.pixel_overhead_ns": 0.05, "compute.int8.output_element_cost": 1.0,
+          "compute.thread_sync_us": 0.05, "compute.parallel_half_work": 1e4}
 
 
 def _to_theta(key: str, v: float) -> float:
@@ -206,6 +217,10 @@ def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
     keys.append("ops.fixed_overhead_us")
     if "ops.pixel_overhead_ns" in dict(target.sources):  # the profile models it: refit it
         keys.append("ops.pixel_overhead_ns")
+    multi = sorted({c.threads for c in cases if c.threads > 1})
+    if multi and any(c.threads == 1 for c in cases):  # 1-thread runs anchor the rate; the rest fit the scaling
+        keys += [f"compute.thread_speedup.{n}" for n in multi if n <= target.compute.cores]
+        keys += ["compute.thread_sync_us", "compute.parallel_half_work"]
     return keys
 
 
@@ -326,7 +341,18 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
         lines.pop(0)
     how = (f"calibrated from {result.n} measurements on {result.date} ({result.source}; statistic "
            f"{result.statistic}) by autoprune-edge calibrate: least-squares fit on log latency")
+    speedups = {k: v for k, (_, v) in result.fitted.items() if k.startswith("compute.thread_speedup.")}
+    if speedups:
+        ts = list(original.compute.thread_speedup)
+        for k, v in speedups.items():
+            ts[int(k.rsplit(".", 1)[1]) - 1] = v
+        ts = [max(ts[:i + 1]) for i in range(len(ts))]  # the schema wants a non-decreasing list
+        _set_line(lines, "compute", "thread_speedup", "[" + ", ".join(f"{x:.3f}" for x in ts) + "]")
+        _set_line(lines, "sources", "compute.thread_speedup", '"' + f"{how} (was {list(original.compute.thread_speedup)})"
+                  + '"', quote_key=True)
     for key, (before, after) in result.fitted.items():
+        if key in speedups:
+            continue
         parts = key.split(".")
         table, leaf = ".".join(parts[:-1]), parts[-1]
         literal = _fmt(key, after)
@@ -366,13 +392,31 @@ def _write_atomic(path: Path, text: str) -> None:
 def host_microbenchmark(target: Target, *, runs: int = 30, rounds: int = 2, quick: bool = False,
                         precisions: tuple[str, ...] = ("fp32",)) -> dict:
     """Time the synthetic networks of microbench.py on this machine; a measurements document."""
-    threads = target.runtime.threads
+    return measure_suite(threads=(target.runtime.threads,), precisions=tuple(p for p in precisions if p in target.precisions),
+                         runs=runs, rounds=rounds, quick=quick)
+
+
+def measure_suite(*, threads: tuple[int, ...] = (1,), precisions: tuple[str, ...] = ("fp32",), runs: int = 30,
+                  rounds: int = 2, quick: bool = False, progress=None) -> dict:
+    """``measure --suite``: write the fixed microbenchmark networks and time them here (numpy + LiteRT
+    only, so it runs on a board), at each thread count, in interleaved rounds keeping each network's lowest
+    p10 (robust to background load). The document feeds ``calibrate --measurements``."""
     with tempfile.TemporaryDirectory(prefix="ape_microbench_") as d:
-        paths = write_suite(d, tuple(p for p in precisions if p in target.precisions), quick=quick)
+        paths = write_suite(d, precisions, quick=quick)
         best: dict[str, dict] = {}
-        for _ in range(rounds):  # interleaved rounds; keep each network's lowest p10 (robust to load)
-            keep_fastest(best, [measure_file(p, threads=threads, runs=runs, warmup=3) for p in paths])
-    return new_document(list(best.values()))
+        jobs = [(p, n) for n in threads for p in paths]
+        for r in range(rounds):
+            for i, (p, n) in enumerate(jobs):
+                rec = measure_file(p, threads=n, runs=runs, warmup=3)
+                if len(threads) > 1:
+                    rec["model"] = f"{rec['model']}@{n}t"
+                keep_fastest(best, [rec])
+                if progress is not None:
+                    progress(r * len(jobs) + i + 1, rounds * len(jobs))
+    doc = new_document(list(best.values()))
+    doc["suite"] = {"networks": len(paths), "threads": list(threads), "precisions": list(precisions),
+                    "rounds": rounds, "runs": runs, "statistic": "p10_ms"}
+    return doc
 
 
 def keep_fastest(best: dict[str, dict], records: list[dict]) -> None:
@@ -401,6 +445,8 @@ def calibrate(target: Target | str, measurements: str | Path | dict | None = Non
         doc = load_measurements(measurements)
         dev = doc.get("device", {})
         source = f"{Path(measurements).name}, device {dev.get('cpu', '?')} / {dev.get('runtime', '?')}"
+    if doc.get("suite"):  # measure --suite keeps each network's fastest round: fit that
+        statistic = statistic or doc["suite"].get("statistic", "p10_ms")
     result = fit(t, doc, statistic=statistic or "median_ms", source=source)
     out_path = Path(out) if out is not None else Path(f"{t.name}-calibrated.toml")
     stem = out_path.stem

@@ -143,13 +143,19 @@ def measure(paths: list[str | Path], *, threads: int = 1, runs: int = 50, warmup
             old = load_measurements(out)
             old["measurements"].extend(records)
             doc = old
-        tmp = out.with_name(out.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(doc, indent=1) + "\n")
-            os.replace(tmp, out)
-        except OSError as e:
-            raise MeasurementsError(f"cannot write {out}: {e.strerror}") from None
+        write_document(doc, out)
     return doc
+
+
+def write_document(doc: dict, out: str | Path) -> None:
+    """Write a measurements document atomically (a temp file moved into place)."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise MeasurementsError(f"cannot write {out}: {e.strerror}") from None
 
 
 _REQUIRED = {"model": str, "precision": str, "threads": int, "median_ms": (int, float), "kernels": list}
