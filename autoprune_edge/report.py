@@ -95,15 +95,16 @@ def render_report(card: ModelCard) -> str:
             lines += ["", f"Edge TPU ({a.path}): {a.edgetpu.summary()}."]
     if card.predicted:
         lines += ["", "## Predicted on target devices", "",
-                  "| target | precision | latency (ms) | peak RAM | model size |", "|---|---|---|---|---|"]
+                  "| target | precision | latency | peak RAM | model size |", "|---|---|---|---|---|"]
         for t, row in card.predicted.items():
             if row.error is not None:
                 lines.append(f"| {t} | – | {row.error} | | |")
                 continue
             for prec, p in row.rows.items():
-                lines.append(f"| {t}{' (target)' if row.chosen else ''} | {prec} | {p.latency_ms:.2f} | "
+                lines.append(f"| {t}{' (target)' if row.chosen else ''} | {prec} | {p.latency_text} | "
                              f"{p.peak_memory_bytes / 1024:.0f} KiB | {p.model_bytes / 1e6:.2f} MB |")
-        lines += ["", "Predicted numbers come from the target profile's cost model; host latencies above are "
+        lines += ["", "Predicted numbers come from the target profile's cost model; ± is that profile's mean error "
+                      "on measurements held out of its fit (`latency_error_pct`). Host latencies above are "
                       "measured with the LiteRT interpreter on the machine that ran the build."]
     if card.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in card.notes]

@@ -183,11 +183,12 @@ def render_html(card: ModelCard) -> str:
                 continue
             for prec, p in r.rows.items():
                 rows.append([_e(t) + (" <b>(target)</b>" if r.chosen else ""), _e(prec),
-                             f"{p.latency_ms:.2f}", f"{p.peak_memory_bytes / 1024:.0f} KiB",
+                             _e(p.latency_text), f"{p.peak_memory_bytes / 1024:.0f} KiB",
                              f"{p.model_bytes / 1e6:.2f} MB", _e(p.threads)])
         parts.append("<h2>Predicted on devices</h2>" + _table(
-            ["target", "precision", "latency (ms)", "peak RAM", "model size", "threads"], rows))
-        parts.append("<p class='sub'>Predicted by each target profile's cost model; host latencies above are "
+            ["target", "precision", "latency", "peak RAM", "model size", "threads"], rows))
+        parts.append("<p class='sub'>Predicted by each target profile's cost model (± its mean error on "
+                     "measurements held out of its fit); host latencies above are "
                      "measured with the LiteRT interpreter on the machine that ran the build.</p>")
 
     pre = card.preprocessing

@@ -207,10 +207,17 @@ def test_host_mobilenet_v2_matches_measurement(mbv2):
 def test_raspberrypi4_mobilenet_v2_in_published_range(mbv2):
     # XNNPACK README: 41 / 46 ms fp32, 20 / 17 ms int8 at 4 threads
     # published numbers are for native TFLite graphs (no onnx2tf PADs)
-    fp32 = profile(mbv2, (1, 3, 224, 224), "raspberrypi4", converter="native").latency_ms
-    int8 = profile(mbv2, (1, 3, 224, 224), "raspberrypi4", precision="int8", converter="native").latency_ms
-    assert 41.0 <= fp32 <= 46.0
+    # fp32 is fitted to 61 public rows (benchmarks/arm_fit.py), so it must land within the profile's own
+    # stated held-out error of the published range, not exactly inside it; int8 is fitted to these two numbers
+    pi = load_target("raspberrypi4")
+    fp32 = profile(mbv2, (1, 3, 224, 224), pi, converter="native").latency_ms
+    int8 = profile(mbv2, (1, 3, 224, 224), pi, precision="int8", converter="native").latency_ms
+    err = pi.latency_error_pct / 100
+    assert 41.0 * (1 - err) <= fp32 <= 46.0 * (1 + err)
     assert 17.0 <= int8 <= 20.0
+    # a thread cannot do better than the 4-thread run times the measured 4-thread speed-up
+    one = profile(mbv2, (1, 3, 224, 224), pi, threads=1, converter="native").latency_ms
+    assert one == pytest.approx(fp32 * 1.93, rel=0.2)
 
 
 def test_attention_macs_counted_and_fastpath_restored():

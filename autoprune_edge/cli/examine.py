@@ -10,7 +10,7 @@ from rich.table import Table
 from ..budget import parse_budgets
 from ..converters.tflite_graph import count_tflite_macs
 from ..errors import AutoPruneEdgeError
-from ..profiles.compare import compare, plot_compare
+from ..profiles.compare import compare, format_latency, plot_compare
 from ..profiles.host import measure_all_threads
 from ..profiles.profile import profile
 from ..targets import list_targets, load_target
@@ -24,7 +24,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     model, input_shape, _ = load_model_ref(args.model, weights=args.weights, input_shape=parse_shape(args.input_shape))
     p = profile(model, input_shape, args.target, precision=args.precision, threads=args.threads)
     summary = {"model": args.model, "target": args.target, "input_shape": list(input_shape), "macs": p.macs,
-               "params": p.params, "latency_ms": p.latency_ms, "peak_memory_bytes": p.peak_memory_bytes,
+               "params": p.params, "latency_ms": p.latency_ms, "latency_error_pct": p.latency_error_pct,
+               "peak_memory_bytes": p.peak_memory_bytes,
                "model_bytes": p.model_bytes, "precision": p.precision, "threads": p.threads,
                "layers": [getattr(r, "__dict__", r) for r in p.layers]}
 
@@ -32,7 +33,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         t = Table(title=f"{args.model} on {args.target} ({p.precision}, {p.threads} thread(s)) — predicted")
         for col in ("MACs", "params", "latency", "peak RAM", "model file"):
             t.add_column(col, justify="right")
-        t.add_row(f"{p.macs / 1e6:.1f} M", f"{p.params / 1e6:.3f} M", f"{p.latency_ms:.2f} ms",
+        t.add_row(f"{p.macs / 1e6:.1f} M", f"{p.params / 1e6:.3f} M", format_latency(p.latency_ms, p.latency_error_pct),
                   f"{p.peak_memory_bytes / 1024:.0f} KiB", f"{p.model_bytes / 1e6:.2f} MB")
         console().print(t)
 
@@ -76,7 +77,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for r in rows:
             budget = "–" if r.within_budget is None else ("[green]yes[/]" if r.within_budget else "[red]no[/]")
             t.add_row(r.target, r.precision + (f" ({r.threads}T)" if r.threads > 1 else ""),
-                      f"{r.latency_ms:.2f} ms", f"{r.peak_memory_bytes / 1024:.0f} KiB",
+                      r.latency_text, f"{r.peak_memory_bytes / 1024:.0f} KiB",
                       f"{r.model_bytes / 1e6:.2f} MB", "[green]yes[/]" if r.fits_device else "[red]no[/]", budget)
         c = console()
         c.print(t)

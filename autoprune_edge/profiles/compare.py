@@ -39,6 +39,13 @@ class BudgetCheck:
         return f"{format_budget_value(self.kind, self.value)} {rel} {self.budget}"
 
 
+def format_latency(ms: float, error_pct: float | None) -> str:
+    """``12.34 ms ±21 %``: a prediction with the target's held-out error; ``±?`` when it was never checked."""
+    if error_pct is None:
+        return f"{ms:.2f} ms ±?"
+    return f"{ms:.2f} ms ±{error_pct:.0f} %"
+
+
 @dataclass
 class CompareRow:
     target: str
@@ -56,6 +63,11 @@ class CompareRow:
     warnings: list[str] = field(default_factory=list)
     accelerator: str = ""
     note: str = ""
+    latency_error_pct: float | None = None  # the target's held-out latency error (%); None = never checked
+
+    @property
+    def latency_text(self) -> str:
+        return format_latency(self.latency_ms, self.latency_error_pct)
 
     @property
     def ok(self) -> bool:
@@ -100,7 +112,7 @@ def compare(model, input_shape, targets: list[Target | str], precision: str | No
             macs=prof.macs, params=prof.params, fits_device=prof.fits,
             within_budget=all(c.ok for c in bc) if bc else None, budget_checks=bc, warnings=list(prof.warnings),
             accelerator=(t.accelerator.name if t.accelerator and t.accelerator.runs(prof.precision) else ""),
-            note=note,
+            note=note, latency_error_pct=prof.latency_error_pct,
         ))
     return rows
 
@@ -159,11 +171,16 @@ class CostRow:
     precision: str | None = None
     threads: int | None = None
     warnings: list[str] = field(default_factory=list)
+    latency_error_pct: float | None = None
+
+    @property
+    def latency_text(self) -> str:
+        return format_latency(self.latency_ms, self.latency_error_pct)
 
     @classmethod
     def of(cls, p: Any) -> CostRow:
         return cls(round(p.latency_ms, 3), int(p.peak_memory_bytes), int(p.model_bytes), p.precision, p.threads,
-                   list(getattr(p, "warnings", None) or []))
+                   list(getattr(p, "warnings", None) or []), getattr(p, "latency_error_pct", None))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -174,7 +191,7 @@ class CostRow:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CostRow:
         return cls(d["latency_ms"], d["peak_memory_bytes"], d["model_bytes"], d.get("precision"), d.get("threads"),
-                   list(d.get("warnings") or []))
+                   list(d.get("warnings") or []), d.get("latency_error_pct"))
 
 
 @dataclass

@@ -96,10 +96,12 @@ def kernel_speedup(target: Target, work: float, threads: int) -> float:
 
 
 def pixel_overhead_ms(target: Target, op_class: str, kernel: tuple[int, int], rows: int) -> float:
-    """``ops.pixel_overhead_ns`` per output pixel of a kernel that walks an indirection buffer (a k>1 conv,
-    a depthwise conv, a 2-D pool); 1x1 convs are plain GEMMs and pay none."""
+    """``ops.pixel_overhead_ns`` per output pixel of a dense or grouped k>1 conv or a 2-D pool: the
+    indirection-buffer walk XNNPACK does per pixel, which dominates thin layers at 8-32 px. 1x1 convs are
+    plain GEMMs and pay none; depthwise convs' per-pixel cost is inside ``ops.depthwise`` (their MACs grow
+    with pixels x channels, and public depthwise-heavy data cannot tell the two apart)."""
     ns = target.ops.pixel_overhead_ns
-    if not ns or (op_class not in ("conv3x3", "depthwise", "grouped", "pool")) or tuple(kernel) == (1, 1):
+    if not ns or (op_class not in ("conv3x3", "grouped", "pool")) or tuple(kernel) == (1, 1):
         return 0.0
     return rows * ns * 1e-6
 

@@ -74,6 +74,7 @@ class Profile:
     ram_bytes: int = 0  # the device's RAM
     storage_bytes: int = 0  # the device's storage (flash on an MCU)
     extra: dict = field(default_factory=dict)
+    latency_error_pct: float | None = None  # the target's held-out latency error (%); None = never checked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -355,4 +356,5 @@ def profile(
         ram_bytes=mem.ram_bytes,
         storage_bytes=tgt.storage_bytes,
         extra=extra,
+        latency_error_pct=tgt.latency_error_pct,
     )

@@ -6,6 +6,7 @@ name used in the ``[[references]]`` of a target profile:
 * any torchvision classification builder (``mobilenet_v2``, ``resnet50``, ``googlenet`` = Inception v1,
   ``squeezenet1_0``, ``vgg16``, ``densenet121``, ...);
 * ``mobilenet_v1`` (and ``mobilenet_v1_0.25`` etc.): TF-Slim MobileNetV1 (not in torchvision);
+* ``mobilenet_v2_0.35`` etc.: MobileNetV2 at a width multiplier (torchvision's ``width_mult``);
 * ``person_detect``: TFLite Micro's person-detection network, MobileNetV1 α=0.25 on 96×96 grayscale,
   2 classes;
 * ``efficientnet_lite0`` … ``efficientnet_lite4``: EfficientNet without SE, ReLU6, fixed stem and head
@@ -242,6 +243,8 @@ def build_reference_model(name: str) -> nn.Module:
         return mobilenet_v1(float(name.rsplit("_", 1)[1]))
     if name == "person_detect":
         return mobilenet_v1(0.25, num_classes=2, in_channels=1)
+    if name.startswith("mobilenet_v2_"):  # mobilenet_v2_0.35 ...: torchvision's width multiplier
+        return torchvision.models.mobilenet_v2(width_mult=float(name.rsplit("_", 1)[1]))
     if name.startswith("efficientnet_lite") and name[-1].isdigit():
         return efficientnet_lite(int(name[-1]))
     if name.startswith("mobileone_s") and name[-1].isdigit():

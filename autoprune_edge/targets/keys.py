@@ -117,6 +117,8 @@ TOP_LEVEL_KEYS: dict[str, Any] = {
     "notes": Key(any_text, required=False),
     "storage_bytes": numeric_key(positive_int),
     "channel_multiple": numeric_key(positive_int),
+    # mean absolute error (%) of this profile's latency predictions on measurements held out of its fit
+    "latency_error_pct": numeric_key(positive_number, required=False),
     "precisions": Key(text_list),
     "default_formats": Key(text_list),
     "device": {

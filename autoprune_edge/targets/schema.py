@@ -112,6 +112,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
         sources=sources,
         path=path,
         accelerator=accelerator,
+        latency_error_pct=float(data["latency_error_pct"]) if "latency_error_pct" in data else None,
     )
 
 

@@ -121,7 +121,7 @@ class Ops:
     pool: float
     elementwise: float
     fixed_overhead_us: float
-    # per output pixel of kernels that walk an indirection buffer (k>1 convs, depthwise, 2-D pools): the
+    # per output pixel of kernels that walk an indirection buffer (dense/grouped k>1 convs, 2-D pools): the
     # pointer setup XNNPACK does per pixel, which dominates thin layers at 8-32 px
     pixel_overhead_ns: float = 0.0
 
@@ -175,6 +175,7 @@ class Target:
     schema_version: int = SCHEMA_VERSION
     path: str = field(default="", compare=False)
     accelerator: Accelerator | None = None
+    latency_error_pct: float | None = None  # held-out MAPE of the latency predictions; None = unchecked
 
     @property
     def default_precision(self) -> str:
