@@ -149,11 +149,18 @@ class GroupCostModel:
     def params(self, keep: list[torch.Tensor]) -> torch.Tensor:
         return self._params(self._as_float(keep)) + self.params_offset
 
-    def latency_model(self, layer_ms: dict[str, float], total_ms: float) -> "LinearLatency":
-        """Predicted latency linearised at the dense model: each layer keeps its ms per MAC."""
+    def latency_model(self, layer_ms: dict[str, float], total_ms: float, fixed_ms: float = 0.0) -> "LinearLatency":
+        """Predicted latency linearised at the dense model: each layer keeps its ms per MAC, after its
+        kernel's fixed cost (``fixed_ms``: dispatch and thread-pool sync, which no channel removes) is
+        moved to the constant part."""
         full = [torch.ones(int(n), dtype=torch.float64) for n in self.sizes.tolist()]
         dense = self.layer_macs(full)
-        per_mac = torch.tensor([layer_ms.get(layer.name, 0.0) / float(m) if float(m) > 0 else 0.0
+
+        def variable(name: str) -> float:
+            ms = layer_ms.get(name, 0.0)
+            return max(0.0, ms - fixed_ms) if ms > 0 else 0.0
+
+        per_mac = torch.tensor([variable(layer.name) / float(m) if float(m) > 0 else 0.0
                                 for layer, m in zip(self.layers, dense)], dtype=torch.float64)
         return LinearLatency(self, per_mac, total_ms - float((per_mac * dense).sum()))
 

@@ -38,6 +38,7 @@ from .gates import ChannelGates
 from .graph import PruningGraph
 from .methods.selection import select
 from .profiles.counting import count_macs
+from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, check_equivalence
 from .targets import load_target
@@ -104,7 +105,8 @@ class Pruner:
         latency = None
         if any(b.kind == "latency_ms" for b in self.budgets):
             dense = profile(model, self.input_shape, self.target)
-            latency = self.cost.latency_model({x.name: x.latency_ms for x in dense.layers}, dense.latency_ms)
+            latency = self.cost.latency_model({x.name: x.latency_ms for x in dense.layers}, dense.latency_ms,
+                                              kernel_fixed_ms(self.target, dense.threads))
             learnable += [b for b in self.budgets if b.kind == "latency_ms"]
         self.learnable = learnable
         self.cost_fn: CostFn = structured_costs(self.cost, {b.kind for b in learnable}, latency)

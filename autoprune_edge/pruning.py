@@ -21,6 +21,7 @@ from .heads import flatten_outputs
 from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
+from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .prune_result import PruneResult
 from .targets import load_target
@@ -216,7 +217,8 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     latency = None
     if target is not None and any(b.kind == "latency_ms" for b in budgets):
         dense = profile(graph.model, input_shape, target)
-        latency = cost.latency_model({layer.name: layer.latency_ms for layer in dense.layers}, dense.latency_ms)
+        latency = cost.latency_model({layer.name: layer.latency_ms for layer in dense.layers}, dense.latency_ms,
+                                     kernel_fixed_ms(target, dense.threads))
     learnable = [b for b in budgets if b.kind in FAST_KINDS or (b.kind == "latency_ms" and latency is not None)]
     if cfg.epochs <= 0 or data is None:
         return gates.scores(), [], notes

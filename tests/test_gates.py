@@ -242,8 +242,13 @@ def test_linear_latency_model_is_exact_dense_and_ranks_by_device_cost():
     model = ResidualNet(w=32).eval()
     graph = PruningGraph(model, torch.randn(1, 3, 12, 12))
     cost = GroupCostModel(graph)
+    from autoprune_edge.profiles.latency import kernel_fixed_ms
+    from autoprune_edge.targets import load_target
+
     dense = profile(model, (1, 3, 12, 12), "raspberrypi4")
-    lat = cost.latency_model({lp.name: lp.latency_ms for lp in dense.layers}, dense.latency_ms)
+    fixed = kernel_fixed_ms(load_target("raspberrypi4"), dense.threads)  # dispatch + sync: no channel removes it
+    assert fixed > 0
+    lat = cost.latency_model({lp.name: lp.latency_ms for lp in dense.layers}, dense.latency_ms, fixed)
     full = [torch.ones(g.size, requires_grad=True) for g in graph.groups]
     value = lat(full)
     assert float(value.detach()) == pytest.approx(dense.latency_ms, rel=1e-9)

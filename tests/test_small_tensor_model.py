@@ -113,9 +113,9 @@ def test_cache_level_makes_small_traffic_cheaper():
 
 
 def test_small_kernels_get_less_of_the_thread_speedup():
-    pi = load_target("raspberrypi4")
+    base = load_target("raspberrypi4")
+    pi = dataclasses.replace(base, compute=dataclasses.replace(base.compute, parallel_half_work=2e6))
     s4 = pi.thread_speedup(4)
-    assert pi.compute.parallel_half_work > 0
     assert kernel_speedup(pi, 1e12, 4) == pytest.approx(s4, rel=1e-3)
     assert 1.0 < kernel_speedup(pi, pi.compute.parallel_half_work, 4) == pytest.approx(1 + (s4 - 1) / 2)
     assert kernel_speedup(pi, 1e5, 1) == 1.0
@@ -133,3 +133,19 @@ def test_pixel_overhead_charges_indirect_kernels_only():
     d3 = conv_latency_ms(host, 16, 16, 3, 1, 32, threads=1) - conv_latency_ms(zero, 16, 16, 3, 1, 32, threads=1)
     d1 = conv_latency_ms(host, 16, 16, 1, 1, 32, threads=1) - conv_latency_ms(zero, 16, 16, 1, 1, 32, threads=1)
     assert d3 == pytest.approx(32 * 32 * host.ops.pixel_overhead_ns * 1e-6) and d1 == 0.0
+
+
+def test_predictions_carry_the_profiles_held_out_error(capsys):
+    from autoprune_edge.cli import main
+    from autoprune_edge.profiles.compare import compare, format_latency
+
+    pi = load_target("raspberrypi4")
+    assert pi.latency_error_pct and pi.source("latency_error_pct").startswith("benchmarks/results/arm_fit.md")
+    rows = compare(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval(), (1, 3, 32, 32), ["raspberrypi4", "pixel-7"])
+    assert rows[0].latency_error_pct == pi.latency_error_pct and rows[1].latency_error_pct is None
+    assert rows[0].latency_text.endswith(f"±{pi.latency_error_pct:.0f} %") and rows[1].latency_text.endswith("±?")
+    assert format_latency(12.345, 20.6) == "12.35 ms ±21 %"
+    assert main(["profile", "lenet5", "--target", "raspberrypi4", "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["latency_error_pct"] == pi.latency_error_pct

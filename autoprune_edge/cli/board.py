@@ -8,7 +8,8 @@ from rich.table import Table
 import time
 
 from ..errors import ConfigError as UsageError
-from ..profiles.calibrate import calibrate, measure_suite
+from ..profiles.calibrate import calibrate
+from ..profiles.suite import measure_suite
 from ..profiles.measure import measure, write_document
 from .output import console, emit
 

@@ -85,6 +85,12 @@ def roofline_ms(
     return max(compute_s, memory_seconds(target, bytes_moved)) * 1e3 + (target.ops.fixed_overhead_us + sync_us) * 1e-3
 
 
+def kernel_fixed_ms(target: Target, threads: int) -> float:
+    """The part of every kernel's latency that does not shrink with its channels: dispatch, and the
+    thread pool's sync when it runs on more than one thread."""
+    return (target.ops.fixed_overhead_us + (target.compute.thread_sync_us if threads > 1 else 0.0)) * 1e-3
+
+
 def kernel_speedup(target: Target, work: float, threads: int) -> float:
     """The thread speed-up one kernel of ``work`` MAC-equivalents gets: the profile's ``thread_speedup``
     for big kernels, less for small ones (too few tiles to keep every thread busy)."""
