@@ -142,7 +142,7 @@ def test_wrong_type_integer_key(tmp_path):
 
 
 def test_unknown_key_is_reported_with_suggestion(tmp_path):
-    text = _rpi_text().replace("gmacs_per_core = 5.039", "gmac_per_core = 5.039")
+    text = re.sub(r"(?m)^gmacs_per_core = ", "gmac_per_core = ", _rpi_text(), count=1)
     n = _line_of(text, r"^gmac_per_core")
     p = _write(tmp_path, text)
     with pytest.raises(TargetProfileError) as e:
@@ -215,7 +215,7 @@ def test_unsupported_precision_error():
 
 def test_per_precision_ops_table(tmp_path):
     """[compute.<p>.ops] overrides [ops] for that precision only; bad keys and values are one-line errors."""
-    text = _rpi_text().replace("[compute.fp32.ops]\ndepthwise = 0.136\n", "")  # the shipped fp32 override
+    text = re.sub(r"\[compute.fp32.ops\]\ndepthwise = [0-9.]+\n", "", _rpi_text())  # the shipped fp32 override
     assert "[compute.fp32]" in text and "\n[sources]\n" in text and "[compute.fp32.ops]" not in text
     text = text.replace("\n[sources]\n", '\n[sources]\n"compute.fp32.ops" = "test"\n')
     p = _write(tmp_path, text + '\n[compute.fp32.ops]\ndepthwise = 0.5\n', "ok.toml")
