@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms")
     files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
     build_s = time.time() - t0
+    print(f"[time] starting ({len(files)} files, builds took {build_s:.0f} s)", flush=True)
     visits: dict[str, list[float]] = {k: [] for k in files}
     rng = random.Random(0)
     for r in range(args.rounds):
