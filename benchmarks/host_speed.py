@@ -57,7 +57,7 @@ def dense_files(out: Path) -> dict[str, Path]:
     arts = convert(model, torch.zeros(1, 3, 224, 224), out, formats="tflite-fp32,tflite-int8",
                    calib=calibration_batch(data, 100, seed=0), heldout=heldout_batch(data, 16), measure=False,
                    mean=list(data.mean), std=list(data.std), labels=list(data.class_names))
-    return {a.format.replace("tflite-", ""): Path(out) / Path(a.path).name for a in arts}
+    return {a.format.replace("tflite-", ""): Path(out) / Path(a.path).name for a in arts if a.format.startswith("tflite-")}
 
 
 def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
@@ -84,15 +84,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--latency-ms", type=float, default=2.5)
+    ap.add_argument("--reuse", help="a work dir of an earlier run: time its files again, build nothing")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     t0 = time.time()
-    work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
-    files = {f"dense_{p}": f for p, f in dense_files(work / "dense").items()}
-    macs_files, macs_info = build_files(work / "macs", "100MFLOPs")
-    files.update({f"100M_{p}": f for p, f in macs_files.items()})
-    lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms")
-    files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
+    if args.reuse:
+        work = Path(args.reuse)
+        files = {f"dense_{p}": work / "dense" / f"model_{p}.tflite" for p in ("fp32", "int8")}
+        files.update({f"100M_{p}": work / "macs" / "build" / f"model_{p}.tflite" for p in ("fp32", "int8")})
+        files[f"{args.latency_ms}ms_fp32"] = work / "lat" / "build" / "model_fp32.tflite"
+        macs_info, lat_info = ({"macs": json.loads((work / d / "build" / "model_card.json").read_text())["macs"]}
+                               for d in ("macs", "lat"))
+    else:
+        work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
+        print(f"[build] work dir {work}", flush=True)
+        files = {f"dense_{p}": f for p, f in dense_files(work / "dense").items()}
+        macs_files, macs_info = build_files(work / "macs", "100MFLOPs")
+        files.update({f"100M_{p}": f for p, f in macs_files.items()})
+        lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms")
+        files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
     build_s = time.time() - t0
     print(f"[time] starting ({len(files)} files, builds took {build_s:.0f} s)", flush=True)
     visits: dict[str, list[float]] = {k: [] for k in files}
