@@ -115,6 +115,8 @@ def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: P
     art.bytes = path.stat().st_size
     job.judge(art, run_tflite(path, x))
     art.macs_counted = count_tflite_macs(path).macs
+    if pixel:  # the input normalisation this toolkit adds (a 1x1 depthwise conv): one MAC per input element
+        art.macs_counted -= int(np.prod(x.shape[1:]))  # per image (x is a batch)
     if prec == "int8":
         art.edgetpu = check_edgetpu(path, sram_bytes=job.edgetpu_sram_bytes or EDGETPU_PARAM_SRAM_BYTES)
     if art.failures and job.localize:

@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
@@ -44,13 +45,16 @@ class PixelInput(nn.Module):
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.model = model
-        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * s))
+        m = torch.tensor(mean, dtype=torch.float32)
+        s = torch.tensor(std, dtype=torch.float32)
+        # a 1x1 depthwise conv, not x * scale + shift: the converter writes it as one DEPTHWISE_CONV_2D that
+        # XNNPACK runs in int8, where a broadcast MUL + ADD pair fell back to slow kernels (+1.6 ms on a
+        # 224x224 image on the build host, benchmarks/results/host_speed.md)
+        self.register_buffer("scale", (1.0 / (255.0 * s)).view(-1, 1, 1, 1))
         self.register_buffer("shift", -m / s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.scale + self.shift)
+        return self.model(F.conv2d(x, self.scale, self.shift, groups=self.scale.shape[0]))
 
 
 def to_pixels(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
