@@ -39,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.host_fidelity import kendall_tau  # noqa: E402
 DATA = ROOT / "autoprune_edge" / "targets" / "data" / "arm_measured.csv"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -159,16 +161,6 @@ def fit_rows(base, rows: list[Row], kern: dict, iterations: int = 3):
         if ruy:
             s = math.exp(sum(math.log(r.latency_ms / p) for r, p in ruy) / len(ruy))
     return target, s
-
-
-def kendall_tau(a, b) -> float:
-    n, c, d = len(a), 0, 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            x = (a[i] - a[j]) * (b[i] - b[j])
-            c += x > 0
-            d += x < 0
-    return (c - d) / max(1, c + d)
 
 
 def metrics(pred: list[float], meas: list[float]) -> dict:
