@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .converters.parity import top1_text
 from .modelcard import ModelCard, load_card
 from .plots import ALL_PLOTS
 
@@ -129,7 +130,7 @@ def render_html(card: ModelCard) -> str:
         status = (f"<span class='bad'>{'FAIL' if a.written else 'FAIL, not written'}</span> "
                   + _e("; ".join(a.failures))) if a.failures else \
             ("<span class='ok'>ok</span>" if a.parity_ok else "<span class='ok'>spec ok</span>")
-        par_txt = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {100 * p['top1_agreement']:.0f} %"
+        par_txt = (f"{p['max_abs']:.2e} / {p['rel']:.2e} / {p['cosine']:.5f} / {top1_text(p)}"
                    if p else "–")
         lat = ", ".join(f"{t}T {ms:.2f}" for t, ms in (a.host_latency_ms or {}).items()) or "–"
         rows.append([f"<code>{_e(a.path)}</code>", _e(a.format), f"{a.bytes / 1e6:.2f} MB", _e(par_txt),

@@ -70,11 +70,13 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                 if pixel:
                     set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
             try:
-                p = job.parity(run_tflite(path, held_in))
+                p = job.parity(run_tflite(path, held_in), output_step(path))
             except ParityError:  # an output came back in another layout: this recipe's file cannot ship
                 continue
             fails = job.thresholds.failures(fmt.name, p)
             tried.append({"recipe": recipe.name, "what": recipe.note, "top1_agreement": round(p.top1_agreement, 4),
+                          "top1_decided": None if p.top1_decided is None else round(p.top1_decided, 4),
+                          "decided": p.decided,
                           "cosine": round(p.cosine, 6), "rel": round(p.rel, 6), "passed": not fails})
             key = (not fails, p.top1_agreement, p.cosine)
             if best is None or key > best[0]:
@@ -92,6 +94,13 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                 "batchnorms_folded": prep.folded_batchnorms, "bias_corrected_layers": prep.corrected_layers,
                 "how_to_feed": _how_to_feed(job.int8_io, pixel)}
     return art
+
+
+def output_step(path: Path) -> float:
+    """The logit resolution of an int8 file: its output tensor's scale (float32 I/O files keep the int8
+    output inside, before a DEQUANTIZE; that tensor's scale is not read here, so 0: judged on all inputs)."""
+    out = tflite_io_details(path)["output"]
+    return float(out["scale"]) if out["quantized"] else 0.0
 
 
 def _how_to_feed(io: str, pixel: bool) -> str:
@@ -113,7 +122,7 @@ def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: P
     if job.labels and job.mean and job.std:
         art.metadata = _embed(job, path, fmt.name, prec, io, pixel)
     art.bytes = path.stat().st_size
-    job.judge(art, run_tflite(path, x))
+    job.judge(art, run_tflite(path, x), output_step(path) if prec == "int8" else 0.0)
     art.macs_counted = count_tflite_macs(path).macs
     if pixel:  # the input normalisation this toolkit adds (a 1x1 depthwise conv): one MAC per input element
         art.macs_counted -= int(np.prod(x.shape[1:]))  # per image (x is a batch)

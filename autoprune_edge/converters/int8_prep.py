@@ -9,6 +9,14 @@ Bias correction is the empirical form of Nagel et al., "Data-Free Quantization T
 Equalization and Bias Correction" (ICCV 2019), sec. 4.2: TFLite rounds each conv's (BN-folded) weights
 to int8 per output channel, symmetric, scale max|w|/127; the expected change of each output channel,
 E[conv(x, W_q - W)] over the calibration images, is subtracted from that channel's bias.
+
+Cross-layer equalisation follows the same paper's sec. 4.1 idea (ReLU(x / s) = ReLU(x) / s, so a channel
+can be rescaled between two convs without changing the function), aimed at what TFLite's per-channel weights
+leave: one scale/zero point for a whole activation tensor. After pruning and BatchNorm re-estimation, a few
+channels of a tensor can span 0..6 while others live in 0..0.01 and round to nothing (MobileNetV2 pruned to
+100M MACs: a depthwise conv at 1 - cosine 0.39). Each such channel is scaled up towards the tensor's largest
+range and its consumer's input weights scaled down: free for a depthwise consumer (its weights are quantised
+per channel), half-way (exponent 0.5, as SmoothQuant balances activations against weights) for a dense one.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
 
@@ -27,6 +35,7 @@ class Int8Recipe:
 
     name: str
     bias_correction: bool = False
+    equalisation: bool = False
     note: str = ""
 
 
@@ -35,6 +44,10 @@ RECIPES: tuple[Int8Recipe, ...] = (
     Int8Recipe("ptq", note="BatchNorm folded, min/max calibration, per-channel int8 weights"),
     Int8Recipe("ptq+bias-correction", bias_correction=True,
                note="as ptq, plus each conv's bias corrected for the expected int8 weight rounding error"),
+    Int8Recipe("ptq+equalisation", equalisation=True,
+               note="as ptq, after cross-layer equalisation of activation channel ranges between conv pairs"),
+    Int8Recipe("ptq+equalisation+bias-correction", equalisation=True, bias_correction=True,
+               note="cross-layer equalisation, then bias correction"),
 )
 
 
@@ -124,15 +137,102 @@ def correct_biases(model: nn.Module, calib: torch.Tensor, batch_size: int = 32) 
     return len(sums)
 
 
+_RELUS = (nn.ReLU, nn.ReLU6)
+_RELU_FNS = (F.relu, torch.relu, F.relu6)
+DENSE_EXPONENT = 0.5  # how far a dense consumer's input channels are equalised (1: fully, 0: not at all)
+MIN_SCALE = 1e-3  # no channel is scaled up more than 1,000x (a dead channel is left alone)
+
+
+def _is_relu(node: fx.Node, named: dict[str, nn.Module]) -> bool:
+    """ReLU or ReLU6 (positively homogeneous up to its clip, see `equalise`)."""
+    if node.op == "call_module":
+        m = named[str(node.target)]
+        return isinstance(m, _RELUS) or (isinstance(m, nn.Hardtanh) and m.min_val == 0.0)
+    return node.op == "call_function" and node.target in _RELU_FNS
+
+
+def _pairs(gm: fx.GraphModule) -> list[tuple[fx.Node, nn.Conv2d, nn.Conv2d]]:
+    """(activation node, producer, consumer) for conv -> ReLU/ReLU6 -> conv chains nothing else reads."""
+    named = dict(gm.named_modules())
+    out = []
+    for act in gm.graph.nodes:
+        if not _is_relu(act, named) or len(act.users) != 1 or not isinstance(act.args[0], fx.Node):
+            continue
+        src, (dst,) = act.args[0], act.users
+        a = named.get(str(src.target)) if src.op == "call_module" else None
+        b = named.get(str(dst.target)) if dst.op == "call_module" else None
+        if not (isinstance(a, nn.Conv2d) and isinstance(b, nn.Conv2d) and len(src.users) == 1):
+            continue
+        if dst.args[0] is not act or b.in_channels != a.out_channels:
+            continue
+        if b.groups == 1 or (b.groups == b.in_channels == b.out_channels):
+            out.append((act, a, b))
+    return out
+
+
+class _Ranges(fx.Interpreter):
+    """Runs the graph and keeps, per watched node, each channel's largest value."""
+
+    def __init__(self, gm: fx.GraphModule, watch: set[fx.Node]) -> None:
+        super().__init__(gm)
+        self.watch = watch
+        self.amax: dict[fx.Node, torch.Tensor] = {}
+
+    def run_node(self, n: fx.Node):  # type: ignore[override]
+        y = super().run_node(n)
+        if n in self.watch:
+            m = y.detach().transpose(0, 1).flatten(1).amax(1)
+            self.amax[n] = m if n not in self.amax else torch.maximum(self.amax[n], m)
+        return y
+
+
+@torch.no_grad()
+def equalise(model: nn.Module, calib: torch.Tensor, batch_size: int = 32) -> int:
+    """Cross-layer equalisation of conv -> ReLU(6) -> conv chains, in place; returns how many chains.
+
+    Channel i of the producer is divided by s_i = (r_i / R)^e (r_i: its largest activation on ``calib``, R:
+    the largest over the tensor, e = 1 for a depthwise consumer, DENSE_EXPONENT for a dense one) and the
+    consumer's input i multiplied by s_i. Exact for ReLU. For ReLU6 the clip moves to 6 s_i in the original
+    units, which is >= r_i, and the rescaled tensor's int8 range (max_i r_i / s_i <= R <= 6) ends below the
+    clip in every channel: nothing the quantised model can represent changes."""
+    if not isinstance(model, fx.GraphModule):
+        return 0
+    pairs = _pairs(model)
+    if not pairs:
+        return 0
+    rec = _Ranges(model, {act for act, _, _ in pairs})
+    model.eval()
+    for i in range(0, len(calib), batch_size):
+        rec.run(calib[i:i + batch_size])
+    for act, a, b in pairs:
+        r = rec.amax[act].clamp_min(0)
+        top = float(r.max())
+        if top <= 0:
+            continue
+        e = 1.0 if b.groups > 1 else DENSE_EXPONENT
+        s = (r / top).pow(e)
+        s = torch.where(r > 0, s.clamp_min(MIN_SCALE), torch.ones_like(s))
+        a.weight.div_(s.view(-1, 1, 1, 1).to(a.weight.dtype))
+        if a.bias is not None:
+            a.bias.div_(s.to(a.bias.dtype))
+        if b.groups > 1:  # depthwise: input channel i is weight row i
+            b.weight.mul_(s.view(-1, 1, 1, 1).to(b.weight.dtype))
+        else:
+            b.weight.mul_(s.view(1, -1, 1, 1).to(b.weight.dtype))
+    return len(pairs)
+
+
 @dataclass
 class PreparedModel:
     model: nn.Module
     folded_batchnorms: int
     corrected_layers: int
+    equalised_pairs: int = 0
 
 
 def prepare_for_int8(model: nn.Module, recipe: Int8Recipe, calib: torch.Tensor) -> PreparedModel:
     """The model a recipe quantises (``calib`` in the model's own input units)."""
     folded, n_folded = fold_batchnorm(model)
+    pairs = equalise(folded, calib) if recipe.equalisation else 0
     corrected = correct_biases(folded, calib) if recipe.bias_correction else 0
-    return PreparedModel(folded, n_folded, corrected)
+    return PreparedModel(folded, n_folded, corrected, pairs)

@@ -35,10 +35,11 @@ class ExportJob:
     int8_io: str = "uint8"  # tensor type of the int8 file's input/output (uint8: raw pixels for image models)
     done: list[Artifact] = field(default_factory=list)  # artifacts written so far, in table order
 
-    def judge(self, art: Artifact, got: np.ndarray) -> None:
-        """Set the artifact's parity numbers and failures from its outputs on ``heldout``."""
+    def judge(self, art: Artifact, got: np.ndarray, step: float = 0.0) -> None:
+        """Set the artifact's parity numbers and failures from its outputs on ``heldout`` (``step``: the
+        resolution of a quantised output, see `Parity`)."""
         try:
-            p = self.parity(got)
+            p = self.parity(got, step)
         except ParityError as e:  # e.g. the converter changed an output's layout: a failure of the file
             art.parity, art.failures, art.parity_ok = None, [str(e)], False
             return
@@ -46,11 +47,11 @@ class ExportJob:
         art.failures = self.thresholds.failures(art.format, p)
         art.parity_ok = not art.failures
 
-    def parity(self, got: np.ndarray | list[np.ndarray]) -> Parity:
+    def parity(self, got: np.ndarray | list[np.ndarray], step: float = 0.0) -> Parity:
         """An artifact's outputs on ``heldout`` against torch's (several outputs matched up by shape)."""
         if isinstance(self.reference, list):
             got = align_outputs(self.reference, got if isinstance(got, list) else [got])
-        return compare(self.reference, got)
+        return compare(self.reference, got, step=step)
 
     def artifact(self, fmt: str) -> Artifact | None:
         return next((a for a in self.done if a.format == fmt), None)

@@ -24,6 +24,22 @@ class Parity:
     outputs: int = 1
     per_output: list[dict] | None = None
     top1_judged: bool = True
+    # A quantised output cannot order two logits closer than its own step: top-1 agreement also counted
+    # only on the inputs whose reference top-1 leads the runner-up by at least `step` (int8 files: the
+    # output tensor's scale). None when no step was given or the output is not (N, classes).
+    step: float = 0.0
+    decided: int | None = None
+    top1_decided: float | None = None
+
+    def judged_top1(self) -> tuple[float, str]:
+        """The top-1 agreement a limit is checked against, and on which inputs.
+
+        The decided subset counts only when it is at least half of the inputs; a model that undecided
+        is judged on all of them."""
+        if self.top1_decided is not None and self.decided is not None and 2 * self.decided >= self.n:
+            return self.top1_decided, (f"the {self.decided} of {self.n} inputs whose reference top-1 leads by at "
+                                       f"least one output step ({self.step:.3g})")
+        return self.top1_agreement, f"{self.n} inputs"
 
     def ok(self, max_rel: float) -> bool:
         return bool(np.isfinite(self.rel) and self.rel <= max_rel)
@@ -38,11 +54,12 @@ class Parity:
         )
 
 
-def compare(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray]) -> Parity:
+def compare(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray], *, step: float = 0.0) -> Parity:
     """Compare outputs of shape (N, ...) sample by sample. Class axis is axis 1.
 
     Lists (a model's several outputs, in the same order) are compared output by output and summarised
-    by the worst of each number."""
+    by the worst of each number. ``step`` > 0 (a quantised output's resolution) adds the top-1 agreement
+    on the inputs whose reference margin is at least that (2-D outputs only)."""
     if isinstance(ref, (list, tuple)):
         got = list(got) if isinstance(got, (list, tuple)) else [got]
         if len(got) != len(ref):
@@ -80,11 +97,27 @@ def compare(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(both_zero, 1.0, dots / (nr * ng))
     cos = np.nan_to_num(cos, nan=0.0)
+    decided = top1_decided = None
     if ref.ndim == 2:
-        top1 = float((r.argmax(axis=1) == g.argmax(axis=1)).mean())
+        same = r.argmax(axis=1) == g.argmax(axis=1)
+        top1 = float(same.mean())
+        if step > 0 and r.shape[1] > 1:
+            top2 = np.sort(r, axis=1)[:, -2:]
+            sure = (top2[:, 1] - top2[:, 0]) >= step
+            decided = int(sure.sum())
+            top1_decided = float(same[sure].mean()) if decided else None
     else:  # dense outputs (N, C, ...): argmax over the class axis at every position
         top1 = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
-    return Parity(max_abs=max_abs, rel=float(rel), cosine=float(cos.mean()), top1_agreement=top1, n=int(n))
+    return Parity(max_abs=max_abs, rel=float(rel), cosine=float(cos.mean()), top1_agreement=top1, n=int(n),
+                  step=float(step) if decided is not None else 0.0, decided=decided, top1_decided=top1_decided)
+
+
+def top1_text(p: dict) -> str:
+    """A parity dict's top-1 agreement for tables: "86 %", or "86 % (98 % on 44 decidable)"."""
+    text = f"{100 * p['top1_agreement']:.0f} %"
+    if p.get("top1_decided") is not None:
+        text += f" ({100 * p['top1_decided']:.0f} % on {p['decided']} decidable)"
+    return text
 
 
 def check(ref: np.ndarray, got: np.ndarray, *, max_rel: float, what: str = "converted model") -> Parity:
@@ -152,8 +185,9 @@ class ParityThresholds:
                 out.append(f"max abs diff {p.max_abs:.3g} is {p.rel:.3g} of the output scale > {self.fp32_rel:g}")
         elif prec in ("fp16", "int8"):
             top1, cos = (self.fp16_top1, self.fp16_cosine) if prec == "fp16" else (self.int8_top1, self.int8_cosine)
-            if p.top1_judged and not p.top1_agreement >= top1:
-                out.append(f"top-1 agreement {p.top1_agreement:.1%} < {top1:.0%} on {p.n} inputs")
+            agree, on = p.judged_top1()
+            if p.top1_judged and not agree >= top1:
+                out.append(f"top-1 agreement {agree:.1%} < {top1:.0%} on {on}")
             if not p.cosine >= cos:
                 out.append(f"logit cosine {p.cosine:.4f} < {cos:g}")
         return out

@@ -1,0 +1,96 @@
+"""The torch-side int8 preparation (BatchNorm folding, cross-layer equalisation, bias correction) and the
+int8 parity rule for near-tied logits: fast, no converter."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune_edge.converters.int8_prep import correct_biases, equalise, fold_batchnorm, quantize_weight
+from autoprune_edge.converters.parity import ParityThresholds, compare
+
+
+class Chain(nn.Module):
+    """conv -> BN -> ReLU6 -> depthwise -> BN -> ReLU -> 1x1 conv, with channel ranges 1,000x apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn_a, self.act_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6()
+        self.dw, self.bn_dw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act_a(self.bn_a(self.a(x)))
+        return self.pw(torch.relu(self.bn_dw(self.dw(y))))
+
+
+def _chain() -> Chain:
+    torch.manual_seed(0)
+    m = Chain()
+    with torch.no_grad():
+        m.bn_a.weight.copy_(torch.logspace(-3, 0, 8))  # channel i of the ReLU6 tensor spans ~10^(i*3/7 - 3)
+        m.bn_a.bias.zero_()
+        m.bn_dw.running_var.fill_(4.0)
+    return m.eval()
+
+
+@torch.no_grad()
+def test_fold_and_equalise_keep_the_function_and_even_out_channel_ranges():
+    m, x = _chain(), torch.randn(16, 3, 12, 12)
+    ref = m(x)
+    folded, n = fold_batchnorm(m)
+    assert n == 2 and not any(isinstance(k, nn.BatchNorm2d) for k in folded.modules())
+    torch.testing.assert_close(folded(x), ref, rtol=1e-5, atol=1e-6)
+
+    def relu6_ranges(model: nn.Module) -> torch.Tensor:
+        out = {}
+        h = model.act_a.register_forward_hook(lambda _m, _i, y: out.setdefault("y", y))
+        model(x)
+        h.remove()
+        return out["y"].transpose(0, 1).flatten(1).amax(1)
+
+    before = relu6_ranges(folded)
+    assert float(before.max() / before.min()) > 100
+    assert equalise(folded, x) == 2  # a -> ReLU6 -> dw (depthwise consumer) and dw -> ReLU -> pw (dense)
+    torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-5)
+    after = relu6_ranges(folded)
+    torch.testing.assert_close(after, torch.full_like(after, float(before.max())), rtol=1e-4, atol=0)
+
+
+def test_equalise_leaves_untraceable_or_pairless_models_alone():
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    assert equalise(lin, torch.randn(2, 3, 2, 2)) == 0  # not an fx GraphModule
+    folded, _ = fold_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)))
+    assert equalise(folded, torch.randn(2, 3, 8, 8)) == 0  # no activation between the convs
+
+
+def test_bias_correction_removes_the_mean_shift_of_int8_weights():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(4, 6, 3)
+    with torch.no_grad():
+        conv.weight.mul_(torch.linspace(0.1, 30, 6).view(-1, 1, 1, 1))
+    x = torch.rand(64, 4, 10, 10) + 0.5  # a non-zero mean input, so rounding errors shift the outputs
+    exact = conv(x)
+
+    def shift(m: nn.Conv2d) -> torch.Tensor:
+        y = nn.functional.conv2d(x, quantize_weight(m.weight), m.bias)
+        return (y - exact).mean(dim=(0, 2, 3)).abs()
+
+    before = shift(conv)
+    assert correct_biases(conv, x) == 1
+    assert float(shift(conv).max()) < 1e-3 * float(before.max()) + 1e-6
+
+
+def test_int8_top1_is_judged_on_inputs_the_quantised_output_can_decide():
+    ref = np.array([[3.0, 1.0], [2.0, 1.99], [1.0, 1.01], [0.0, 5.0]])  # margins 2, 0.01, 0.01, 5
+    got = np.array([[3.0, 1.0], [1.98, 2.0], [1.02, 1.0], [0.0, 5.0]])  # the two near-ties flip
+    p = compare(ref, got, step=0.05)
+    assert p.top1_agreement == 0.5 and p.decided == 2 and p.top1_decided == 1.0
+    th = ParityThresholds(int8_top1=0.9, int8_cosine=0.9)
+    assert th.failures("tflite-int8", p) == []
+    p_all = compare(ref, got)  # no step: every input counts
+    assert p_all.decided is None and "50.0% < 90% on 4 inputs" in th.failures("tflite-int8", p_all)[0]
+    wrong = np.array([[1.0, 3.0], [1.98, 2.0], [1.02, 1.0], [0.0, 5.0]])  # a clear decision flipped
+    assert "on the 2 of 4 inputs" in th.failures("tflite-int8", compare(ref, wrong, step=0.05))[0]
+    undecided = compare(ref, got, step=3.0)  # only 1 of 4 decidable: too few, judged on all of them
+    assert undecided.decided == 1 and th.failures("tflite-int8", undecided)
