@@ -17,6 +17,7 @@ from .modelcard import (Accuracy, BeforeAfter, BudgetLine, Calibration, DataSour
 from .models import ModelSpec
 from .profiles.compare import TargetPrediction
 from .pruning import PruneResult
+from .qat import QatInfo
 from .targets import Target
 
 _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "onnxsim", "onnx2tf",
@@ -72,7 +73,8 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
                    target: Target, budgets: list[Budget], result: PruneResult, artifacts: list[Artifact],
                    predicted: dict[str, TargetPrediction], input_shape: tuple[int, ...], pretrain_epochs: float,
                    pretrain_log: list[Any], finetune_epochs: float, seconds: float, formats: tuple[str, ...],
-                   formats_from: str, parity: ParityInfo, calibration: Calibration | None) -> ModelCard:
+                   formats_from: str, parity: ParityInfo, calibration: Calibration | None,
+                   qat: QatInfo | None = None) -> ModelCard:
     pred = predicted.get(target.name)
     row = pred.default if pred is not None else None
     achieved = _Achieved(result.macs_after, result.params_after, *(
@@ -107,7 +109,8 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
         accuracy=Accuracy(result.accuracy_before, result.accuracy_pruned, result.accuracy_after, data.description,
                           data.synthetic, f"validation split ({len(data.val)} images)"),
         training=Training(pretrain_epochs, pretrain_log, list(result.gate_log or []), finetune_epochs,
-                          result.train_log, result.device, result.precision, result.granularity),
+                          result.train_log, result.device, result.precision, result.granularity,
+                          None if qat is None else qat.to_dict()),
         preprocessing=Preprocessing(
             input_shape_nchw=list(input_shape), resize=list(input_shape[2:]), mean=list(data.mean),
             std=list(data.std), channels="grayscale" if input_shape[1] == 1 else "RGB",

@@ -86,6 +86,7 @@ class Training:
     device: str = "cpu"  # where gate training and fine-tuning ran
     precision: str = "fp32"  # fp32, or the bf16 / fp16 autocast they ran under
     granularity: str = "structured"
+    quantisation_aware: dict[str, Any] | None = None  # qat.QatInfo of `build --qat-epochs`, when it ran
 
 
 @dataclass

@@ -9,6 +9,7 @@ and then raises PartialBuildError naming it, so a script sees a non-zero exit. W
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +36,11 @@ from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
 from .pruning import prune
+from .qat import quantisation_aware_finetune
 from .report import write_report
 from .report_html import write_html_report
 from .targets import load_target
-from .train import TrainConfig, train
+from .train import TrainConfig, evaluate, train
 from .workload import load_workload
 
 
@@ -65,7 +67,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
-          html_report: bool = True, seed: int = 0, int8_io: str = "uint8") -> BuildReport:
+          html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0) -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
@@ -73,7 +75,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     with the passing ones is written (its ``report`` is this function's result), unless
     ``allow_parity_failure``. The pruning options (method .. precision) mean what they mean in `prune()`;
     conversion and profiling always run on the CPU. ``int8_io`` is the int8 file's tensor type (uint8:
-    raw 0..255 pixels in, the normalisation inside the model; int8; float32).
+    raw 0..255 pixels in, the normalisation inside the model; int8; float32). ``qat_epochs`` > 0 fine-tunes
+    the pruned model with int8 rounding simulated (qat.py) before anything is converted, at a tenth of ``lr``.
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -86,6 +89,11 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     rt = resolve_runtime(device, precision)  # a bad --device / --precision fails before any work
     if calib_samples < 1 or parity_samples < 1:
         raise AutoPruneEdgeError("--calib-samples and --parity-samples must be at least 1")
+    if not (math.isfinite(qat_epochs) and qat_epochs >= 0):
+        raise AutoPruneEdgeError(f"--qat-epochs must be a number >= 0, got {qat_epochs}")
+    if qat_epochs > 0 and "tflite-int8" not in fmts:
+        raise AutoPruneEdgeError("--qat-epochs trains for the int8 file, but tflite-int8 is not among the formats "
+                                 f"({', '.join(fmts)}); add it with --formats or drop --qat-epochs")
     name = name or f"{model.replace(':', '_').replace('.', '_')}-{tgt.name}"
     dest = check_writable(Path(out_dir) / name)
 
@@ -108,6 +116,13 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                    finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, granularity=granularity,
                    distill=distill, distill_alpha=distill_alpha, distill_temperature=distill_temperature,
                    autoprune=autoprune, device=device, precision=precision, seed=seed)
+    qat = None
+    if qat_epochs > 0:
+        before_qat = result.accuracy_after
+        qat = quantisation_aware_finetune(result.model, bundle.train, qat_epochs, lr=lr / 10, batch_size=batch_size,
+                                          seed=seed, rt=rt)
+        result.accuracy_after = evaluate(result.model, bundle.val, desc="accuracy (after QAT)", rt=rt)
+        qat.accuracy_before, qat.accuracy_after = before_qat, result.accuracy_after
 
     with staged_dir(dest) as tmp:
         save_pruned(tmp / "pruned", result.model, work.spec, result.history, input_shape, work.meta())
@@ -126,7 +141,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
         card = describe_build(
             version=__version__, model=model, spec=work.spec, data=bundle, target=tgt, budgets=budgets,
             result=result, artifacts=arts, predicted=predicted, input_shape=input_shape,
-            pretrain_epochs=pretrain_epochs, pretrain_log=pretrain_log, finetune_epochs=finetune_epochs,
+            pretrain_epochs=pretrain_epochs, pretrain_log=pretrain_log, finetune_epochs=finetune_epochs, qat=qat,
             seconds=time.perf_counter() - t0, formats=fmts, formats_from=formats_from,
             parity=parity_info(th.to_dict(), inputs, len(held), dropped),
             calibration=None if calib is None else calibration_info(len(calib), seed, len(set(sample_hashes(calib)))),

@@ -93,7 +93,15 @@ def render_report(card: ModelCard) -> str:
                               for t in q.recipe.get("tried", []))
             lines += ["", f"int8 recipe: **{q.recipe.get('recipe')}** (tried cheapest first: {tried}); "
                           f"{q.recipe.get('batchnorms_folded', 0)} BatchNorms folded, "
+                          f"{q.recipe.get('equalised_pairs', 0)} conv pairs equalised, "
                           f"{q.recipe.get('bias_corrected_layers', 0)} biases corrected. Feed it: {q.how_to_feed}."]
+    qat = card.training.quantisation_aware
+    if qat:
+        acc = "" if qat.get("accuracy_before") is None or qat.get("accuracy_after") is None else (
+            f"; accuracy {100 * qat['accuracy_before']:.2f} % -> {100 * qat['accuracy_after']:.2f} %")
+        lines += ["", f"Quantisation-aware fine-tune before conversion: {qat['epochs']:g} epoch(s), int8 rounding "
+                      f"simulated on {qat['weights_simulated']} conv/linear weights ({qat['batchnorms_folded']} with "
+                      f"their BatchNorm folded) and {qat['activations_simulated']} activation outputs{acc}."]
     for a in card.artifacts:
         if a.edgetpu:
             lines += ["", f"Edge TPU ({a.path}): {a.edgetpu.summary()}."]

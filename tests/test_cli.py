@@ -171,6 +171,10 @@ ERRORS = [
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1",
                 "--epochs", "2", "--out", t / "o"], "--epochs 0"),
     (lambda t: ["profile", "toy_models:NoSuchFactory", "--target", "host"], "NoSuchFactory"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--qat-epochs", "-1",
+                "--out", t / "o"], "--qat-epochs"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--qat-epochs", "1",
+                "--formats", "onnx", "--out", t / "o"], "tflite-int8"),
 ]
 
 
@@ -259,3 +263,16 @@ def test_convert_rejects_unknown_int8_io(tmp_path):
 
     with pytest.raises(AutoPruneEdgeError, match="--int8-io 'int4'"):
         convert(torch.nn.Conv2d(3, 4, 1), torch.zeros(1, 3, 8, 8), tmp_path, formats="onnx", int8_io="int4")
+
+
+def test_build_with_qat_fine_tunes_before_converting_and_says_so(tmp_path, capsys):
+    rc, out, err = run(capsys, "build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--input-size", "16",
+                       "--pretrain-epochs", "1", "--epochs", "1", "--finetune-epochs", "0.5", "--qat-epochs", "0.5",
+                       "--formats", "tflite-int8", "--out", tmp_path, "--name", "q", "--json")
+    assert rc == 0, err
+    card = json.loads((tmp_path / "q" / "model_card.json").read_text())
+    qat = card["training"]["quantisation_aware"]
+    assert qat["epochs"] == 0.5 and qat["weights_simulated"] >= 3 and qat["batchnorms_folded"] >= 1
+    assert qat["accuracy_after"] == card["accuracy"]["after"] and len(qat["log"]) == 1
+    assert next(a for a in card["artifacts"] if a["format"] == "tflite-int8")["parity_ok"]
+    assert "Quantisation-aware fine-tune before conversion: 0.5 epoch(s)" in (tmp_path / "q" / "report.md").read_text()

@@ -2,12 +2,17 @@
 int8 parity rule for near-tied logits: fast, no converter."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.data import TensorDataset
 
 from autoprune_edge.converters.int8_prep import correct_biases, equalise, fold_batchnorm, quantize_weight
 from autoprune_edge.converters.parity import ParityThresholds, compare
+from autoprune_edge.qat import _FoldedWeight, conv_batchnorm_pairs, quantisation_aware_finetune
 
 
 class Chain(nn.Module):
@@ -64,6 +69,7 @@ def test_equalise_leaves_untraceable_or_pairless_models_alone():
     assert equalise(folded, torch.randn(2, 3, 8, 8)) == 0  # no activation between the convs
 
 
+@torch.no_grad()
 def test_bias_correction_removes_the_mean_shift_of_int8_weights():
     torch.manual_seed(1)
     conv = nn.Conv2d(4, 6, 3)
@@ -94,3 +100,39 @@ def test_int8_top1_is_judged_on_inputs_the_quantised_output_can_decide():
     assert "on the 2 of 4 inputs" in th.failures("tflite-int8", compare(ref, wrong, step=0.05))[0]
     undecided = compare(ref, got, step=3.0)  # only 1 of 4 decidable: too few, judged on all of them
     assert undecided.decided == 1 and th.failures("tflite-int8", undecided)
+
+
+def _convnet() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+
+@torch.no_grad()
+def test_qat_weight_simulation_is_the_folded_int8_weight():
+    m = _convnet().eval()
+    m[1].running_var.uniform_(0.5, 4.0)
+    m[1].weight.uniform_(-2.0, 2.0)
+    x = torch.randn(4, 3, 8, 8)
+    pairs = conv_batchnorm_pairs(m)
+    assert pairs == {m[0]: m[1], m[3]: m[4]}
+    simulated = m[1](nn.functional.conv2d(x, _FoldedWeight(m[1])(m[0].weight), m[0].bias, padding=1))
+    folded, _ = fold_batchnorm(nn.Sequential(m[0], m[1]))
+    conv = dict(folded.named_modules())["0"]
+    torch.testing.assert_close(simulated, nn.functional.conv2d(x, quantize_weight(conv.weight), conv.bias, padding=1),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_qat_leaves_a_plain_float_model_with_frozen_batchnorm():
+    m = _convnet()
+    x = torch.randn(64, 3, 8, 8)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    keys, stats, w0 = set(m.state_dict()), m[1].running_mean.clone(), m[0].weight.detach().clone()
+    info = quantisation_aware_finetune(m, TensorDataset(x, y), 1, lr=0.05, batch_size=16)
+    assert set(m.state_dict()) == keys and not parametrize.is_parametrized(m[0])
+    assert not m[2]._forward_hooks and not m[1]._forward_pre_hooks
+    assert torch.equal(m[1].running_mean, stats)  # BatchNorm statistics frozen
+    assert not torch.equal(m[0].weight, w0)  # the weights did train
+    assert (info.weights_simulated, info.batchnorms_folded, info.activations_simulated) == (3, 2, 2)
+    assert len(info.log) == 1 and math.isfinite(info.log[0]["loss"])

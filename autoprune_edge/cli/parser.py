@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default_formats; TFLite implies onnx)")
     b.add_argument("--calib-samples", type=int, default=200,
                    help="training images used to calibrate int8 (default 200)")
+    b.add_argument("--qat-epochs", type=float, default=0.0,
+                   help="quantisation-aware fine-tuning epochs before conversion, for when int8 post-training "
+                        "quantisation alone misses (default 0; needs tflite-int8 among the formats)")
     parity_flags(b)
     training_flags(b)
     b.add_argument("--pretrain-epochs", type=float, default=None,

@@ -92,6 +92,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
         art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel)
     art.int8 = {"io": job.int8_io, "pixel_input": pixel, "recipe": recipe.name, "tried": tried,
                 "batchnorms_folded": prep.folded_batchnorms, "bias_corrected_layers": prep.corrected_layers,
+                "equalised_pairs": prep.equalised_pairs,
                 "how_to_feed": _how_to_feed(job.int8_io, pixel)}
     return art
 
