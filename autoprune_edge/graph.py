@@ -40,7 +40,7 @@ class ChannelGroup:
     size: int
     members: list[Member]
     min_keep: int = 1
-    round_to: int = 1
+    round_to: int = 1  # kept counts are multiples of this, or `size` (which need not be one)
     tp_group: Any = field(default=None, repr=False)
     # Root-channel subsets that land in different layers (e.g. the branches of a concat): each must keep
     # at least `segment_min` channels or a layer would be emptied.
@@ -267,7 +267,9 @@ class PruningGraph:
             self.left_dense.append((self.module_names[root_mod], "channels feed both a grouped conv and a concat"))
             return
         per = size // ties
-        step = ties * (round_to if per >= round_to and per % round_to == 0 else 1)
+        # kept counts are multiples of round_to (the target's channel tile), or the whole group: a group of 144
+        # at round_to 32 may keep 32, 64, 96, 128 or 144 channels (an unaligned count runs as the next multiple)
+        step = ties * (round_to if per >= round_to else 1)
         min_keep = max(step, int(-(-size * (1.0 - max_prune_ratio) // 1)))
         # keep only minimal segments (a segment containing a smaller one is implied by it)
         segs = [list(s) for s in segments if not any(set(o) < set(s) for o in segments)]

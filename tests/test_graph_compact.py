@@ -103,6 +103,27 @@ def test_select_lands_under_budget_with_rounding():
     assert achieved >= 0.8 * budgets[0].value  # close to the budget, not far under it
 
 
+def test_unaligned_groups_keep_tile_multiples_or_everything():
+    """A 40-wide group at round_to 16 keeps 16 or 32 channels (or all 40), never 24 or 37: an unaligned
+    count runs as the next tile on the device, so it would cost MACs budget and buy no time."""
+    torch.manual_seed(0)
+    model = randomize_bn(ResidualNet(w=40))
+    x = torch.randn(1, 3, 12, 12)
+    graph = PruningGraph(model, x, round_to=16)
+    wide = [g for g in graph.groups if g.size == 40]
+    assert wide and all(g.round_to == 16 and g.min_keep == 16 for g in wide)
+    cost = GroupCostModel(graph)
+
+    def ev(keep):
+        return {"macs": float(cost.macs(keep)), "params": float(cost.params(keep))}
+
+    dense = count_macs(model, x).macs
+    for frac in (0.4, 0.7, 0.9):
+        keep = select(graph, channel_scores(graph, "l1"), parse_budgets(f"{dense * frac / 1e6:.4f}MFLOPs"), ev)
+        kept = {int(k.sum()) for g, k in zip(graph.groups, keep) if g.size == 40}
+        assert kept <= {16, 32, 40}, (frac, kept)
+
+
 def test_prune_api_noop_and_unreachable():
     model = SmallCNN()
     r = prune(model, None, "1GFLOPs", method="l1", input_shape=(1, 3, 16, 16), finetune_epochs=0)

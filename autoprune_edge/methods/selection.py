@@ -22,7 +22,7 @@ def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor
     counts = []
     for g, s, lo in zip(graph.groups, scores, floor):
         n = int((s >= t).sum())
-        n = (n // g.round_to) * g.round_to
+        n = n if n == g.size else (n // g.round_to) * g.round_to
         counts.append(min(g.size, max(lo, n)))
     return counts
 
@@ -77,7 +77,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
     while True:
         best, best_score = None, None
         for i, g in enumerate(graph.groups):
-            if i in blocked or counts[i] + g.round_to > g.size:
+            if i in blocked or counts[i] >= g.size:
                 continue
             score = float(sorted_scores[i][counts[i]])
             if best_score is None or score > best_score:
@@ -85,7 +85,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
         if best is None:
             return counts
         trial = list(counts)
-        trial[best] += graph.groups[best].round_to
+        trial[best] = min(graph.groups[best].size, trial[best] + graph.groups[best].round_to)
         if _fits(evaluate([g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, trial)]), budgets):
             counts = trial
         else:
