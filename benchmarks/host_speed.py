@@ -10,7 +10,10 @@ visit are reported), so that a slow phase of this shared VM hits every file alik
   that no activation collapses to denormals), converted by ``ape.convert`` to fp32 and int8 (uint8 I/O,
   the default);
 * ``build --target host --budget 100MFLOPs`` with every other option at its default (synthetic data);
-* ``build --target host --budget Xms`` (X = ``--latency-ms``): where its fp32 file's measured latency lands.
+* ``build --target host --budget Xms`` (X = ``--latency-ms``): where its fp32 file's measured latency lands;
+* the peer, measured beside them: Torch-Pruning's MagnitudePruner (L1, uniform per layer, round_to=8, the
+  classifier left alone) with its ratio bisected to the same 100M MACs, as research/host-speed.md built it
+  on the AMD host where the goal numbers were measured.
 
 Goals (issue 16): fp32 ≥ 2.84x and int8 ≥ 2.06x over dense (Torch-Pruning magnitude at round_to=8, research/
 host-speed.md), and the latency build within 5 % below X. Builds run with ``allow_parity_failure`` so
@@ -39,25 +42,68 @@ def dense_files(out: Path) -> dict[str, Path]:
     import torch
     import torchvision
 
-    from autoprune_edge.converters.convert import convert
-    from autoprune_edge.data import calibration_batch, heldout_batch, load_data
+    from autoprune_edge.data import load_data
 
     torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2().eval()
     data = load_data("synthetic", input_size=224)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
+    return _convert(_calibrated(torchvision.models.mobilenet_v2().eval(), data), data, out)
+
+
+def _calibrated(model, data):
+    """BatchNorm statistics re-estimated on synthetic images (random init collapses activations to denormals)."""
+    import torch
+
+    from autoprune_edge.data import calibration_batch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
     model.train()
     with torch.no_grad():
         model(calibration_batch(data, 16, seed=1))
-    model.eval()
+    return model.eval()
+
+
+def _convert(model, data, out: Path) -> dict[str, Path]:
+    import torch
+
+    from autoprune_edge.converters.convert import convert
+    from autoprune_edge.data import calibration_batch, heldout_batch
+
     out.mkdir(parents=True, exist_ok=True)
     arts = convert(model, torch.zeros(1, 3, 224, 224), out, formats="tflite-fp32,tflite-int8",
                    calib=calibration_batch(data, 100, seed=0), heldout=heldout_batch(data, 16), measure=False,
                    mean=list(data.mean), std=list(data.std), labels=list(data.class_names))
     return {a.format.replace("tflite-", ""): Path(out) / Path(a.path).name for a in arts if a.format.startswith("tflite-")}
+
+
+def tp_files(out: Path, macs: float = 100e6) -> tuple[dict[str, Path], dict]:
+    """Torch-Pruning MagnitudePruner (p=1, uniform, round_to=8), ratio bisected to ``macs``."""
+    import torch
+    import torch_pruning as tp
+    import torchvision
+
+    from autoprune_edge.data import load_data
+    from autoprune_edge.profiles.counting import count_macs
+
+    data = load_data("synthetic", input_size=224)
+    x = torch.zeros(1, 3, 224, 224)
+
+    def pruned(ratio: float):
+        torch.manual_seed(0)
+        m = torchvision.models.mobilenet_v2().eval()
+        tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                                  ignored_layers=[m.classifier[1]], round_to=8).step()
+        return m, count_macs(m, x).macs
+
+    lo, hi = 0.0, 0.9
+    for _ in range(14):  # the smallest ratio whose model has at most `macs` (hi), to 1e-4
+        mid = (lo + hi) / 2
+        _, n = pruned(mid)
+        lo, hi = (mid, hi) if n > macs else (lo, mid)
+    model, n = pruned(hi)
+    return _convert(_calibrated(model, data), data, out), {"ratio": round(hi, 4), "macs": n}
 
 
 def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
@@ -93,8 +139,10 @@ def main(argv=None) -> int:
         files = {f"dense_{p}": work / "dense" / f"model_{p}.tflite" for p in ("fp32", "int8")}
         files.update({f"100M_{p}": work / "macs" / "build" / f"model_{p}.tflite" for p in ("fp32", "int8")})
         files[f"{args.latency_ms}ms_fp32"] = work / "lat" / "build" / "model_fp32.tflite"
+        files.update({f"tp100M_{p}": work / "tp" / f"model_{p}.tflite" for p in ("fp32", "int8")})
         macs_info, lat_info = ({"macs": json.loads((work / d / "build" / "model_card.json").read_text())["macs"]}
                                for d in ("macs", "lat"))
+        tp_info = json.loads((work / "tp" / "tp_info.json").read_text())
     else:
         work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
         print(f"[build] work dir {work}", flush=True)
@@ -103,6 +151,9 @@ def main(argv=None) -> int:
         files.update({f"100M_{p}": f for p, f in macs_files.items()})
         lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms")
         files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
+        tp_f, tp_info = tp_files(work / "tp")
+        (work / "tp" / "tp_info.json").write_text(json.dumps(tp_info))
+        files.update({f"tp100M_{p}": f for p, f in tp_f.items()})
     build_s = time.time() - t0
     print(f"[time] starting ({len(files)} files, builds took {build_s:.0f} s)", flush=True)
     visits: dict[str, list[float]] = {k: [] for k in files}
@@ -123,12 +174,14 @@ def main(argv=None) -> int:
                      "speedup_fastest": round(best[base] / best[k], 2), "speedup_median": round(med[base] / med[k], 2)})
     fp32 = best["dense_fp32"] / best["100M_fp32"]
     int8 = best["dense_int8"] / best["100M_int8"] if "100M_int8" in best and "dense_int8" in best else float("nan")
+    tp_fp32, tp_int8 = (best[f"dense_{p}"] / best[f"tp100M_{p}"] for p in ("fp32", "int8"))
     lat_key = f"{args.latency_ms}ms_fp32"
     landed = best.get(lat_key)
     landing = (landed / args.latency_ms - 1) * 100 if landed else float("nan")
     summary = {"fp32_speedup": round(fp32, 2), "int8_speedup": round(int8, 2), "fp32_goal": 2.84, "int8_goal": 2.06,
                "latency_budget_ms": args.latency_ms, "latency_build_measured_ms": landed and round(landed, 3),
                "landing_pct": round(landing, 1), "landing_goal": "within 5 % below the budget",
+               "tp_fp32_speedup": round(tp_fp32, 2), "tp_int8_speedup": round(tp_int8, 2), "tp": tp_info,
                "macs_build": macs_info, "latency_build": lat_info, "build_seconds": round(build_s),
                "date": _dt.datetime.now().isoformat(timespec="seconds")}
     ok_speed = fp32 >= 2.84 and int8 >= 2.06
@@ -139,6 +192,9 @@ def main(argv=None) -> int:
           f"--data synthetic` at `--budget 100MFLOPs` and at `--budget {args.latency_ms}ms`, other options default.", "",
           f"- 100M MACs build over dense: **fp32 {fp32:.2f}x, int8 {int8:.2f}x** (goal ≥ 2.84x / ≥ 2.06x: "
           f"**{'met' if ok_speed else 'missed'}**).",
+          f"- Torch-Pruning MagnitudePruner (L1, uniform, round_to=8) at {tp_info['macs'] / 1e6:.1f}M MACs, measured "
+          f"in the same rounds: **fp32 {tp_fp32:.2f}x, int8 {tp_int8:.2f}x** (the goal's numbers came from the AMD "
+          "host of research/host-speed.md; this is the peer on this machine).",
           f"- `--budget {args.latency_ms}ms`: the fp32 file measures **{landed:.3f} ms ({landing:+.1f} %)** (goal: within "
           f"5 % below: **{'met' if ok_land else 'missed'}**).", "",
           md_table(rows, ["file", "fastest_ms", "median_visit_ms", "speedup_fastest", "speedup_median"]), ""]
