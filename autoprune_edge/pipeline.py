@@ -35,6 +35,7 @@ from .modelcard import DataSource, ModelCard
 from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
+from .profiles.host import latency_probe
 from .pruning import prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
@@ -67,7 +68,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
-          html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0) -> BuildReport:
+          html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0,
+          land_measured: bool | None = None) -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
@@ -77,6 +79,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     conversion and profiling always run on the CPU. ``int8_io`` is the int8 file's tensor type (uint8:
     raw 0..255 pixels in, the normalisation inside the model; int8; float32). ``qat_epochs`` > 0 fine-tunes
     the pruned model with int8 rounding simulated (qat.py) before anything is converted, at a tenth of ``lr``.
+    ``land_measured`` lands a latency budget on the fp32 file's latency measured here (landing.py); by default
+    on when the target is ``host``, the machine running the build.
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -112,10 +116,13 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                                                                    weight_decay=1e-4, optimizer="adam", seed=seed),
                              desc="train dense", rt=rt)
 
+    if land_measured is None:
+        land_measured = tgt.name == "host"
+    probe = latency_probe(input_shape, threads=tgt.runtime.threads) if land_measured else None
     result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape, epochs=epochs,
                    finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, granularity=granularity,
                    distill=distill, distill_alpha=distill_alpha, distill_temperature=distill_temperature,
-                   autoprune=autoprune, device=device, precision=precision, seed=seed)
+                   autoprune=autoprune, device=device, precision=precision, seed=seed, latency_probe=probe)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

@@ -18,6 +18,7 @@ from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
 from .graph import PruningGraph
 from .heads import flatten_outputs
+from .landing import Probe, land
 from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
@@ -93,7 +94,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False, device: str = "auto",
-          precision: str = "fp32") -> PruneResult:
+          precision: str = "fp32", latency_probe: Probe | None = None) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
@@ -110,6 +111,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     compaction and the equality check run on the CPU, and the model comes back on the CPU. precision
     defaults to fp32 so that a default run gives the same numbers on every CPU; "auto" picks bf16/fp16
     autocast where the hardware has it.
+
+    latency_probe (a compacted model -> measured ms, e.g. profiles.host.latency_probe for the machine running
+    this) lands a latency budget on measured latency instead of the profile's prediction (landing.py).
     """
     criterion = get_criterion(method)
     learned = isinstance(criterion, AutoPrune)
@@ -157,6 +161,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
             scores = criterion.scores(graph, data=data, seed=seed)
     with progress.task("select channels to the budget", total=None):
         keep = select(graph, scores, budgets, evaluator, fill=cheap)
+    if latency_probe is not None and any(b.kind == "latency_ms" for b in budgets):
+        with progress.task("land the latency budget on measured latency (convert and time candidates)", total=None):
+            keep, landing = land(graph, scores, budgets, evaluator, keep, latency_probe)
+        notes.append("latency budget landed on measured latency: " + "; ".join(s.text() for s in landing))
     full_kept = all(bool(k.all()) for k in keep)
     if full_kept:
         for b in budgets:

@@ -100,6 +100,27 @@ def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int 
     )
 
 
+def latency_probe(input_shape: tuple[int, ...], *, threads: int = 1, runs: int = 40, visits: int = 3):
+    """A `landing.Probe` for this machine: the model as the product's fp32 .tflite, the fastest of ``visits``
+    p10 timings (each ``runs`` invokes) with LiteRT at ``threads``."""
+
+    def probe(model) -> float:
+        import copy
+        import tempfile
+
+        import torch
+
+        from ..converters.onnx_export import export_onnx  # lazy: converters import this module
+        from ..converters.tflite import onnx_to_tflite
+
+        with tempfile.TemporaryDirectory(prefix="ape_probe_") as d:
+            onnx = export_onnx(copy.deepcopy(model).cpu().eval(), torch.zeros(input_shape), Path(d) / "m.onnx")
+            tfl = onnx_to_tflite(onnx, Path(d), precisions=["fp32"])["fp32"]
+            return min(measure_tflite(Path(tfl), threads=threads, runs=runs, warmup=5).p10_ms for _ in range(visits))
+
+    return probe
+
+
 def measure_all_threads(path: Path, runs: int = 50, *, warmup: int = 10) -> dict[int, Measurement]:
     """Latency with 1 thread and with all cores (``os.cpu_count()``)."""
     counts = sorted({1, max(os.cpu_count() or 1, 1)})

@@ -1,0 +1,81 @@
+"""Landing a latency budget on a measured latency, where the build can measure: the machine running it.
+
+A profile predicts within its `latency_error_pct`, and a shared VM runs faster or slower by the day, so a
+`--budget 2.5ms --target host` build selected on predictions alone lands anywhere from -10 % to +15 % of
+2.5 ms. When the target is the machine doing the build, each candidate selection is compacted, converted
+and timed here, and the selection is repeated from the same channel scores with the predicted-latency
+limit corrected by the measured miss (scaled, then bisected once candidates on both sides are known),
+aiming at the middle of [LOW x budget, budget]. The scores (the
+gates, or a criterion's) are not retrained: only how many channels each group keeps moves.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .budget import Budget
+from .errors import BudgetUnreachableError
+from .graph import PruningGraph
+from .methods.selection import Evaluator, select
+
+Probe = Callable[[nn.Module], float]  # a compacted model -> its measured latency in ms
+LOW = 0.95  # a landing within [LOW x budget, budget] is good enough
+TRIES = 4  # measured candidates at most (each is one conversion and timing)
+
+
+@dataclass(frozen=True)
+class LandingStep:
+    limit_ms: float  # the predicted-latency limit this candidate was selected under
+    predicted_ms: float
+    measured_ms: float
+
+    def text(self) -> str:
+        return f"selected at {self.limit_ms:.3f} ms predicted ({self.predicted_ms:.3f}) -> measured {self.measured_ms:.3f}"
+
+
+def land(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget], evaluate: Evaluator,
+         keep: list[torch.Tensor], probe: Probe) -> tuple[list[torch.Tensor], list[LandingStep]]:
+    """The measured candidate closest under the tightest latency budget (or, if none is under it, the
+    fastest), and every candidate's numbers. ``keep`` is the selection made on predictions.
+
+    Re-selections run the greedy add-back pass even though each evaluation profiles a compacted copy: a
+    bare threshold selection jumps in steps too coarse to land within a few per cent."""
+    lat = [b for b in budgets if b.kind == "latency_ms"]
+    if not lat:
+        return keep, []
+    goal = min(b.value for b in lat)
+    aim = (1 + LOW) / 2 * goal
+    steps: list[LandingStep] = []
+    tried: list[tuple[float, list[torch.Tensor]]] = []
+    limit, under_limit, over_limit = goal, 0.0, math.inf  # limits whose selection measured under / over goal
+    for _ in range(TRIES):
+        trial = graph.copy()
+        trial.compact(keep)
+        measured = probe(trial.model)
+        steps.append(LandingStep(limit, float(evaluate(keep)["latency_ms"]), measured))
+        tried.append((measured, keep))
+        if LOW * goal <= measured <= goal:
+            break
+        if measured > goal:
+            over_limit = min(over_limit, limit)
+        else:
+            under_limit = max(under_limit, limit)
+        # the selection undershoots its limit by a model-dependent gap and the device differs from the profile:
+        # scale the limit by aim / measured, or bisect (geometrically) once a limit on each side is known
+        limit = math.sqrt(under_limit * over_limit) if under_limit > 0 and over_limit < math.inf \
+            else limit * aim / measured
+        try:
+            nxt = select(graph, scores, [replace(b, value=limit) if b.kind == "latency_ms" else b for b in budgets],
+                         evaluate, fill=True)
+        except BudgetUnreachableError:
+            break
+        if any(all(torch.equal(a, b) for a, b in zip(nxt, k)) for _, k in tried):
+            break  # the corrected limit selects channels already measured: nothing left to move
+        keep = nxt
+    under = [t for t in tried if t[0] <= goal]
+    best = max(under, key=lambda t: t[0]) if under else min(tried, key=lambda t: t[0])
+    return best[1], steps
