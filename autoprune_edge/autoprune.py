@@ -426,15 +426,7 @@ def gated_originals(model: nn.Module, gates: ChannelGates | WeightGates):
             idx = par.index
             out.append((mod, orig, lambda g=gates, i=idx, o=orig: (g.m[i].detach() > 0).to(o.dtype)))
         else:
-            def mask_fn(par=par, orig=orig) -> torch.Tensor:
-                g = par._gates[0]
-                m_in = orig.new_ones(par.width)
-                for gi, root, cons in par.terms:
-                    m_in = m_in.index_put((cons,), g.m[gi].detach()[root])
-                shape = [1] * orig.dim()
-                shape[par.dim] = -1
-                return (m_in > 0).to(orig.dtype).view(shape)
-            out.append((mod, orig, mask_fn))
+            out.append((mod, orig, lambda par=par, orig=orig: par.keep_mask(orig)))
     return out
 
 

@@ -122,19 +122,32 @@ class _InputGate(nn.Module):
             if n == width and torch.equal(root, torch.arange(n)) and torch.equal(cons, torch.arange(width)):
                 self._whole = gi
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
+    def input_gates(self, like: torch.Tensor) -> torch.Tensor:
+        """The gate value m of each input column (with its gradient path to the gate parameters)."""
         gates = self._gates[0]
         if self._whole is not None:
-            m_in = gates.m[self._whole]
-        else:
-            m_in = w.new_ones(self.width)  # inputs no group owns stay open (m = +1)
-            for gi, root, cons in self.terms:
-                m_in = m_in.index_put((cons,), gates.m[gi][root])
+            return gates.m[self._whole]
+        m_in = like.new_ones(self.width)  # inputs no group owns stay open (m = +1)
+        for gi, root, cons in self.terms:
+            m_in = m_in.index_put((cons,), gates.m[gi][root])
+        return m_in
+
+    def _grouped(self, m_in: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Grouped conv: input channel i is column i % per of the output rows of block i // per."""
+        per = self.width // self.groups
+        m2 = m_in.view(self.groups, per).repeat_interleave(w.shape[0] // self.groups, dim=0)
+        return m2.view(*m2.shape, *([1] * (w.dim() - 2)))
+
+    def keep_mask(self, w: torch.Tensor) -> torch.Tensor:
+        """h(m) as 0/1 in ``w``'s dtype, broadcastable to ``w`` (no gradient): what the masking multiplies by."""
+        keep = (self.input_gates(w).detach() > 0).to(w.dtype)
+        return self._grouped(keep, w) if self.groups > 1 else _expand(keep, w, self.dim)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        gates = self._gates[0]
+        m_in = self.input_gates(w)
         if self.groups > 1:
-            # grouped conv: input channel i is column i % per of the output rows of block i // per
-            per = self.width // self.groups
-            m2 = m_in.view(self.groups, per).repeat_interleave(w.shape[0] // self.groups, dim=0)
-            m_full = m2.view(*m2.shape, *([1] * (w.dim() - 2))).expand_as(w)
+            m_full = self._grouped(m_in, w).expand_as(w)
             return MaskedWeight.apply(w, m_full, None, gates.cfg.ste, gates.cfg.leaky_alpha)
         return MaskedWeight.apply(w, m_in, self.dim, gates.cfg.ste, gates.cfg.leaky_alpha)
 
