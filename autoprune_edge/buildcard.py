@@ -94,7 +94,7 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
         quant = Quantization(calibration,
                              {k: int8.io["input"][k] for k in ("dtype", "scale", "zero_point", "shape", "layout")},
                              {k: int8.io["output"][k] for k in ("dtype", "scale", "zero_point", "shape")},
-                             (int8.int8 or {}).get("how_to_feed", _HOW_TO_FEED), int8.int8 or {})
+                             int8.int8.how_to_feed if int8.int8 else _HOW_TO_FEED, int8.int8)
     failing = [a.format for a in artifacts if a.failures]
     parity.failing, parity.all_ok = failing, not failing
     return ModelCard(

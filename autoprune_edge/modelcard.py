@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .converters.artifact import Artifact
+from .converters.artifact import Artifact, Int8Info
 from .profiles.compare import TargetPrediction
 
 WIDTHS_WHAT = "per layer [in channels, out channels] (features for linear layers)"
@@ -142,18 +142,18 @@ class Quantization:
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     how_to_feed: str = ""
-    recipe: dict[str, Any] = field(default_factory=dict)  # I/O type, recipe chosen, what each recipe tried
+    recipe: Int8Info | None = None  # I/O type, recipe chosen, what each recipe tried
 
     def to_dict(self) -> dict[str, Any]:
         calib = asdict(self.calibration) if self.calibration is not None else {}
         return {**calib, "input": self.input, "output": self.output, "how_to_feed": self.how_to_feed,
-                "recipe": self.recipe}
+                "recipe": asdict(self.recipe) if self.recipe is not None else {}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Quantization:
         calib = _take(Calibration, d) if "samples" in d else None
         return cls(calib, d.get("input") or {}, d.get("output") or {}, d.get("how_to_feed", ""),
-                   d.get("recipe") or {})
+                   Int8Info.from_dict(d["recipe"]) if d.get("recipe") else None)
 
 
 @dataclass

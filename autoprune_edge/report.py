@@ -87,14 +87,15 @@ def render_report(card: ModelCard) -> str:
         lines += ["", f"int8: calibrated on {c.samples if c else None} {c.split if c else None}-split images "
                       f"(disjoint from the parity inputs); input {i['dtype']} {i['layout']} scale {i['scale']:.6g} "
                       f"zero point {i['zero_point']}, output scale {o['scale']:.6g} zero point {o['zero_point']}."]
-        if q.recipe:
-            tried = ", ".join(f"{t['recipe']} ({'pass' if t['passed'] else 'fail'}: top-1 "
-                              f"{100 * t['top1_agreement']:.1f} %, cosine {t['cosine']:.4f})"
-                              for t in q.recipe.get("tried", []))
-            lines += ["", f"int8 recipe: **{q.recipe.get('recipe')}** (tried cheapest first: {tried}); "
-                          f"{q.recipe.get('batchnorms_folded', 0)} BatchNorms folded, "
-                          f"{q.recipe.get('equalised_pairs', 0)} conv pairs equalised, "
-                          f"{q.recipe.get('bias_corrected_layers', 0)} biases corrected. Feed it: {q.how_to_feed}."]
+        r = q.recipe
+        if r:
+            tried = ", ".join(f"{t.recipe} ({'pass' if t.passed else 'fail'}: top-1 {100 * t.top1_agreement:.1f} %"
+                              + ("" if t.top1_decided is None else
+                                 f", {100 * t.top1_decided:.1f} % on {t.decided} decidable")
+                              + f", cosine {t.cosine:.4f})" for t in r.tried)
+            lines += ["", f"int8 recipe: **{r.recipe}** (tried cheapest first: {tried}); "
+                          f"{r.batchnorms_folded} BatchNorms folded, {r.equalised_pairs} conv pairs equalised, "
+                          f"{r.bias_corrected_layers} biases corrected. Feed it: {q.how_to_feed}."]
     qat = card.training.quantisation_aware
     if qat:
         acc = "" if qat.get("accuracy_before") is None or qat.get("accuracy_after") is None else (

@@ -75,7 +75,7 @@ def run(name: str, args, images: torch.Tensor, mean: list[float], std: list[floa
             "onnx_rel": by["onnx"].parity["rel"] if by["onnx"].parity else None,
             "fp32_rel": fp32.parity["rel"] if fp32.parity else None, "fp32_ok": fp32.ok,
             "int8_min_cosine": int8.parity["cosine"] if int8.parity else None, "int8_ok": int8.ok,
-            "int8_recipe": (int8.int8 or {}).get("recipe"), "tflite_macs_M": (fp32.macs_counted or 0) / 1e6,
+            "int8_recipe": int8.int8.recipe if int8.int8 else None, "tflite_macs_M": (fp32.macs_counted or 0) / 1e6,
             "tflite_macs_match": fp32.macs_counted == torch_macs,
             "predicted_host_ms": pred, "measured_host_ms_1t": fp32.host_latency_ms.get("1"),
             "int8_measured_ms_1t": int8.host_latency_ms.get("1"),

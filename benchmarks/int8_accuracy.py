@@ -59,7 +59,7 @@ def top1(logits: np.ndarray, y: torch.Tensor) -> float:
 def file_columns(folder: Path, fp32: Any, int8: Any, x: torch.Tensor, y: torch.Tensor, mean, std) -> dict[str, Any]:
     """Accuracy of the fp32 and int8 files on (x, y), each fed as documented, plus the int8 file's facts."""
     acc_fp32 = top1(run_tflite(folder / fp32.path, x.numpy()), y)
-    xin = to_pixels(x, list(mean), list(std)).numpy() if int8.int8["pixel_input"] else x.numpy()
+    xin = to_pixels(x, list(mean), list(std)).numpy() if int8.int8.pixel_input else x.numpy()
     acc_int8 = top1(run_tflite(folder / int8.path, xin), y)
     ms32, ms8 = fp32.host_latency_ms.get("1"), int8.host_latency_ms.get("1")
     return {"acc_fp32": acc_fp32, "acc_int8": acc_int8,
@@ -68,8 +68,7 @@ def file_columns(folder: Path, fp32: Any, int8: Any, x: torch.Tensor, y: torch.T
             "int8_top1_decided": int8.parity.get("top1_decided"),
             "decided": f"{int8.parity.get('decided')}/{int8.parity['n']}" if int8.parity.get("decided") is not None
             else None,
-            "recipe": int8.int8["recipe"], "tried": [t["recipe"] + (" ok" if t["passed"] else " fail")
-                                                     for t in int8.int8["tried"]],
+            "recipe": int8.int8.recipe, "tried": [t.recipe + (" ok" if t.passed else " fail") for t in int8.int8.tried],
             "io": f"{int8.io['input']['dtype']} in / {int8.io['output']['dtype']} out",
             "fp32_ms_1t": ms32, "int8_ms_1t": ms8, "int8_speedup": (ms32 / ms8) if ms32 and ms8 else None,
             "n_eval": len(y)}

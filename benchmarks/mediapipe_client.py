@@ -108,7 +108,7 @@ def main() -> None:
             line = next((ln for ln in r.stdout.splitlines() if ln.startswith("MEDIAPIPE_RESULT ")), None)
             res = json.loads(line.removeprefix("MEDIAPIPE_RESULT ")) if line else {
                 "error": (r.stderr or r.stdout)[-400:], "scores": [], "version": None}
-            pixel = bool((art.int8 or {}).get("pixel_input"))
+            pixel = bool(art.int8 and art.int8.pixel_input)
             ref = litert_scores(folder / art.path, px, pixel, card.preprocessing.mean, card.preprocessing.std)
             row = {"file": art.path, "input": art.io["input"]["dtype"] if art.io else None,
                    "feeds": "raw uint8 pixels" if pixel else "pixels/255, mean/std from metadata",

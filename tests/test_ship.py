@@ -84,7 +84,7 @@ def test_every_format_ships_and_passes(shipped):
     io, q = arts["tflite-int8"].io, arts["tflite-int8"].int8
     assert io["input"]["layout"] == "NHWC" and io["input"]["dtype"] == "uint8" and io["output"]["dtype"] == "uint8"
     assert (io["input"]["scale"], io["input"]["zero_point"]) == (1.0, 0)
-    assert q["pixel_input"] and q["recipe"] == "ptq" and q["tried"][0]["passed"] and q["batchnorms_folded"] >= 1
+    assert q.pixel_input and q.recipe == "ptq" and q.tried[0].passed and q.batchnorms_folded >= 1
     assert arts["tflite-int8"].metadata["normalization_std_255"] == [1.0, 1.0, 1.0]
 
 
@@ -120,9 +120,9 @@ def test_int8_recipes_are_tried_until_one_passes(trained, tmp_path):
                    measure=False, localize=False, int8_io="int8", thresholds={"int8_cosine": 0.999999})
     a = arts[-1]
     assert a.format == "tflite-int8" and a.failures and a.io["input"]["dtype"] == "int8"
-    assert [t["recipe"] for t in a.int8["tried"]] == [r.name for r in RECIPES]
-    assert not a.int8["pixel_input"] and a.int8["recipe"] in [r.name for r in RECIPES]
-    assert all(not t["passed"] for t in a.int8["tried"])
+    assert [t.recipe for t in a.int8.tried] == [r.name for r in RECIPES]
+    assert not a.int8.pixel_input and a.int8.recipe in [r.name for r in RECIPES]
+    assert all(not t.passed for t in a.int8.tried)
 
 
 def test_coreml_spec_is_verified(shipped):

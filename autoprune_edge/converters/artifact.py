@@ -9,6 +9,42 @@ from .edgetpu import EdgeTpuReport
 
 
 @dataclass
+class RecipeTrial:
+    """One int8 recipe tried on the way to the shipped file, and its parity against torch."""
+
+    recipe: str
+    what: str
+    top1_agreement: float
+    cosine: float
+    rel: float
+    passed: bool
+    top1_decided: float | None = None  # on the decidable images (parity.Parity)
+    decided: int | None = None
+
+
+@dataclass
+class Int8Info:
+    """How the int8 file was made and how to feed it."""
+
+    io: str  # tensor type of its input/output: uint8, int8 or float32
+    pixel_input: bool  # uint8 RGB pixels 0..255 go straight in (the normalisation is inside)
+    recipe: str  # the recipe that shipped (int8_prep.RECIPES)
+    tried: list[RecipeTrial] = field(default_factory=list)  # cheapest first, up to the one that shipped
+    batchnorms_folded: int = 0
+    equalised_pairs: int = 0
+    bias_corrected_layers: int = 0
+    how_to_feed: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Int8Info:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        trial = {f.name for f in fields(RecipeTrial)}
+        kw["tried"] = [RecipeTrial(**{k: v for k, v in t.items() if k in trial}) for t in kw.get("tried", [])]
+        return cls(**kw)
+
+
+@dataclass
 class Artifact:
     format: str
     path: str
@@ -24,7 +60,7 @@ class Artifact:
     metadata: dict[str, Any] | None = None  # what was embedded into the file
     edgetpu: EdgeTpuReport | None = None  # Edge TPU readiness (int8 TFLite)
     coreml: dict[str, Any] | None = None  # Core ML spec summary
-    int8: dict[str, Any] | None = None  # int8 I/O type, the quantisation recipe chosen and what each one tried
+    int8: Int8Info | None = None  # int8 I/O type, the quantisation recipe chosen and what each one tried
     verified_by: str = ""
     written: bool = True  # False: it failed its check and its file was withheld from the output folder
 
@@ -50,6 +86,8 @@ class Artifact:
         kw = {k: v for k, v in d.items() if k in known}
         if kw.get("edgetpu") is not None:
             kw["edgetpu"] = EdgeTpuReport.from_dict(kw["edgetpu"])
+        if kw.get("int8") is not None:
+            kw["int8"] = Int8Info.from_dict(kw["int8"])
         return cls(**kw)
 
 

@@ -15,7 +15,7 @@ import torch
 from .. import __version__, progress
 from ..errors import ConversionError, ParityError
 from ..profiles.host import measure_all_threads
-from .artifact import Artifact
+from .artifact import Artifact, Int8Info, RecipeTrial
 from .divergence import Divergence, best_effort, locate_onnx_vs_tflite
 from .edgetpu import EDGETPU_PARAM_SRAM_BYTES, check_edgetpu
 from .formats import Format
@@ -56,7 +56,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
     held = torch.from_numpy(job.heldout)
     held_in = (to_pixels(held, job.mean, job.std) if pixel else held).numpy()
     calib_in = to_pixels(job.calib, job.mean, job.std) if pixel else job.calib
-    tried: list[dict[str, Any]] = []
+    tried: list[RecipeTrial] = []
     best: tuple[tuple[bool, float, float], Path, Path, Int8Recipe, PreparedModel] | None = None
     with tempfile.TemporaryDirectory(prefix="ape_int8_") as tmp:
         for recipe in RECIPES:
@@ -74,10 +74,9 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
             except ParityError:  # an output came back in another layout: this recipe's file cannot ship
                 continue
             fails = job.thresholds.failures(fmt.name, p)
-            tried.append({"recipe": recipe.name, "what": recipe.note, "top1_agreement": round(p.top1_agreement, 4),
-                          "top1_decided": None if p.top1_decided is None else round(p.top1_decided, 4),
-                          "decided": p.decided,
-                          "cosine": round(p.cosine, 6), "rel": round(p.rel, 6), "passed": not fails})
+            tried.append(RecipeTrial(recipe.name, recipe.note, round(p.top1_agreement, 4), round(p.cosine, 6),
+                                     round(p.rel, 6), not fails,
+                                     None if p.top1_decided is None else round(p.top1_decided, 4), p.decided))
             key = (not fails, p.top1_agreement, p.cosine)
             if best is None or key > best[0]:
                 best = (key, path, src, recipe, prep)
@@ -90,10 +89,8 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
         dst = job.out_dir / fmt.suffix
         shutil.copyfile(path, dst)
         art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel)
-    art.int8 = {"io": job.int8_io, "pixel_input": pixel, "recipe": recipe.name, "tried": tried,
-                "batchnorms_folded": prep.folded_batchnorms, "bias_corrected_layers": prep.corrected_layers,
-                "equalised_pairs": prep.equalised_pairs,
-                "how_to_feed": _how_to_feed(job.int8_io, pixel)}
+    art.int8 = Int8Info(job.int8_io, pixel, recipe.name, tried, prep.folded_batchnorms, prep.equalised_pairs,
+                        prep.corrected_layers, _how_to_feed(job.int8_io, pixel))
     return art
 
 
