@@ -7,6 +7,7 @@ one unit, indexed by the channels of its root layer.
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 from dataclasses import dataclass, field
@@ -50,6 +51,23 @@ class ChannelGroup:
     # (groups=ties) sees them at the same position of its `ties` blocks, and its weight tensor can only
     # lose a column in every block at once.
     ties: int = 1
+    # The kept counts this group may have, ascending, from min_keep to size (default: min_keep, then
+    # multiples of round_to, then size). A target's narrow tile can add one below round_to (see PruningGraph).
+    counts: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = tuple(sorted({self.min_keep, *range(-(-self.min_keep // self.round_to) * self.round_to,
+                                                                self.size, self.round_to), self.size}))
+
+    def floor_count(self, n: int) -> int:
+        """The largest allowed count <= n (min_keep when n is below every allowed count)."""
+        return self.counts[max(0, bisect.bisect_right(self.counts, n) - 1)]
+
+    def next_count(self, n: int) -> int | None:
+        """The smallest allowed count > n, or None at the full width."""
+        i = bisect.bisect_right(self.counts, n)
+        return self.counts[i] if i < len(self.counts) else None
 
     def keep_top(self, scores: torch.Tensor, n: int) -> torch.Tensor:
         """Keep mask of the `n` best channels (n a multiple of `ties`; tied channels ranked by their mean)."""
@@ -191,10 +209,14 @@ class PruningGraph:
     """
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored_layers: list[str] | None = None,
-                 round_to: int = 1, max_prune_ratio: float = 0.9) -> None:
+                 round_to: int = 1, max_prune_ratio: float = 0.9, narrow: int = 0) -> None:
+        """``round_to``: kept counts are multiples of it (or the whole group). ``narrow`` (< round_to, dividing
+        it): one more allowed count below round_to, the narrowest width the target runs unpadded (this host's
+        XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: a 32-wide group may keep 16)."""
         self.model = model
         self.example = example
-        self._options = {"ignored_layers": ignored_layers, "round_to": round_to, "max_prune_ratio": max_prune_ratio}
+        self._options = {"ignored_layers": ignored_layers, "round_to": round_to, "max_prune_ratio": max_prune_ratio,
+                         "narrow": narrow}
         was_training = model.training
         model.eval()
         try:
@@ -215,12 +237,13 @@ class PruningGraph:
             self.left_dense: list[tuple[str, str]] = []
             for g in self.DG.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Conv1d,
                                                                                          nn.Linear]):
-                self._add_group(g, round_to, max_prune_ratio)
+                self._add_group(g, round_to, max_prune_ratio, narrow)
         finally:
             model.train(was_training)
 
     # -- construction -------------------------------------------------------------------------
-    def _add_group(self, g: Any, round_to: int, max_prune_ratio: float, *, rerooted: bool = False) -> None:
+    def _add_group(self, g: Any, round_to: int, max_prune_ratio: float, narrow: int = 0, *,
+                   rerooted: bool = False) -> None:
         root_mod = g[0].dep.target.module
         size = len(g[0].idxs)
         if size < 2:
@@ -277,17 +300,22 @@ class PruningGraph:
         if why:
             alt = None if rerooted else self._unaliased_root(g)
             if alt is not None:
-                self._add_group(alt, round_to, max_prune_ratio, rerooted=True)
+                self._add_group(alt, round_to, max_prune_ratio, narrow, rerooted=True)
             else:
                 self.left_dense.append((self.module_names[root_mod], why))
             return
         seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
-        min_keep = max(min_keep, sum(seg_min))
-        min_keep = min(size, -(-min_keep // step) * step)
-        if min_keep >= size:
+        min_keep = max(min_keep if not narrow else int(-(-size * (1.0 - max_prune_ratio) // 1)), sum(seg_min))
+        if ties == 1 and 0 < narrow < round_to and round_to % narrow == 0 and size > narrow:
+            tiles = range(round_to, size, round_to) if per >= round_to else ()
+            counts = tuple(c for c in sorted({narrow, *tiles, size}) if c >= min_keep)
+        else:
+            first = min(size, -(-max(min_keep, step) // step) * step)
+            counts = tuple(sorted({first, *range(first, size, step), size}))
+        if len(counts) < 2:
             return
-        self.groups.append(ChannelGroup(len(self.groups), self.module_names[root_mod], size, members, min_keep, step, g,
-                                        segs, seg_min, ties))
+        self.groups.append(ChannelGroup(len(self.groups), self.module_names[root_mod], size, members, counts[0], step,
+                                        g, segs, seg_min, ties, counts))
 
     def _aliased(self, g: Any, root: nn.Module, probes: list[int]) -> str | None:
         """Why removing one root channel would also remove other root channels (None if it would not).

@@ -40,7 +40,7 @@ from .methods.selection import select
 from .profiles.counting import count_macs
 from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
-from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, check_equivalence
+from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence
 from .targets import load_target
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -88,12 +88,11 @@ class Pruner:
         self.model = model
         self.example = example_inputs
         self.input_shape = tuple(example_inputs.shape)
-        if round_to is None:
-            round_to = int(getattr(self.target, "channel_multiple", 1) or 1) if self.target is not None else 1
+        round_to, narrow = channel_rounding(self.target, round_to)
         self.ignored = self._ignored_names(ignore)
         was_training = model.training
         self.before = count_macs(model, example_inputs)
-        self.graph = PruningGraph(model, example_inputs, ignored_layers=self.ignored, round_to=round_to,
+        self.graph = PruningGraph(model, example_inputs, ignored_layers=self.ignored, round_to=round_to, narrow=narrow,
                                   max_prune_ratio=max_prune_ratio)
         model.train(was_training)
         self.cost = GroupCostModel(self.graph)

@@ -82,9 +82,17 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
         if data is None:
             raise BudgetError("pass input_shape or data so the model can be traced")
         input_shape = (1, *data.input_shape)
-    if round_to is None:
-        round_to = int(getattr(target, "channel_multiple", 1) or 1) if target is not None else 1
     return budgets, target, tuple(input_shape), round_to
+
+
+def channel_rounding(target: Any, round_to: int | None) -> tuple[int, int]:
+    """(round_to, narrow) for PruningGraph: the target's channel tile and narrow tile, unless the caller
+    chose a round_to (then no narrow count)."""
+    if round_to is not None:
+        return round_to, 0
+    if target is None:
+        return 1, 0
+    return int(target.channel_multiple or 1), target.narrow_channels()
 
 
 def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
@@ -147,7 +155,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if data is not None and evaluate_accuracy:
         acc_before = evaluate(model, data.val, desc="accuracy (dense)", rt=rt)
 
-    graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio)
+    round_to, narrow = channel_rounding(target, round_to)
+    graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio, narrow=narrow)
     widths_before = graph.widths()
     cost = GroupCostModel(graph)
     evaluator, cheap = budget_evaluator(graph, cost, budgets, target, input_shape)

@@ -124,6 +124,21 @@ def test_unaligned_groups_keep_tile_multiples_or_everything():
         assert kept <= {16, 32, 40}, (frac, kept)
 
 
+def test_narrow_tile_lets_a_one_tile_group_halve():
+    """The host's XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: at round_to 32 a
+    32-wide group may keep 16 (else it could not be pruned at all), a 40-wide one 16 or 32."""
+    from autoprune_edge.targets import load_target
+
+    assert load_target("host").narrow_channels() == 16 and load_target("raspberrypi4").narrow_channels() == 0
+    x = torch.randn(1, 3, 12, 12)
+    for w, allowed in ((32, (16, 32)), (40, (16, 32, 40))):
+        graph = PruningGraph(randomize_bn(ResidualNet(w=w)), x, round_to=32, narrow=16)
+        wide = [g for g in graph.groups if g.size == w]
+        assert wide and all(g.counts == allowed and g.floor_count(31) == 16 for g in wide), [g.counts for g in wide]
+        assert all(g.next_count(16) == 32 and g.next_count(w) is None for g in wide)
+    assert not [g for g in PruningGraph(randomize_bn(ResidualNet(w=32)), x, round_to=32).groups if g.size == 32]
+
+
 def test_prune_api_noop_and_unreachable():
     model = SmallCNN()
     r = prune(model, None, "1GFLOPs", method="l1", input_shape=(1, 3, 16, 16), finetune_epochs=0)

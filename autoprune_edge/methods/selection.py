@@ -1,8 +1,9 @@
 """Turn per-channel scores into keep masks that meet every budget with as little removed as possible.
 
 A global score threshold is bisected (fewer channels kept as it rises, so every cost falls
-monotonically); each group then keeps its top channels, rounded down to the target's channel multiple
-and never below its minimum. A greedy pass adds back whole blocks of channels, best scores first, while
+monotonically); each group then keeps its top channels, rounded down to a count it allows (multiples of
+the target's channel tile, its narrow tile, or everything; `ChannelGroup.counts`) and never below its
+minimum. A greedy pass adds back channels up to each group's next allowed count, best scores first, while
 all budgets still hold, which closes most of the gap that rounding leaves.
 """
 from __future__ import annotations
@@ -21,9 +22,7 @@ Evaluator = Callable[[list[torch.Tensor]], dict[str, float]]
 def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor: list[int]) -> list[int]:
     counts = []
     for g, s, lo in zip(graph.groups, scores, floor):
-        n = int((s >= t).sum())
-        n = n if n == g.size else (n // g.round_to) * g.round_to
-        counts.append(min(g.size, max(lo, n)))
+        counts.append(max(lo, g.floor_count(int((s >= t).sum()))))
     return counts
 
 
@@ -77,7 +76,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
     while True:
         best, best_score = None, None
         for i, g in enumerate(graph.groups):
-            if i in blocked or counts[i] >= g.size:
+            if i in blocked or g.next_count(counts[i]) is None:
                 continue
             score = float(sorted_scores[i][counts[i]])
             if best_score is None or score > best_score:
@@ -85,7 +84,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
         if best is None:
             return counts
         trial = list(counts)
-        trial[best] = min(graph.groups[best].size, trial[best] + graph.groups[best].round_to)
+        trial[best] = graph.groups[best].next_count(trial[best])
         if _fits(evaluate([g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, trial)]), budgets):
             counts = trial
         else:

@@ -207,6 +207,12 @@ class Target:
     def thread_speedup(self, threads: int) -> float:
         return self.compute.speedup(threads)
 
+    def narrow_channels(self) -> int:
+        """A width below `channel_multiple` that every precision runs without padding (XNNPACK pads fp32
+        channel counts <= out_tile_small to out_tile_small), or 0: pruning may keep that many channels too."""
+        n = max(min(p.out_tile_small, p.channel_multiple) for p in self.compute.precisions)
+        return n if n < self.channel_multiple and self.channel_multiple % n == 0 else 0
+
     def channel_multiple_for(self, precision: str | None = None) -> int:
         """Preferred channel rounding: the target default, or the one tuned for ``precision``."""
         if precision is None:
