@@ -211,8 +211,9 @@ class PruningGraph:
     def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored_layers: list[str] | None = None,
                  round_to: int = 1, max_prune_ratio: float = 0.9, narrow: int = 0) -> None:
         """``round_to``: kept counts are multiples of it (or the whole group). ``narrow`` (< round_to, dividing
-        it): one more allowed count below round_to, the narrowest width the target runs unpadded (this host's
-        XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: a 32-wide group may keep 16)."""
+        it): the narrowest width the target runs unpadded, allowed besides the multiples, and nothing below it
+        (this host's XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: a 32-wide group
+        may keep 16, a 16-wide one stays whole)."""
         self.model = model
         self.example = example
         self._options = {"ignored_layers": ignored_layers, "round_to": round_to, "max_prune_ratio": max_prune_ratio,
@@ -306,9 +307,10 @@ class PruningGraph:
             return
         seg_min = [max(1, int(-(-len(s) * (1.0 - max_prune_ratio) // 1))) for s in segs]
         min_keep = max(min_keep if not narrow else int(-(-size * (1.0 - max_prune_ratio) // 1)), sum(seg_min))
-        if ties == 1 and 0 < narrow < round_to and round_to % narrow == 0 and size > narrow:
+        if ties == 1 and 0 < narrow < round_to and round_to % narrow == 0:
+            # nothing below the narrow tile: it runs as the narrow tile, so it would cost accuracy for no time
             tiles = range(round_to, size, round_to) if per >= round_to else ()
-            counts = tuple(c for c in sorted({narrow, *tiles, size}) if c >= min_keep)
+            counts = tuple(c for c in sorted({narrow, *tiles, size}) if min_keep <= c <= size)
         else:
             first = min(size, -(-max(min_keep, step) // step) * step)
             counts = tuple(sorted({first, *range(first, size, step), size}))

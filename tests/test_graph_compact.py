@@ -126,7 +126,8 @@ def test_unaligned_groups_keep_tile_multiples_or_everything():
 
 def test_narrow_tile_lets_a_one_tile_group_halve():
     """The host's XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: at round_to 32 a
-    32-wide group may keep 16 (else it could not be pruned at all), a 40-wide one 16 or 32."""
+    32-wide group may keep 16 (else it could not be pruned at all), a 40-wide one 16 or 32, a 16-wide one
+    nothing less."""
     from autoprune_edge.targets import load_target
 
     assert load_target("host").narrow_channels() == 16 and load_target("raspberrypi4").narrow_channels() == 0
@@ -137,6 +138,8 @@ def test_narrow_tile_lets_a_one_tile_group_halve():
         assert wide and all(g.counts == allowed and g.floor_count(31) == 16 for g in wide), [g.counts for g in wide]
         assert all(g.next_count(16) == 32 and g.next_count(w) is None for g in wide)
     assert not [g for g in PruningGraph(randomize_bn(ResidualNet(w=32)), x, round_to=32).groups if g.size == 32]
+    assert not [g for g in PruningGraph(randomize_bn(ResidualNet(w=16)), x, round_to=32, narrow=16).groups
+                if g.size == 16]  # below the narrow tile nothing is saved on the device: left whole
 
 
 def test_prune_api_noop_and_unreachable():
