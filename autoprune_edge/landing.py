@@ -22,7 +22,7 @@ from .errors import BudgetUnreachableError
 from .graph import PruningGraph
 from .methods.selection import Evaluator, select
 
-Probe = Callable[[nn.Module], float]  # a compacted model -> its measured latency in ms
+Probe = Callable[[nn.Module], float]  # a compacted model -> its measured latency in ms (profiles.host.LatencyProbe)
 LOW = 0.95  # a landing within [LOW x budget, budget] is good enough
 TRIES = 4  # measured candidates at most (each is one conversion and timing)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from .modelcard import DataSource, ModelCard
 from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
-from .profiles.host import latency_probe
+from .profiles.host import LatencyProbe
 from .pruning import prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
@@ -118,11 +119,14 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
 
     if land_measured is None:
         land_measured = tgt.name == "host"
-    probe = latency_probe(input_shape, threads=tgt.runtime.threads) if land_measured else None
-    result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape, epochs=epochs,
-                   finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, granularity=granularity,
-                   distill=distill, distill_alpha=distill_alpha, distill_temperature=distill_temperature,
-                   autoprune=autoprune, device=device, precision=precision, seed=seed, latency_probe=probe)
+    land = land_measured and any(b.kind == "latency_ms" for b in budgets)
+    # the probe converts the dense model now, before prune() compacts it in place
+    with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
+        result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
+                       epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                       granularity=granularity, distill=distill, distill_alpha=distill_alpha,
+                       distill_temperature=distill_temperature, autoprune=autoprune, device=device,
+                       precision=precision, seed=seed, latency_probe=probe)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

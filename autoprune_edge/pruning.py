@@ -120,7 +120,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     defaults to fp32 so that a default run gives the same numbers on every CPU; "auto" picks bf16/fp16
     autocast where the hardware has it.
 
-    latency_probe (a compacted model -> measured ms, e.g. profiles.host.latency_probe for the machine running
+    latency_probe (a compacted model -> measured ms, e.g. profiles.host.LatencyProbe for the machine running
     this) lands a latency budget on measured latency instead of the profile's prediction (landing.py).
     """
     criterion = get_criterion(method)

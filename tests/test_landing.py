@@ -2,6 +2,8 @@
 than the profile predicts: the first selection misses, a corrected one lands under the budget."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from autoprune_edge.budget import parse_budgets
@@ -65,3 +67,18 @@ def test_prune_with_a_probe_notes_the_landing():
     note = next(n for n in r.notes if n.startswith("latency budget landed on measured latency"))
     assert note.count("measured") >= 3  # the first candidate and at least one corrected one
     assert SLOWER * profile(r.model, (1, 3, 32, 32), target).latency_ms <= dense_ms * 0.6
+
+
+def test_host_probe_times_candidates_against_the_dense_reference():
+    """The real probe: converts the reference on entry, returns ratio x fastest reference visit, cleans up."""
+    from autoprune_edge.profiles.host import LatencyProbe
+    from toy_models import SmallCNN
+
+    torch.manual_seed(0)
+    dense = SmallCNN().eval()
+    with LatencyProbe(dense, (1, 3, 16, 16), visits=2, runs=5) as probe:
+        folder = Path(probe._dir.name)
+        ms = probe(dense)
+        assert 0 < probe.best_ref_ms < float("inf") and 0 < ms < 100 * probe.best_ref_ms
+        assert [p.name for p in folder.iterdir()] and not list(folder.glob("ape_probe_*"))  # candidates removed
+    assert not folder.exists()
