@@ -21,6 +21,12 @@ class Member:
     root_idxs: list[int] | None = None  # the root channels that land here (None: all of them)
 
 
+def tile_counts(min_keep: int, step: int, size: int) -> tuple[int, ...]:
+    """min_keep rounded up to a multiple of step (at most size), every multiple above it, and size."""
+    first = min(size, -(-max(min_keep, step) // step) * step)
+    return tuple(sorted({first, *range(first, size, step), size}))
+
+
 @dataclass
 class ChannelGroup:
     index: int
@@ -44,8 +50,7 @@ class ChannelGroup:
 
     def __post_init__(self) -> None:
         if not self.counts:
-            self.counts = tuple(sorted({self.min_keep, *range(-(-self.min_keep // self.round_to) * self.round_to,
-                                                                self.size, self.round_to), self.size}))
+            self.counts = tile_counts(self.min_keep, self.round_to, self.size)
 
     def floor_count(self, n: int) -> int:
         """The largest allowed count <= n (min_keep when n is below every allowed count)."""

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel_group import ChannelGroup, Member
+from .channel_group import ChannelGroup, Member, tile_counts
 from .errors import GraphError
 from .heads import output_layers
 from .layers import custom_pruners_for
@@ -241,8 +241,7 @@ class PruningGraph:
             tiles = range(round_to, size, round_to) if per >= round_to else ()
             counts = tuple(c for c in sorted({narrow, *tiles, size}) if min_keep <= c <= size)
         else:
-            first = min(size, -(-max(min_keep, step) // step) * step)
-            counts = tuple(sorted({first, *range(first, size, step), size}))
+            counts = tile_counts(min_keep, step, size)
         if len(counts) < 2:
             return
         self.groups.append(ChannelGroup(len(self.groups), self.module_names[root_mod], size, members, counts[0], step,

@@ -70,7 +70,7 @@ def check_equivalence(reference: nn.Module, compact: nn.Module, inputs: torch.Te
     return max_abs, max_abs / scale
 
 
-def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] | None, round_to: int | None):
+def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] | None):
     budgets = as_budgets(budget)
     if not budgets:
         raise BudgetError("no budget given; pass e.g. --budget 100MFLOPs")
@@ -82,7 +82,7 @@ def _resolve(budget: Any, target: Any, data: Any, input_shape: tuple[int, ...] |
         if data is None:
             raise BudgetError("pass input_shape or data so the model can be traced")
         input_shape = (1, *data.input_shape)
-    return budgets, target, tuple(input_shape), round_to
+    return budgets, target, tuple(input_shape)
 
 
 def channel_rounding(target: Any, round_to: int | None) -> tuple[int, int]:
@@ -132,7 +132,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         raise ConfigError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
                           "or use --method l1 for a one-shot structural run")
     rt = resolve_runtime(device, precision)
-    budgets, target, input_shape, round_to = _resolve(budget, target, data, input_shape, round_to)
+    budgets, target, input_shape = _resolve(budget, target, data, input_shape)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
     if learned:
         _check_autoprune_config(cfg)

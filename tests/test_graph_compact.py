@@ -11,6 +11,7 @@ from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
 from autoprune_edge.profiles.counting import count_macs, count_params
 from autoprune_edge.pruning import check_equivalence, prune
+from autoprune_edge.targets import load_target
 from toy_models import (ConcatDepthwiseNet, GhostNet, GhostSENet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
                         randomize_bn)
 
@@ -128,8 +129,6 @@ def test_narrow_tile_lets_a_one_tile_group_halve():
     """The host's XNNPACK pads fp32 to 32 channels but to 16 when there are at most 16: at round_to 32 a
     32-wide group may keep 16 (else it could not be pruned at all), a 40-wide one 16 or 32, a 16-wide one
     nothing less."""
-    from autoprune_edge.targets import load_target
-
     assert load_target("host").narrow_channels() == 16 and load_target("raspberrypi4").narrow_channels() == 0
     x = torch.randn(1, 3, 12, 12)
     for w, allowed in ((32, (16, 32)), (40, (16, 32, 40))):

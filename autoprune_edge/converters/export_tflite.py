@@ -70,7 +70,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                 if pixel:
                     set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
             try:
-                p = job.parity(run_tflite(path, held_in), output_step(path))
+                p = job.parity(run_tflite(path, held_in), output_step(tflite_io_details(path)))
             except ParityError:  # an output came back in another layout: this recipe's file cannot ship
                 continue
             fails = job.thresholds.failures(fmt.name, p)
@@ -94,10 +94,11 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
     return art
 
 
-def output_step(path: Path) -> float:
-    """The logit resolution of an int8 file: its output tensor's scale (float32 I/O files keep the int8
-    output inside, before a DEQUANTIZE; that tensor's scale is not read here, so 0: judged on all inputs)."""
-    out = tflite_io_details(path)["output"]
+def output_step(io: dict[str, Any]) -> float:
+    """The logit resolution of an int8 file from its `tflite_io_details`: the output tensor's scale (float32
+    I/O files keep the int8 output inside, before a DEQUANTIZE; that scale is not read here, so 0: judged on
+    all inputs)."""
+    out = io["output"]
     return float(out["scale"]) if out["quantized"] else 0.0
 
 
@@ -120,7 +121,7 @@ def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: P
     if job.labels and job.mean and job.std:
         art.metadata = _embed(job, path, fmt.name, prec, io, pixel)
     art.bytes = path.stat().st_size
-    job.judge(art, run_tflite(path, x), output_step(path) if prec == "int8" else 0.0)
+    job.judge(art, run_tflite(path, x), output_step(io) if prec == "int8" else 0.0)
     art.macs_counted = count_tflite_macs(path).macs
     if pixel:  # the input normalisation this toolkit adds (a 1x1 depthwise conv): one MAC per input element
         art.macs_counted -= int(np.prod(x.shape[1:]))  # per image (x is a batch)

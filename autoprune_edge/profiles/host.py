@@ -7,8 +7,10 @@ pull torch in), so it can be copied to and run on a Raspberry Pi or similar boar
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,9 +104,7 @@ def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int 
 
 def _fp32_tflite(model, input_shape: tuple[int, ...], out_dir: Path) -> Path:
     """The product's fp32 .tflite of ``model`` (for timing only: no parity, no metadata)."""
-    import copy
-
-    import torch
+    import torch  # lazy: `measure` runs on boards with numpy + ai-edge-litert only
 
     from ..converters.onnx_export import export_onnx  # lazy: converters import this module
     from ..converters.tflite import onnx_to_tflite
@@ -130,8 +130,6 @@ class LatencyProbe:
         self.best_ref_ms = float("inf")
 
     def __enter__(self) -> "LatencyProbe":
-        import tempfile
-
         self._dir = tempfile.TemporaryDirectory(prefix="ape_probe_")
         self._ref = _fp32_tflite(self.reference, self.input_shape, Path(self._dir.name))
         return self
@@ -143,8 +141,6 @@ class LatencyProbe:
         return measure_tflite(path, threads=self.threads, runs=self.runs, warmup=5).p10_ms
 
     def __call__(self, model) -> float:
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="ape_probe_", dir=self._dir.name) as d:
             cand = _fp32_tflite(model, self.input_shape, Path(d))
             ratios = []
