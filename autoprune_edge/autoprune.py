@@ -29,6 +29,7 @@ from .checkpoint import NONE, Checkpointer
 from .device import CPU_FP32, Runtime, placed
 from .distributed import World, average_gradients, broadcast_, ddp, global_batchnorm, steps_per_epoch, world
 from .input_pipeline import PipelineConfig, epoch_batches
+from .projection import project_to_target
 from .train import fit
 
 
@@ -57,6 +58,9 @@ class AutoPruneConfig:
     lambda_init: float | None = None  # None: start where penalty and loss gradients have equal norm
     controller_rate: float = 0.5  # lambda <- lambda * exp(rate * relative error), per step
     project: bool = True  # close the lowest open gates whenever the hard-masked cost exceeds the target
+    # ... and reopen the highest closed ones when it is this far (relative) under it (None: never);
+    # without it a short schedule's momentum carried ResNet-20 to 1/6 of its target (projection.py)
+    reopen_below: float | None = 0.02
     # The controller's target slides from the dense cost to the budget over this fraction of the gate
     # phase (gradual pruning), so the weights spend the rest of it adapting to a mask near the final one.
     ramp: float = 0.5
@@ -238,7 +242,7 @@ def _train_gates(model: nn.Module, gates: ChannelGates | WeightGates, data: Data
         sched.step()
         counter["step"] += 1
         if cfg.project:
-            project_to_target(gates, cost_fn, ctrl, counter["step"])
+            project_to_target(gates, cost_fn, ctrl, counter["step"], opt_m, cfg.reopen_below)
         hard = {k: float(v.detach()) for k, v in costs.items()}
         ctrl.update(hard, counter["step"])
         rec = {"loss": ce.item(), "train_acc": float((logits.argmax(-1) == y).float().mean()), **hard}
@@ -341,50 +345,6 @@ def normalise_gradients(params: list[torch.Tensor]) -> None:
     if rms > 0:
         for g in grads:
             g.div_(rms)
-
-
-@torch.no_grad()
-def project_to_target(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "Controller", step: int) -> None:
-    """If the hard-masked model is over the current target, close the open gates with the lowest values
-    (set them just below zero) until it is not. They stay learnable and can reopen."""
-    targets = {b.kind: ctrl.target(b, step) for b in ctrl.budgets}
-    ungated = getattr(gates, "ungated", {})
-
-    def excess(threshold: float) -> float:
-        """Largest relative overshoot of a target with the gates <= threshold closed (> 0: over)."""
-        keep = [(m > max(threshold, 0.0)).float() if i not in ungated else torch.ones_like(m)
-                for i, m in enumerate(gates.m)]
-        c = cost_fn(keep)
-        return max((float(c[k]) - t) / t for k, t in targets.items() if k in c)
-
-    over_now = excess(0.0)
-    if over_now <= 0:
-        return
-    vals = torch.cat([m[m > 0].flatten() for i, m in enumerate(gates.m) if i not in ungated])
-    if vals.numel() == 0:
-        return
-    # Usually only a sliver of the open gates must close (the target moves a little per step): search
-    # among the lowest few first, and sort everything only when closing all of those is not enough
-    # (sorting 431k per-weight gates every step was most of an unstructured LeNet-5 step).
-    k = min(vals.numel(), max(64, int(4 * over_now * vals.numel())))
-    if k < vals.numel():
-        low = torch.topk(vals, k, largest=False, sorted=True).values
-        vals = vals.sort().values if excess(float(low[-1])) > 0 else low
-    else:
-        vals = vals.sort().values
-    lo, hi = 0, vals.numel() - 1  # the smallest threshold index that fits (or the largest value)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if excess(float(vals[mid])) > 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    tau = float(vals[lo])
-    for i, m in enumerate(gates.m):
-        if i in ungated:
-            continue
-        cut = (m > 0) & (m <= tau)
-        m[cut] = -1e-3
 
 
 def _balanced_lambda(model: nn.Module, gates: ChannelGates | WeightGates, data: Dataset, cfg: AutoPruneConfig,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .autoprune import (AutoPruneConfig, CostFn, Controller, gated_originals, masked_weight_bookkeeping,
-                        normalise_gradients, penalty_push, project_to_target, scaled_keep, structured_costs)
+                        normalise_gradients, penalty_push, scaled_keep, structured_costs)
 from .budget import Budget, as_budgets
 from .cost import GroupCostModel
 from .distributed import average_gradients, broadcast_, world
@@ -38,6 +38,7 @@ from .gates import ChannelGates
 from .graph import PruningGraph
 from .methods.selection import select
 from .profiles.counting import count_macs
+from .projection import project_to_target
 from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence
@@ -171,7 +172,7 @@ class Pruner:
             masked_weight_bookkeeping(self._gated, optimizer, 0.0)
         self.steps += 1
         if self.cfg.project:
-            project_to_target(self.gates, self.cost_fn, self.ctrl, self.steps)
+            project_to_target(self.gates, self.cost_fn, self.ctrl, self.steps, self.opt, self.cfg.reopen_below)
         hard = {k: float(v) for k, v in self.cost_fn(self.gates.keep()).items()}
         self.ctrl.update(hard, self.steps)
         rec = {"step": self.steps, **hard, **{f"lambda_{k}": v for k, v in self.ctrl.lam.items()},

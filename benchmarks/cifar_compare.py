@@ -39,7 +39,7 @@ from autoprune_edge.models import build_model, load_weights  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
-from benchmarks.common import RESULTS, Timer, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
+from benchmarks.common import RESULTS, Timer, code_commit, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
 
 WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
            "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
@@ -209,7 +209,7 @@ def main() -> None:
                     "dense_holdout": acc_hold_dense, "delta_test_pt": 100 * (acc_test - acc_test_dense),
                     "delta_holdout_pt": 100 * (acc_hold - acc_hold_dense), "gate_epochs": gate,
                     "finetune_epochs": args.total_epochs - gate, "train_images": len(train_set),
-                    "wall_min": t.seconds / 60, **tflite_fp32_parity(model, probe)})
+                    "wall_min": t.seconds / 60, "commit": code_commit(), **tflite_fp32_parity(model, probe)})
                 print({k: v for k, v in rows[-1].items()}, flush=True)
                 render(args, rows, rt)
     render(args, rows, rt)
@@ -238,7 +238,8 @@ def render(args: argparse.Namespace, rows: list, rt) -> None:
                       "holdout_%": f"{100 * r['acc_holdout']:.2f} ± {100 * r['se_holdout']:.2f}",
                       "dense test/holdout %": f"{100 * r['dense_test']:.2f} / {100 * r['dense_holdout']:.2f}",
                       "rank test/holdout": f"{test[k] or '–'} / {hold[k] or '–'}",
-                      "epochs gate+ft": f"{r['gate_epochs']:g}+{r['finetune_epochs']:g}"})
+                      "epochs gate+ft": f"{r['gate_epochs']:g}+{r['finetune_epochs']:g}",
+                      "commit": r.get("commit", "not recorded")})
     todo = [f"{m} {red}x {meth}" for m in args.models.split(",") for red in args.reductions.split(",")
             for meth in args.methods.split(",")
             if (m, float(red), meth) not in {(r["model"], r["reduction"], r["method"]) for r in rows}]
@@ -255,7 +256,7 @@ def render(args: argparse.Namespace, rows: list, rt) -> None:
           "(ships if <= 0.001). `wall_min`: minutes for the row (pruning, training, evaluation).", "",
           md_table(table, ["model", "reduction", "method", "speedup", "test_%", "holdout_%", "dense test/holdout %",
                            "delta_test_pt", "delta_holdout_pt", "rank test/holdout", "epochs gate+ft",
-                           "tflite_fp32_rel", "wall_min"]), "",
+                           "tflite_fp32_rel", "wall_min", "commit"]), "",
           "Torch-Pruning methods: " + "; ".join(f"`{k}` = {v}" for k, v in TP_METHODS.items())]
     if todo:
         md += ["", f"**Not run yet ({len(todo)} rows):** " + ", ".join(todo)

@@ -97,7 +97,9 @@ def test_recoverability_weight_returns_with_old_value():
     with torch.no_grad():
         gates.m[1][0, 0, 0, 0] = -0.01  # close one weight of features.3
     ds = torch.utils.data.TensorDataset(x, y)
-    cfg = AutoPruneConfig(epochs=3, lr=0.1, lr_gates=1e-4, batch_size=8, lambda_init=1e-9, weight_decay=0.1)
+    # reopen_below=None: far under this budget the projection would reopen the gate at once
+    cfg = AutoPruneConfig(epochs=3, lr=0.1, lr_gates=1e-4, batch_size=8, lambda_init=1e-9, weight_decay=0.1,
+                          reopen_below=None)
     big = parse_budgets("1Gparams")
     train_gates(model, gates, ds, big, lambda keep: {"params": sum(k.sum() for k in keep)}, cfg)
     w1 = named["features.3"].parametrizations.weight.original.detach()

@@ -1,0 +1,115 @@
+"""Keep the hard-masked cost on the controller's moving target, in both directions.
+
+The gate step is RMS-normalised, so it keeps its size while the multiplier shrinks; together with the
+gate optimiser's momentum it can carry the mask far below the target in a few steps (ResNet-20 on a
+40-step schedule: 36.7M -> 3.2M MACs against a 20.3M target, and the model did not recover). Closing
+the lowest gates when over the target and reopening the highest closed ones when well under it keeps
+the mask where the schedule says, and leaves the choice of *which* channels to the learned gate values.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from .gates import ChannelGates, WeightGates
+
+if TYPE_CHECKING:
+    from .autoprune import Controller
+
+CostFn = Callable[[list[torch.Tensor]], dict[str, torch.Tensor]]
+CLOSED = -1e-3  # where a closed gate is put: just below zero, so it can reopen by learning
+REOPENED = 1e-3  # and where a reopened one is put: just above zero
+
+
+@torch.no_grad()
+def project_to_target(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: "Controller", step: int,
+                      optimizer: torch.optim.Optimizer | None = None, reopen_below: float | None = 0.02) -> None:
+    """Close the lowest open gates while the hard-masked model is over the current target; reopen the
+    highest closed gates while it is more than ``reopen_below`` (relative) under it, as many as fit
+    under the target. Reopened gates lose their optimiser momentum, which would close them again."""
+    targets = {b.kind: ctrl.target(b, step) for b in ctrl.budgets}
+    ungated = getattr(gates, "ungated", {})
+    learn = [i for i in range(len(gates.m)) if i not in ungated]
+
+    def excess(threshold: float) -> float:
+        """Largest relative overshoot of a target with only the gates > threshold open (> 0: over)."""
+        keep = [(m > threshold).float() if i not in ungated else torch.ones_like(m)
+                for i, m in enumerate(gates.m)]
+        c = cost_fn(keep)
+        return max((float(c[k]) - t) / t for k, t in targets.items() if k in c)
+
+    now = excess(0.0)
+    if now > 0:
+        _close(gates, learn, excess, now)
+    elif reopen_below is not None and now < -reopen_below:
+        _reopen(gates, learn, excess, optimizer)
+
+
+def _close(gates: ChannelGates | WeightGates, learn: list[int], excess: Callable[[float], float],
+           over_now: float) -> None:
+    vals = torch.cat([gates.m[i][gates.m[i] > 0].flatten() for i in learn]) if learn else torch.zeros(0)
+    if vals.numel() == 0:
+        return
+    # Usually only a sliver of the open gates must close (the target moves a little per step): search
+    # among the lowest few first, and sort everything only when closing all of those is not enough
+    # (sorting 431k per-weight gates every step was most of an unstructured LeNet-5 step).
+    k = min(vals.numel(), max(64, int(4 * over_now * vals.numel())))
+    if k < vals.numel():
+        low = torch.topk(vals, k, largest=False, sorted=True).values
+        vals = vals.sort().values if excess(float(low[-1])) > 0 else low
+    else:
+        vals = vals.sort().values
+    lo, hi = 0, vals.numel() - 1  # the smallest threshold index that fits (or the largest value)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if excess(float(vals[mid])) > 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    tau = float(vals[lo])
+    for i in learn:
+        m = gates.m[i]
+        m[(m > 0) & (m <= tau)] = CLOSED
+
+
+def _reopen(gates: ChannelGates | WeightGates, learn: list[int], excess: Callable[[float], float],
+            optimizer: torch.optim.Optimizer | None) -> None:
+    closed = torch.cat([gates.m[i][gates.m[i] <= 0].flatten() for i in learn]) if learn else torch.zeros(0)
+    if closed.numel() == 0:
+        return
+    # Candidate thresholds: the closed values, highest first. Opening every gate above vals[j] must
+    # still fit; find the lowest such threshold (the most gates reopened) by bisection.
+    vals = closed.sort(descending=True).values
+    if not _fits_opening(excess, vals, 0):  # not even the highest closed gate fits
+        return
+    lo, hi = 0, vals.numel() - 1  # invariant: opening gates >= vals[lo] fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits_opening(excess, vals, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    tau = float(vals[lo])
+    for i in learn:
+        m = gates.m[i]
+        sel = (m <= 0) & (m >= tau)
+        if not bool(sel.any()):
+            continue
+        m[sel] = REOPENED
+        if optimizer is not None:
+            _forget(optimizer, m, sel)
+
+
+def _fits_opening(excess: Callable[[float], float], vals: torch.Tensor, j: int) -> bool:
+    """Whether opening every closed gate >= vals[j] keeps the mask within the target."""
+    below = float(vals[j + 1]) if j + 1 < vals.numel() else float(vals[j]) - 1.0
+    # "open" means m > threshold: a threshold between vals[j+1] and vals[j] opens exactly those >= vals[j]
+    return excess((below + float(vals[j])) / 2) <= 0
+
+
+def _forget(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
+    """Zero the optimiser's running state (momentum, Adam moments) of ``param`` at ``where``."""
+    for v in optimizer.state.get(param, {}).values():
+        if isinstance(v, torch.Tensor) and v.shape == param.shape:
+            v[where] = 0
