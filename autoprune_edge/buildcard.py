@@ -12,13 +12,14 @@ from .converters.artifact import Artifact
 from .converters.edgetpu import is_edgetpu_target
 from .converters.formats import parity_notes
 from .data import DataBundle
-from .modelcard import (Accuracy, BeforeAfter, BudgetLine, Calibration, DataSource, Equivalence, Formats,
+from .modelcard import (Accuracy, BeforeAfter, BudgetLine, Calibration, DataSource, Equivalence, Formats, Outputs,
                         ModelCard, ParityInfo, Preprocessing, Quantization, Training, Widths)
 from .models import ModelSpec
 from .profiles.compare import TargetPrediction
 from .pruning import PruneResult
 from .qat import QatInfo
 from .targets import Target
+from .tasks import CLASSIFY, Task
 
 _PACKAGES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxscript", "onnxsim", "onnx2tf",
              "tensorflow", "ai-edge-litert", "coremltools", "flatbuffers", "numpy", "matplotlib")
@@ -74,7 +75,8 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
                    predicted: dict[str, TargetPrediction], input_shape: tuple[int, ...], pretrain_epochs: float,
                    pretrain_log: list[Any], finetune_epochs: float, seconds: float, formats: tuple[str, ...],
                    formats_from: str, parity: ParityInfo, calibration: Calibration | None,
-                   qat: QatInfo | None = None) -> ModelCard:
+                   qat: QatInfo | None = None, task: Task = CLASSIFY,
+                   outputs: list[dict[str, Any]] | None = None) -> ModelCard:
     pred = predicted.get(target.name)
     row = pred.default if pred is not None else None
     achieved = _Achieved(result.macs_after, result.params_after, *(
@@ -106,7 +108,7 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
         params=BeforeAfter(result.params_before, result.params_after), channel_round_to=result.round_to,
         widths=Widths(result.widths_before, result.widths_after),
         equivalence=Equivalence(result.equivalence_max_abs, result.equivalence_rel), data=data_source,
-        accuracy=Accuracy(result.accuracy_before, result.accuracy_pruned, result.accuracy_after, data.description,
+        accuracy=Accuracy(task.metric, result.accuracy_before, result.accuracy_pruned, result.accuracy_after, data.description,
                           data.synthetic, f"validation split ({len(data.val)} images)"),
         training=Training(pretrain_epochs, pretrain_log, list(result.gate_log or []), finetune_epochs,
                           result.train_log, result.device, result.precision, result.granularity,
@@ -119,4 +121,5 @@ def describe_build(*, version: str, model: str, spec: ModelSpec, data: DataBundl
         formats=Formats(list(formats), formats_from), parity=parity, quantization=quant, artifacts=artifacts,
         edgetpu=edgetpu, tflite_metadata=_TFLITE_METADATA if any(a.metadata for a in artifacts) else None,
         predicted=predicted, reproduce=dict(_REPRODUCE), notes=notes, versions=versions(),
-        build_seconds=round(seconds, 1))
+        build_seconds=round(seconds, 1), task=task.name,
+        outputs=None if task is CLASSIFY else Outputs(task.outputs, list(outputs or [])))

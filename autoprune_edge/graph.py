@@ -308,6 +308,11 @@ class PruningGraph:
     def full_keep(self) -> list[torch.Tensor]:
         return [torch.ones(g.size, dtype=torch.bool) for g in self.groups]
 
+    @property
+    def round_to(self) -> int:
+        """Kept channel counts are multiples of this (or the whole group)."""
+        return int(self._options["round_to"])
+
     def widths(self, model: nn.Module | None = None) -> dict[str, list[int]]:
         """[in, out] channels of every conv/linear layer (for reports and plans)."""
         model = model if model is not None else self.model

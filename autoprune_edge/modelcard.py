@@ -68,12 +68,21 @@ class DataSource:
 
 @dataclass
 class Accuracy:
+    metric: str = "top-1"  # tasks.Task.metric: top-1, mIoU, mAP@0.5
     before: float | None = None
     pruned_no_finetune: float | None = None
     after: float | None = None
     data: str = ""
     synthetic: bool = False
     split: str = ""
+
+
+@dataclass
+class Outputs:
+    """What the exported file's output tensors are and how to read them."""
+
+    meaning: str = ""
+    tensors: list[dict[str, Any]] = field(default_factory=list)  # {"name": ..., "shape": [...]}, in file order
 
 
 @dataclass
@@ -186,6 +195,8 @@ class ModelCard:
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     build_seconds: float = 0.0
+    task: str = "classify"  # tasks.TASKS key
+    outputs: Outputs | None = None
 
     @property
     def budgets_met(self) -> bool:

@@ -42,6 +42,8 @@ from .qat import quantisation_aware_finetune
 from .report import write_report
 from .report_html import write_html_report
 from .targets import load_target
+from .task_prune import prune_for_task, train_for_task
+from .tasks import CLASSIFY, get_task, output_shapes, task_for, write_decoding
 from .train import TrainConfig, evaluate, train
 from .workload import load_workload
 
@@ -70,7 +72,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
           html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0,
-          land_measured: bool | None = None) -> BuildReport:
+          land_measured: bool | None = None, task: str | None = None) -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
@@ -81,7 +83,9 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     raw 0..255 pixels in, the normalisation inside the model; int8; float32). ``qat_epochs`` > 0 fine-tunes
     the pruned model with int8 rounding simulated (qat.py) before anything is converted, at a tenth of ``lr``.
     ``land_measured`` lands a latency budget on the fp32 file's latency measured here (landing.py); by default
-    on when the target is ``host``, the machine running the build.
+    on when the target is ``host``, the machine running the build. ``task`` (classify, segment, detect;
+    default: what the data holds) picks the loss and metric (tasks.py); segmenters and detectors are pruned
+    with the loop-agnostic Pruner (task_prune.py) and their files carry no classifier metadata.
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -99,6 +103,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if qat_epochs > 0 and "tflite-int8" not in fmts:
         raise AutoPruneEdgeError("--qat-epochs trains for the int8 file, but tflite-int8 is not among the formats "
                                  f"({', '.join(fmts)}); add it with --formats or drop --qat-epochs")
+    if task is not None:
+        get_task(task)  # a typo fails before any work
     name = name or f"{model.replace(':', '_').replace('.', '_')}-{tgt.name}"
     dest = check_writable(Path(out_dir) / name)
 
@@ -107,26 +113,39 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     bundle, input_shape = work.data, work.input_shape
     if bundle is None:
         raise AutoPruneEdgeError("build needs data to fine-tune, calibrate and check on; pass e.g. --data synthetic")
+    the_task = task_for(task, bundle)
+    if the_task is not CLASSIFY and (qat_epochs > 0 or distill or granularity != "structured" or
+                                     getattr(method, "name", method) != "autoprune"):
+        raise AutoPruneEdgeError(f"--task {the_task.name} prunes with structured autoprune, without --distill or "
+                                 "--qat-epochs (classifier-only for now); drop those options")
     if pretrain_epochs is None:
         pretrain_epochs = 0.0 if weights else 1.0
     pretrain_log = []
     if pretrain_epochs > 0:
         progress.log(f"training the dense {model} for {pretrain_epochs:g} epoch(s) on {bundle.name} data first "
                      "(no --weights given)")
+    if pretrain_epochs > 0 and the_task is not CLASSIFY:
+        pretrain_log = train_for_task(work.model, bundle, the_task, epochs=pretrain_epochs, lr=lr,
+                                      batch_size=batch_size, seed=seed, rt=rt)
+    elif pretrain_epochs > 0:
         pretrain_log = train(work.model, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=1e-3,
                                                                    weight_decay=1e-4, optimizer="adam", seed=seed),
                              desc="train dense", rt=rt)
 
     if land_measured is None:
         land_measured = tgt.name == "host"
-    land = land_measured and any(b.kind == "latency_ms" for b in budgets)
-    # the probe converts the dense model now, before prune() compacts it in place
-    with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
-        result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
-                       epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                       granularity=granularity, distill=distill, distill_alpha=distill_alpha,
-                       distill_temperature=distill_temperature, autoprune=autoprune, device=device,
-                       precision=precision, seed=seed, latency_probe=probe)
+    land = land_measured and any(b.kind == "latency_ms" for b in budgets) and the_task is CLASSIFY
+    if the_task is not CLASSIFY:
+        result = prune_for_task(work.model, bundle, budgets, the_task, target=tgt, input_shape=input_shape,
+                                epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                                seed=seed, rt=rt, autoprune=autoprune)
+    else:  # the probe converts the dense model now, before prune() compacts it in place
+        with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
+            result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
+                           epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                           granularity=granularity, distill=distill, distill_alpha=distill_alpha,
+                           distill_temperature=distill_temperature, autoprune=autoprune, device=device,
+                           precision=precision, seed=seed, latency_probe=probe)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after
@@ -140,10 +159,12 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
         calib = calibration_batch(bundle, calib_samples, seed=seed) if "tflite-int8" in fmts else None
         held, dropped = disjoint_heldout(heldout_batch(bundle, parity_samples), calib)
         arts = convert(result.model, torch.zeros(input_shape), tmp, formats=fmts, calib=calib, heldout=held,
-                       measure_runs=measure_runs, thresholds=th, labels=list(bundle.class_names),
+                       measure_runs=measure_runs, thresholds=th,
+                       labels=list(bundle.class_names) if the_task is CLASSIFY else None,
                        mean=list(bundle.mean), std=list(bundle.std), name=name,
                        edgetpu_sram_bytes=edgetpu_sram_bytes(tgt), int8_io=int8_io)
         (tmp / "labels.txt").write_text("\n".join(bundle.class_names) + "\n")
+        write_decoding(result.model, input_shape, tmp)
         withheld = [] if allow_parity_failure else withhold_failures(arts, tmp)
         targets = [tgt, *(load_target(t) for t in (compare_targets or ()))]
         predicted = predict_targets(result.model, input_shape, targets, shipped_precisions(fmts))
@@ -153,6 +174,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
             version=__version__, model=model, spec=work.spec, data=bundle, target=tgt, budgets=budgets,
             result=result, artifacts=arts, predicted=predicted, input_shape=input_shape,
             pretrain_epochs=pretrain_epochs, pretrain_log=pretrain_log, finetune_epochs=finetune_epochs, qat=qat,
+            task=the_task, outputs=output_shapes(result.model, input_shape),
             seconds=time.perf_counter() - t0, formats=fmts, formats_from=formats_from,
             parity=parity_info(th.to_dict(), inputs, len(held), dropped),
             calibration=None if calib is None else calibration_info(len(calib), seed, len(set(sample_hashes(calib)))),

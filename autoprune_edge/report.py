@@ -45,9 +45,9 @@ def render_report(card: ModelCard) -> str:
         "|---|---|---|",
         f"| MACs | {_m(card.macs.before)} | {_m(card.macs.after)} |",
         f"| parameters | {_m(card.params.before)} | {_m(card.params.after)} |",
-        f"| accuracy | {_pct(acc.before)} | {_pct(acc.after)} |",
+        f"| {'accuracy' if acc.metric == 'top-1' else acc.metric} | {_pct(acc.before)} | {_pct(acc.after)} |",
         "",
-        f"Accuracy is top-1 on the {acc.split} of: {acc.data}. "
+        f"Accuracy is {acc.metric} on the {acc.split} of: {acc.data}. "
         f"Right after compaction, before fine-tuning: {_pct(acc.pruned_no_finetune)}.",
     ]
     if acc.synthetic:
@@ -55,8 +55,11 @@ def render_report(card: ModelCard) -> str:
                       "Pass `--data` and `--weights` for numbers that mean something for your task."]
     eq = card.equivalence
     lines += ["", f"Compaction check: the physically smaller model matches the masked original within "
-                  f"{eq.max_abs:.2e} max abs ({eq.rel:.2e} of the output scale).", "",
-              "## Artifacts", ""]
+                  f"{eq.max_abs:.2e} max abs ({eq.rel:.2e} of the output scale).", ""]
+    if card.outputs is not None:
+        lines += ["## Outputs", "", f"Task `{card.task}`: {card.outputs.meaning}.", "",
+                  *(f"- `{t['name']}`: {t['shape']}" for t in card.outputs.tensors), ""]
+    lines += ["## Artifacts", ""]
     par_info = card.parity
     if par_info.thresholds:
         t = par_info.thresholds

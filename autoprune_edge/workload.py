@@ -39,8 +39,8 @@ def load_workload(model: str, data: str | None, *, weights: str | None = None, i
     bundle = None
     if data:
         bundle = load_data(data, input_size=input_size_for(model, data, input_size), channels=channels, seed=seed)
-        if bundle.num_classes != num_outputs(net, bundle.input_shape):
-            net, spec = build_model(model, num_classes=bundle.num_classes)
+        if bundle.task != "classify" or bundle.num_classes != num_outputs(net, bundle.input_shape):
+            net, spec = build_model(model, num_classes=bundle.num_classes)  # a head for the data's classes
         input_shape = (1, *bundle.input_shape)
     else:
         side = input_size or default_input_size(model)
@@ -54,7 +54,8 @@ def input_size_for(model_name: str, data_spec: str, input_size: int | None) -> i
     """The input side to load data at: the user's, the model's for sources without a native size, else None."""
     if input_size:
         return input_size
-    if data_spec.split(":", 1)[0] in ("synthetic", "folder"):
+    if data_spec.split(":", 1)[0].split("?", 1)[0] in ("synthetic", "folder", "synthetic-seg", "synthetic-det",
+                                                        "masks", "yolo", "coco"):
         return default_input_size(model_name)
     return None  # the dataset's native size
 

@@ -146,3 +146,19 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
     return model.eval()
+
+
+class TinySegmenter(nn.Module):
+    """Encoder-decoder with a skip, {"out": N x classes x H x W} like torchvision's segmenters."""
+
+    def __init__(self, num_classes=4, w=64):
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU())
+        self.classifier = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x):
+        a = self.enc1(x)
+        return {"out": self.classifier(self.dec(torch.cat([a, self.up(self.enc2(a))], 1)))}

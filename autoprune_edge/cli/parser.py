@@ -34,6 +34,15 @@ class _MethodListFormatter(argparse.HelpFormatter):
             from ..methods import METHODS  # torch: only when help is shown (see the module docstring)
 
             return f"{', '.join(METHODS)} (default autoprune: learned gates; the others score channels once)"
+        if action.dest == "data":
+            from ..data import data_sources
+
+            return " | ".join(s.usage for s in data_sources())
+        if action.dest == "task":
+            from ..tasks import TASKS
+
+            return (f"{', '.join(TASKS)}; default: what --data holds. segment and detect prune with the task's loss "
+                    "and score mIoU / mAP@0.5")
         return action.help
 
 
@@ -107,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 100MFLOPs, 1.5Mparams, 25ms, 512KB; repeat or comma-separate for several")
     b.add_argument("--model", default="mobilenet_v2", help="torchvision name, zoo name or pkg.module:factory")
     b.add_argument("--weights", help="local state-dict file (.pth/.safetensors) or a torchvision weights name")
-    b.add_argument("--data", default="synthetic", help="synthetic | mnist:ROOT | cifar10:ROOT | folder:ROOT")
+    b.add_argument("--data", default="synthetic", help="a data spec (listed when help is shown)")
+    b.add_argument("--task", help="what the model is for (listed when help is shown)")
     b.add_argument("--out", default="out", help="parent folder; results go to OUT/NAME (default: out)")
     b.add_argument("--name", help="result folder name (default: MODEL-TARGET)")
     b.add_argument("--formats", help=f"comma list of {formats_help()} (default: the target profile's "

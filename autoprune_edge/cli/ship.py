@@ -94,7 +94,8 @@ def _run_build(args: argparse.Namespace, t: TrainingArgs) -> BuildReport:
                  autoprune=t.autoprune, device=args.device, precision=args.precision, input_size=args.input_size,
                  allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
                  calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
-                 allow_parity_failure=args.allow_parity_failure, int8_io=args.int8_io, qat_epochs=args.qat_epochs)
+                 allow_parity_failure=args.allow_parity_failure, int8_io=args.int8_io, qat_epochs=args.qat_epochs,
+                 task=args.task)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

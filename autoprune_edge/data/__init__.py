@@ -11,6 +11,8 @@ Options may follow the root as a query string, e.g. ``cifar10:data/cifar?normali
   (cifar10_batch_0..49.png train, cifar10_batch_50.png test, cifar10_labels.json) or the torchvision
   pickles ROOT/cifar-10-batches-py/ (only with ``trust_pickle=1``: pickles can run code when loaded).
 - ``folder:ROOT[?augment=1]`` - ROOT/train/<class>/*.png|jpg and ROOT/val/<class>/... (ImageNet stats).
+- segmentation and detection (targets are masks or box dicts, ``DataBundle.task`` says which):
+  ``synthetic-seg``, ``synthetic-det``, ``masks:ROOT``, ``yolo:ROOT``, ``coco:ROOT`` (task_sources.py).
 
 A model that takes 3 channels can run on 1-channel data (MNIST): pass ``channels=3`` and each image is
 repeated over 3 channels (the mean/std tuples are repeated too). Models are never modified for this.
@@ -25,6 +27,7 @@ from . import synthetic  # noqa: I001 (registration order, not alphabetical)
 from . import mnist
 from . import cifar10
 from . import folder
+from . import task_sources
 from .batches import calibration_batch, heldout_batch
 from .bundle import DataBundle
 from .cifar10 import CIFAR10_CLASSES, CifarImages

@@ -20,6 +20,7 @@ class DataBundle:
     description: str  # one sentence for the report
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    task: str = "classify"  # tasks.TASKS key: what the targets are (labels, masks, boxes)
 
     @property
     def num_classes(self) -> int:

@@ -36,6 +36,7 @@ class DataSource:
     name: str
     load: Loader
     needs_root: bool = True  # False: the spec is just the name (e.g. ``synthetic``)
+    task: str = "classify"  # what its targets are for (tasks.TASKS key)
 
     @property
     def usage(self) -> str:
@@ -46,13 +47,13 @@ class DataSource:
 _SOURCES: dict[str, DataSource] = {}
 
 
-def register_source(name: str, *, needs_root: bool = True) -> Callable[[Loader], Loader]:
+def register_source(name: str, *, needs_root: bool = True, task: str = "classify") -> Callable[[Loader], Loader]:
     """Decorator: make ``loader`` the source called ``name`` in data specs."""
 
     def add(loader: Loader) -> Loader:
         if name in _SOURCES:
             raise ValueError(f"data source {name!r} is registered twice")
-        _SOURCES[name] = DataSource(name, loader, needs_root)
+        _SOURCES[name] = DataSource(name, loader, needs_root, task)
         return loader
 
     return add

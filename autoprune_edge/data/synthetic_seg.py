@@ -1,9 +1,12 @@
-"""A learnable segmentation task generated in-process (nothing on disk): coloured shapes on textured noise.
+"""Learnable segmentation and detection tasks generated in-process (nothing on disk): coloured shapes on
+textured noise.
 
 Each image holds 1-3 filled shapes (rectangle or ellipse); class k (1..K) has its own hue, so a pixel's
 class is learnable from colour and context, with noise, brightness jitter and shapes that overlap (the
-later one wins). Class 0 is background. Deterministic per (seed, split, index). Returns
-(normalised image C x H x W float, mask H x W int64).
+later one wins). Class 0 is background. Deterministic per (seed, split, index). `SyntheticShapes` returns
+(normalised image C x H x W float, mask H x W int64); `SyntheticBoxes` the same images with
+{"boxes": n x 4 xyxy pixels of each shape's visible part, "labels": n} (shapes hidden below 16 visible
+pixels are dropped).
 """
 from __future__ import annotations
 
@@ -31,14 +34,20 @@ class SyntheticShapes(Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, inst, classes = self.render(i)
+        return img, torch.from_numpy(np.asarray(classes, dtype=np.int64)[inst])
+
+    def render(self, i: int) -> tuple[torch.Tensor, np.ndarray, list[int]]:
+        """The image, its instance map (0: background, j: the j-th shape) and the class of each instance."""
         if not 0 <= i < self.n:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, self.split, i])
         s = self.size
         img = 0.35 + 0.15 * rng.random((3, 1, 1), dtype=np.float32) + 0.12 * rng.standard_normal((3, s, s)).astype(
             np.float32)
-        mask = np.zeros((s, s), dtype=np.int64)
-        for _ in range(int(rng.integers(1, 4))):
+        inst = np.zeros((s, s), dtype=np.int64)
+        classes = [0]
+        for j in range(1, int(rng.integers(1, 4)) + 1):
             k = int(rng.integers(1, self.num_classes))
             h, w = rng.integers(s // 6, s // 2, size=2)
             y0, x0 = int(rng.integers(0, s - h)), int(rng.integers(0, s - w))
@@ -50,7 +59,24 @@ class SyntheticShapes(Dataset):
             shade = 0.8 + 0.4 * rng.random()
             img[:, region] = (self.colours[k - 1] * shade)[:, None] + 0.08 * rng.standard_normal(
                 (3, int(region.sum()))).astype(np.float32)
-            mask[region] = k
+            inst[region] = j
+            classes.append(k)
         img = (np.clip(img, 0, 1) - np.array(MEAN, dtype=np.float32)[:, None, None]) / np.array(
             STD, dtype=np.float32)[:, None, None]
-        return torch.from_numpy(img), torch.from_numpy(mask)
+        return torch.from_numpy(img), inst, classes
+
+
+class SyntheticBoxes(SyntheticShapes):
+    MIN_PIXELS = 16
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # type: ignore[override]
+        img, inst, classes = self.render(i)
+        boxes, labels = [], []
+        for j in range(1, len(classes)):
+            ys, xs = np.nonzero(inst == j)
+            if len(ys) < self.MIN_PIXELS:
+                continue
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            labels.append(classes[j])
+        return img, {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                     "labels": torch.tensor(labels, dtype=torch.int64)}

@@ -1,0 +1,188 @@
+"""Segmentation and detection: data sources, metrics, task selection, and `build --task` end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from autoprune_edge.data import load_data
+from autoprune_edge.errors import ConfigError, DataError
+from autoprune_edge.tasks import DETECT, SEGMENT, get_task, output_shapes, task_for
+
+
+def _png(path, size=(40, 30), colour=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_synthetic_task_sources_are_deterministic_and_typed():
+    seg = load_data("synthetic-seg?train=4&val=2&classes=3", input_size=64)
+    det = load_data("synthetic-det?train=4&val=2", input_size=64)
+    assert (seg.task, det.task) == ("segment", "detect")
+    x, m = seg.train[1]
+    assert x.shape == (3, 64, 64) and m.shape == (64, 64) and m.dtype == torch.int64 and int(m.max()) <= 2
+    assert torch.equal(seg.train[1][1], load_data("synthetic-seg?train=4&val=2&classes=3", input_size=64).train[1][1])
+    x, t = det.train[0]
+    assert t["boxes"].shape[1] == 4 and len(t["labels"]) == len(t["boxes"]) >= 1
+    assert bool((t["labels"] >= 1).all())  # 0 is background
+    b = t["boxes"]
+    assert bool((b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() and (b >= 0).all() and (b <= 64).all())
+    assert det.class_names[0] == "background"
+
+
+def test_masks_folder(tmp_path):
+    for split in ("train", "val"):
+        _png(tmp_path / split / "images" / "a.png")
+        mask = np.zeros((30, 40), np.uint8)
+        mask[5:20, 10:30] = 2
+        mask[0, 0] = 255
+        Image.fromarray(mask).save(tmp_path / split / "masks" / "a.png") if (tmp_path / split / "masks").mkdir() is None else None
+    with pytest.raises(DataError, match="classes.txt"):
+        load_data(f"masks:{tmp_path}", input_size=32)
+    b = load_data(f"masks:{tmp_path}?classes=3", input_size=32)
+    x, m = b.train[0]
+    assert b.task == "segment" and x.shape == (3, 32, 32) and m.shape == (32, 32)
+    assert set(m.unique().tolist()) == {0, 2, 255}
+    (tmp_path / "val" / "masks" / "a.png").unlink()
+    with pytest.raises(DataError, match="has no mask"):
+        load_data(f"masks:{tmp_path}?classes=3", input_size=32)
+
+
+def test_yolo_folder_scales_boxes_and_shifts_labels(tmp_path):
+    for split in ("train", "val"):
+        _png(tmp_path / "images" / split / "a.jpg", size=(100, 50))
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    (tmp_path / "data.yaml").write_text("names: {0: cat, 1: dog}\n")
+    b = load_data(f"yolo:{tmp_path}", input_size=64)
+    assert b.class_names == ["background", "cat", "dog"] and b.task == "detect"
+    _, t = b.val[0]
+    assert t["labels"].tolist() == [2]
+    # 100x50 -> 64x64: x scaled by 0.64, y by 1.28; box centre (50, 25), size (20, 20) in the file
+    assert torch.allclose(t["boxes"], torch.tensor([[40 * 0.64, 15 * 1.28, 60 * 0.64, 35 * 1.28]]), atol=1e-4)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("7 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(DataError, match=r"a.txt:1: class 7"):
+        load_data(f"yolo:{tmp_path}", input_size=64)
+
+
+def test_coco_json_maps_categories_and_skips_crowds(tmp_path):
+    for split in ("train", "val"):
+        _png(tmp_path / f"{split}2017" / "im.png", size=(64, 64))
+    doc = {"images": [{"id": 3, "file_name": "im.png", "width": 64, "height": 64}],
+           "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
+           "annotations": [{"id": 1, "image_id": 3, "category_id": 18, "bbox": [10, 10, 20, 30], "iscrowd": 0},
+                           {"id": 2, "image_id": 3, "category_id": 1, "bbox": [0, 0, 64, 64], "iscrowd": 1}]}
+    (tmp_path / "annotations").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
+    b = load_data(f"coco:{tmp_path}", input_size=64)
+    assert b.class_names == ["background", "person", "dog"]  # ids in order -> 1..K
+    _, t = b.train[0]
+    assert t["labels"].tolist() == [2] and t["boxes"].tolist() == [[10.0, 10.0, 30.0, 40.0]]
+    (tmp_path / "annotations" / "instances_val2017.json").write_text("{}")
+    with pytest.raises(DataError, match="not COCO detection JSON"):
+        load_data(f"coco:{tmp_path}", input_size=64)
+
+
+def test_task_selection_errors():
+    cls = load_data("synthetic?train=4&val=2", input_size=16)
+    assert task_for(None, cls).name == "classify"
+    with pytest.raises(ConfigError, match="synthetic-seg, masks:ROOT"):
+        task_for("segment", cls)
+    with pytest.raises(ConfigError, match="unknown task 'dance'"):
+        get_task("dance")
+
+
+class _OneHot(nn.Module):
+    """Predicts the mask the image encodes (channel k lit where class k is): a perfect segmenter."""
+
+    def forward(self, x):
+        return {"out": x}
+
+
+def test_miou_scores_a_perfect_and_a_wrong_segmenter():
+    masks = torch.randint(0, 3, (6, 8, 8))
+    data = [(nn.functional.one_hot(m, 3).permute(2, 0, 1).float(), m) for m in masks]
+    assert SEGMENT.score(_OneHot(), data, 3) == pytest.approx(1.0)
+    assert SEGMENT.score(_OneHot(), [(x.roll(1, 0), m) for x, m in data], 3) < 0.2
+
+
+class _FixedDetector(nn.Module):
+    def __init__(self, boxes):
+        super().__init__()
+        self.boxes = boxes
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return {"x": x}
+
+    def detection_loss(self, out, targets, size):
+        return self.w
+
+    def detections(self, out, size):
+        return [{"boxes": self.boxes, "scores": torch.ones(len(self.boxes)), "labels": torch.ones(len(self.boxes),
+                                                                                                  dtype=torch.int64)}
+                for _ in range(out["x"].shape[0])]
+
+
+def test_map50_scores_right_and_wrong_boxes():
+    gt = torch.tensor([[4.0, 4.0, 20.0, 20.0]])
+    data = [(torch.zeros(3, 32, 32), {"boxes": gt, "labels": torch.tensor([1])}) for _ in range(3)]
+    assert DETECT.score(_FixedDetector(gt), data, 2) == pytest.approx(1.0)
+    assert DETECT.score(_FixedDetector(gt + 12), data, 2) == pytest.approx(0.0)  # IoU < 0.5
+    with pytest.raises(ConfigError, match="detection_loss"):
+        DETECT.score(_OneHot(), data, 2)
+
+
+def test_output_shapes_flatten_nested_outputs():
+    class Nested(nn.Module):
+        def forward(self, x):
+            return {"a": x, "b": [x[:, :1], (x.sum(),)]}
+
+    names = [(o["name"], o["shape"]) for o in output_shapes(Nested(), (1, 2, 4, 4))]
+    assert names == [("a", [1, 2, 4, 4]), ("b[0]", [1, 1, 4, 4]), ("b[1][0]", [])]
+
+
+def test_build_segment_end_to_end(tmp_path):
+    from autoprune_edge.pipeline import build
+    from autoprune_edge.profiles.counting import count_macs
+    from toy_models import TinySegmenter
+
+    dense = count_macs(TinySegmenter(3), torch.zeros(1, 3, 32, 32)).macs
+    rep = build("toy_models:TinySegmenter", "synthetic-seg?train=32&val=8&classes=3", "host",
+                f"{dense / 2e6:.6f}MFLOPs", tmp_path, input_size=32, epochs=1, finetune_epochs=1, batch_size=8,
+                lr=0.05, formats=("onnx", "tflite-fp32", "tflite-int8"), measure_runs=2, calib_samples=8,
+                parity_samples=8, pretrain_epochs=2, html_report=False)
+    card = rep.card
+    assert card.task == "segment" and card.accuracy.metric == "mIoU"
+    assert card.macs.after <= dense / 2 and card.equivalence.rel < 1e-4
+    assert 0.0 <= card.accuracy.after <= 1.0 and card.accuracy.before is not None
+    assert [t["name"] for t in card.outputs.tensors] == ["out"] and card.outputs.tensors[0]["shape"] == [1, 3, 32, 32]
+    assert all(not a.failures for a in card.artifacts), [a.failures for a in card.artifacts]
+    report = (rep.out_dir / "report.md").read_text()
+    assert "| mIoU |" in report and "## Outputs" in report
+    assert "classifier" in " ".join(card.notes) or "output layers kept whole" in " ".join(card.notes)
+    assert not (rep.out_dir / "decoding.json").exists()  # a segmenter has nothing to decode
+
+
+def test_build_detect_writes_decoding_and_rejects_classifier_options(tmp_path):
+    from autoprune_edge.errors import AutoPruneEdgeError
+    from autoprune_edge.pipeline import build
+
+    with pytest.raises(AutoPruneEdgeError, match="--distill"):
+        build("ssdlite320_mobilenet_v3_large", "synthetic-det?train=8&val=4", "host", "50MFLOPs", tmp_path,
+              input_size=96, distill=True)
+    rep = build("ssdlite320_mobilenet_v3_large", "synthetic-det?train=16&val=4", "host", "15MFLOPs", tmp_path,
+                input_size=96, epochs=1, finetune_epochs=0, batch_size=8, lr=0.01, formats=("onnx", "tflite-fp32"),
+                measure_runs=2, parity_samples=4, pretrain_epochs=0, html_report=False)
+    card = rep.card
+    assert card.task == "detect" and card.accuracy.metric == "mAP@0.5" and card.macs.after <= 15e6
+    assert {t["name"] for t in card.outputs.tensors} == {"bbox_regression", "cls_logits"}
+    assert all(not a.failures for a in card.artifacts)
+    dec = json.loads((rep.out_dir / "decoding.json").read_text())
+    n_anchors = card.outputs.tensors[0]["shape"][1]
+    assert len(dec["anchors_cxcywh_pixels"]) == n_anchors and dec["box_coder_weights"] == [10.0, 10.0, 5.0, 5.0]
