@@ -23,7 +23,7 @@ from .pruner import Pruner
 from .tasks import Batch, Task
 
 
-def _batches(bundle: DataBundle, task: Task, batch_size: int, seed: int) -> Iterator[Batch]:
+def shuffled_batches(bundle: DataBundle, task: Task, batch_size: int, seed: int) -> Iterator[Batch]:
     g = torch.Generator().manual_seed(seed)
     n = len(bundle.train)  # type: ignore[arg-type]
     while True:
@@ -41,7 +41,7 @@ def _to(y, device: torch.device):
     return y
 
 
-def _run(model: nn.Module, task: Task, data: Iterator[Batch], steps: int, lr: float, rt: Runtime, desc: str,
+def train_steps(model: nn.Module, task: Task, data: Iterator[Batch], steps: int, lr: float, rt: Runtime, desc: str,
          pruner: Pruner | None = None) -> list[dict[str, float]]:
     """SGD (momentum 0.9, cosine) with the task loss (+ the pruner's penalty); a log line per tenth."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -74,7 +74,7 @@ def train_for_task(model: nn.Module, bundle: DataBundle, task: Task, *, epochs: 
     steps = max(1, math.ceil(epochs * len(bundle.train) / batch_size))  # type: ignore[arg-type]
     model.to(rt.device)
     try:
-        return _run(model, task, _batches(bundle, task, batch_size, seed + 7), steps, lr, rt, f"train dense ({task.name})")
+        return train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed + 7), steps, lr, rt, f"train dense ({task.name})")
     finally:
         model.cpu()
 
@@ -94,13 +94,13 @@ def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], 
     pruner = Pruner(model, example, budgets, total_steps=gate_steps, target=target, config=cfg)
     widths_before = pruner.graph.widths()
     groups = len(pruner.graph.groups)
-    gate_log = _run(model, task, _batches(bundle, task, batch_size, seed), gate_steps, lr, rt,
+    gate_log = train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed), gate_steps, lr, rt,
                     f"AutoPrune ({task.name}, gates)", pruner)
     small = pruner.compact()
     rep = pruner.report
     assert rep is not None
     pruned = task.score(small, bundle.val, classes)
-    train_log = _run(small, task, _batches(bundle, task, batch_size, seed + 1), ft_steps, lr, rt,
+    train_log = train_steps(small, task, shuffled_batches(bundle, task, batch_size, seed + 1), ft_steps, lr, rt,
                      f"fine-tune ({task.name})") if ft_steps else []
     after = task.score(small, bundle.val, classes) if ft_steps else pruned
     notes = [f"{task.metric} on the validation split: {before:.4f} dense, {pruned:.4f} after compaction, "
