@@ -1,5 +1,5 @@
 """Built-in architectures torchvision lacks as plain tensor programs: CIFAR ResNets (akamaster-compatible),
-LeNets, NAS-Bench-201 cell networks, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py)."""
+LeNets, NAS-Bench-201 cell networks, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py), Ultralytics YOLO (yolo.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import cifar_resnet, dense_heads, lenet, nb201
+from . import cifar_resnet, dense_heads, lenet, nb201, yolo
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ ZOO: dict[str, ZooEntry] = {
                                           "LR-ASPP segmenter, {'out': per-pixel class logits}"),
     "deeplabv3_mobilenet_v3_large": ZooEntry(dense_heads.deeplabv3_mobilenet_v3_large, 320, 3, 21,
                                              "DeepLabV3 segmenter, {'out': per-pixel class logits}"),
+    "yolov8n": ZooEntry(yolo.yolov8n, 640, 3, 81, "Ultralytics YOLOv8n from its YAML, raw DFL box + class tensors "
+                        "(needs the AGPL 'yolo' extra)"),
+    "yolo11n": ZooEntry(yolo.yolo11n, 640, 3, 81, "Ultralytics YOLO11n from its YAML, raw DFL box + class tensors "
+                        "(needs the AGPL 'yolo' extra)"),
 }
 
 
