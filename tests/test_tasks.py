@@ -186,3 +186,21 @@ def test_build_detect_writes_decoding_and_rejects_classifier_options(tmp_path):
     dec = json.loads((rep.out_dir / "decoding.json").read_text())
     n_anchors = card.outputs.tensors[0]["shape"][1]
     assert len(dec["anchors_cxcywh_pixels"]) == n_anchors and dec["box_coder_weights"] == [10.0, 10.0, 5.0, 5.0]
+
+
+def test_top1_is_not_shown_as_a_number_for_several_outputs():
+    from autoprune_edge.converters.parity import compare, top1_text
+
+    ref = [np.random.default_rng(0).normal(size=(4, 10, 4)), np.random.default_rng(1).normal(size=(4, 10, 3))]
+    p = compare(ref, [r + 0.5 for r in ref]).to_dict()
+    assert top1_text(p) == "– (not judged: 2 outputs)"
+    single = compare(ref[0][:, :, 0], ref[0][:, :, 0]).to_dict()
+    assert top1_text(single) == "100 %"
+
+
+def test_faster_rcnn_is_refused_for_the_detect_task_in_one_line(tmp_path):
+    from autoprune_edge.pipeline import build
+
+    with pytest.raises(ConfigError, match="no detection_loss"):
+        build("fasterrcnn_mobilenet_v3_large_320_fpn", "synthetic-det?train=4&val=2", "host", "100MFLOPs", tmp_path,
+              input_size=64, pretrain_epochs=0, formats=("onnx",))

@@ -114,6 +114,8 @@ def compare(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarra
 
 def top1_text(p: dict) -> str:
     """A parity dict's top-1 agreement for tables: "86 %", or "86 % (98 % on 44 decidable)"."""
+    if p.get("top1_judged") is False:  # an argmax over box coordinates or anchors means nothing
+        return f"– (not judged: {p.get('outputs', 'several')} outputs)"
     text = f"{100 * p['top1_agreement']:.0f} %"
     if p.get("top1_decided") is not None:
         text += f" ({100 * p['top1_decided']:.0f} % on {p['decided']} decidable)"

@@ -83,6 +83,19 @@ class SSDliteRaw(nn.Module):
         return self._ssd[0].postprocess_detections(head, [anchors] * n, [size] * n)
 
 
+class FasterRcnnRpnRaw(nn.Module):
+    def __init__(self, num_classes: int = 91) -> None:
+        super().__init__()
+        from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+        m = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
+        self.backbone, self.rpn_head = m.backbone, m.rpn.head
+
+    def forward(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        objectness, deltas = self.rpn_head(list(self.backbone(x).values()))
+        return {"objectness": objectness, "box_deltas": deltas}
+
+
 def _xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
     return torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
 
