@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,50 +44,38 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e}; remove or replace the file") from None
 
 
-class _Resized(ImageDataset):
-    def __init__(self, size: int):
+class ImageTargets(ImageDataset):
+    """Image files resized to size x size, each with its target, which ``read(spec, (w, h), side)`` makes
+    from the item's spec (a mask path, or boxes and labels in the file's pixels) at the resized scale."""
+
+    def __init__(self, items: list[tuple[Path, Any]], size: int, read: Callable[[Any, tuple[int, int], int], Any]):
         super().__init__((size, size), 3, IMAGENET_MEAN, IMAGENET_STD)
-        self.side = size
-
-    def image(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
-        im = _open(path).convert("RGB")
-        w, h = im.size
-        arr = np.asarray(im.resize((self.side, self.side), Image.BILINEAR), dtype=np.uint8)
-        return self.finish(torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)), (w, h)
-
-
-class MaskFiles(_Resized):
-    def __init__(self, pairs: list[tuple[Path, Path]], size: int):
-        super().__init__(size)
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img, _ = self.image(self.pairs[i][0])
-        mask = _open(self.pairs[i][1])
-        if mask.mode not in ("L", "P", "I", "I;16"):
-            raise DataError(f"mask {self.pairs[i][1]} is {mask.mode}; masks are single-channel class indices")
-        m = np.asarray(mask.resize((self.side, self.side), Image.NEAREST), dtype=np.int64)
-        return img, torch.from_numpy(m.copy())
-
-
-class BoxFiles(_Resized):
-    def __init__(self, items: list[tuple[Path, Boxes]], size: int):
-        super().__init__(size)
-        self.items = items
+        self.items, self.side, self.read = items, size, read
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        path, (boxes, labels) = self.items[i]
-        img, (w, h) = self.image(path)
-        scale = np.array([self.side / w, self.side / h] * 2, dtype=np.float32)
-        b = torch.from_numpy((boxes.reshape(-1, 4) * scale).astype(np.float32))
-        ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-        return img, {"boxes": b[ok], "labels": torch.from_numpy(labels.astype(np.int64))[ok]}
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        path, spec = self.items[i]
+        im = _open(path).convert("RGB")
+        arr = np.asarray(im.resize((self.side, self.side), Image.BILINEAR), dtype=np.uint8)
+        img = self.finish(torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0))
+        return img, self.read(spec, im.size, self.side)
+
+
+def _mask(path: Path, wh: tuple[int, int], side: int) -> torch.Tensor:
+    mask = _open(path)
+    if mask.mode not in ("L", "P", "I", "I;16"):
+        raise DataError(f"mask {path} is {mask.mode}; masks are single-channel class indices")
+    return torch.from_numpy(np.asarray(mask.resize((side, side), Image.NEAREST), dtype=np.int64).copy())
+
+
+def _boxes(spec: Boxes, wh: tuple[int, int], side: int) -> dict[str, torch.Tensor]:
+    boxes, labels = spec
+    scale = np.array([side / wh[0], side / wh[1]] * 2, dtype=np.float32)
+    b = torch.from_numpy((boxes.reshape(-1, 4) * scale).astype(np.float32))
+    ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return {"boxes": b[ok], "labels": torch.from_numpy(labels.astype(np.int64))[ok]}
 
 
 def _images(d: Path) -> list[Path]:
@@ -156,7 +145,7 @@ def load_masks(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> 
             if not mask.is_file():
                 raise DataError(f"image {img} has no mask {mask}; every image needs a <stem>.png mask")
             pairs.append((img, mask))
-        splits.append(MaskFiles(pairs, size))
+        splits.append(ImageTargets(pairs, size, _mask))
     desc = (f"segmentation folder {root}: {len(splits[0]):,} train / {len(splits[1]):,} val image+mask pairs in "
             f"{len(names)} classes, resized to {size}x{size}")
     return DataBundle("masks", *splits, (3, size, size), IMAGENET_MEAN, IMAGENET_STD, names, False, desc, str(root),
@@ -214,7 +203,7 @@ def load_yolo(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> D
         for img in _images(root / "images" / split):
             w, h = _open(img).size
             items.append((img, _yolo_boxes(root / "labels" / split / f"{img.stem}.txt", w, h, len(names))))
-        splits.append(BoxFiles(items, size))
+        splits.append(ImageTargets(items, size, _boxes))
     desc = (f"YOLO-format detection folder {root}: {len(splits[0]):,} train / {len(splits[1]):,} val images, "
             f"{len(names)} classes, resized to {size}x{size}")
     return DataBundle("yolo", *splits, (3, size, size), IMAGENET_MEAN, IMAGENET_STD, ["background", *names], False,
@@ -266,5 +255,5 @@ def load_coco(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> D
     size = opts.input_size or 320
     desc = (f"COCO-format detection data {root}: {len(train):,} train / {len(val):,} val images, {len(names)} "
             f"categories, resized to {size}x{size}")
-    return DataBundle("coco", BoxFiles(train, size), BoxFiles(val, size), (3, size, size), IMAGENET_MEAN,
+    return DataBundle("coco", ImageTargets(train, size, _boxes), ImageTargets(val, size, _boxes), (3, size, size), IMAGENET_MEAN,
                       IMAGENET_STD, ["background", *names], False, desc, str(root), {}, task="detect")
