@@ -98,7 +98,8 @@ def render_report(card: ModelCard) -> str:
                               + f", cosine {t.cosine:.4f})" for t in r.tried)
             lines += ["", f"int8 recipe: **{r.recipe}** (tried cheapest first: {tried}); "
                           f"{r.batchnorms_folded} BatchNorms folded, {r.equalised_pairs} conv pairs equalised, "
-                          f"{r.bias_corrected_layers} biases corrected. Feed it: {q.how_to_feed}."]
+                          f"{r.bias_corrected_layers} biases corrected, {r.clipped_activations} activations clamped to "
+                          f"percentile ranges. Feed it: {q.how_to_feed}."]
     qat = card.training.quantisation_aware
     if qat:
         acc = "" if qat.get("accuracy_before") is None or qat.get("accuracy_after") is None else (

@@ -136,3 +136,21 @@ def test_qat_leaves_a_plain_float_model_with_frozen_batchnorm():
     assert not torch.equal(m[0].weight, w0)  # the weights did train
     assert (info.weights_simulated, info.batchnorms_folded, info.activations_simulated) == (3, 2, 2)
     assert len(info.log) == 1 and math.isfinite(info.log[0]["loss"])
+
+
+def test_percentile_clipping_clamps_only_outlier_activations():
+    from autoprune_edge.converters.int8_prep import ClippedActivation, clip_ranges
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.ReLU6())
+    calib = torch.randn(64, 3, 8, 8)
+    calib[0, :, 0, 0] = 80.0  # one outlier pixel: it alone sets the first ReLU's max
+    ref = net(calib[1:]).detach()
+    n = clip_ranges(net, calib, percentile=99.99)
+    assert n >= 1 and isinstance(net[1], ClippedActivation)
+    big = net[1].hi
+    assert 0 < big < 0.8 * float(torch.relu(nn.Sequential(*list(net)[:1])(calib)).max())
+    # the other images keep (almost) the same outputs: only the rare largest activations are clamped
+    assert torch.allclose(net(calib[1:]), ref, atol=0.05 * float(ref.abs().max()))
+    flat = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+    assert clip_ranges(flat, torch.rand(16, 3, 4, 4) * 0 + 1.0) == 0  # nothing to clip: constant outputs

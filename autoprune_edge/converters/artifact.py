@@ -34,6 +34,7 @@ class Int8Info:
     equalised_pairs: int = 0
     bias_corrected_layers: int = 0
     how_to_feed: str = ""
+    clipped_activations: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Int8Info:

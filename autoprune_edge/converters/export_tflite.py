@@ -90,7 +90,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
         shutil.copyfile(path, dst)
         art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel)
     art.int8 = Int8Info(job.int8_io, pixel, recipe.name, tried, prep.folded_batchnorms, prep.equalised_pairs,
-                        prep.corrected_layers, _how_to_feed(job.int8_io, pixel))
+                        prep.corrected_layers, _how_to_feed(job.int8_io, pixel), prep.clipped_activations)
     return art
 
 

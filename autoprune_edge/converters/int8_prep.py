@@ -36,6 +36,7 @@ class Int8Recipe:
     name: str
     bias_correction: bool = False
     equalisation: bool = False
+    clip_percentile: float | None = None  # clamp activations to this calibration percentile range
     note: str = ""
 
 
@@ -48,6 +49,9 @@ RECIPES: tuple[Int8Recipe, ...] = (
                note="as ptq, after cross-layer equalisation of activation channel ranges between conv pairs"),
     Int8Recipe("ptq+equalisation+bias-correction", equalisation=True, bias_correction=True,
                note="cross-layer equalisation, then bias correction"),
+    Int8Recipe("ptq+percentile-ranges", clip_percentile=99.99, bias_correction=True,
+               note="activations clamped to their 0.01..99.99 percentile calibration range where that is at most "
+                    "80 % of the min..max range (outliers no longer set the int8 scale), then bias correction"),
 )
 
 
@@ -222,17 +226,78 @@ def equalise(model: nn.Module, calib: torch.Tensor, batch_size: int = 32) -> int
     return len(pairs)
 
 
+_CLIPPABLE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Hardtanh)
+
+
+class ClippedActivation(nn.Module):
+    """An activation followed by a clamp to the range most of its calibration outputs fall in."""
+
+    def __init__(self, act: nn.Module, lo: float, hi: float) -> None:
+        super().__init__()
+        self.act, self.lo, self.hi = act, lo, hi
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.act(x), self.lo, self.hi)
+
+
+@torch.no_grad()
+def clip_ranges(model: nn.Module, calib: torch.Tensor, percentile: float = 99.99, batch_size: int = 32,
+                min_gain: float = 0.8, sample: int = 200_000) -> int:
+    """Clamp each activation module's output to its [100 - p, p] percentile range on ``calib`` where that
+    range is at most ``min_gain`` of the full one, so a few outliers no longer set the int8 scale of the
+    whole tensor (TFLite's converter calibrates plain min/max). Changes the float function only at those
+    outliers; int8 parity decides whether it ships. Returns how many activations were clipped."""
+    named = [(n, m) for n, m in model.named_modules() if isinstance(m, _CLIPPABLE)]
+    if not named:
+        return 0
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n, _ in named}
+    gen = torch.Generator().manual_seed(0)
+
+    def keep(name: str):
+        def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+            flat = out.detach().float().flatten()
+            if flat.numel() > sample:
+                flat = flat[torch.randint(0, flat.numel(), (sample,), generator=gen)]
+            seen[name].append(flat)
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in named]
+    was = model.training
+    model.eval()
+    try:
+        for i in range(0, len(calib), batch_size):
+            model(calib[i:i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    clipped = 0
+    q = torch.tensor([1 - percentile / 100, percentile / 100])
+    for name, mod in named:
+        vals = torch.cat(seen[name])
+        full_lo, full_hi = float(vals.min()), float(vals.max())
+        lo, hi = (float(v) for v in torch.quantile(vals[:16_000_000], q))
+        if full_hi - full_lo <= 0 or (hi - lo) > min_gain * (full_hi - full_lo):
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, ClippedActivation(mod, lo, hi))
+        clipped += 1
+    return clipped
+
+
 @dataclass
 class PreparedModel:
     model: nn.Module
     folded_batchnorms: int
     corrected_layers: int
     equalised_pairs: int = 0
+    clipped_activations: int = 0
 
 
 def prepare_for_int8(model: nn.Module, recipe: Int8Recipe, calib: torch.Tensor) -> PreparedModel:
     """The model a recipe quantises (``calib`` in the model's own input units)."""
     folded, n_folded = fold_batchnorm(model)
     pairs = equalise(folded, calib) if recipe.equalisation else 0
+    clipped = clip_ranges(folded, calib, recipe.clip_percentile) if recipe.clip_percentile else 0
     corrected = correct_biases(folded, calib) if recipe.bias_correction else 0
-    return PreparedModel(folded, n_folded, corrected, pairs)
+    return PreparedModel(folded, n_folded, corrected, pairs, clipped)
