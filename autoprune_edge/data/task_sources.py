@@ -124,12 +124,19 @@ def _synthetic(name: str, query: dict[str, str], opts: LoadOptions, cls: type, t
                       MEAN, STD, names, True, desc, None, {"train": n_train, "val": n_val, "classes": k}, task=task)
 
 
+def _rooted(scheme: str, root_s: str | None, query: dict[str, str], allowed: tuple[str, ...], opts: LoadOptions,
+            expected: str) -> Path:
+    """The checks every on-disk source shares: its options, RGB input, and the root folder."""
+    assert root_s is not None  # parse_spec guarantees it for sources that need a root
+    check_query(scheme, query, allowed)
+    check_channels(scheme, opts.channels, (3,))
+    return root_dir(scheme, root_s, expected)
+
+
 @register_source("masks", task="segment")
 def load_masks(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> DataBundle:
-    assert root_s is not None
-    check_query("masks", query, ("classes",))
-    check_channels("masks", opts.channels, (3,))
-    root = root_dir("masks", root_s, "ROOT/{train,val}/images/*.png and ROOT/{train,val}/masks/*.png")
+    root = _rooted("masks", root_s, query, ("classes",), opts,
+                   "ROOT/{train,val}/images/*.png and ROOT/{train,val}/masks/*.png")
     names = _names_file(root / "classes.txt")
     if names is None:
         if "classes" not in query:
@@ -191,10 +198,7 @@ def _yolo_boxes(txt: Path, w: int, h: int, k: int) -> Boxes:
 
 @register_source("yolo", task="detect")
 def load_yolo(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> DataBundle:
-    assert root_s is not None
-    check_query("yolo", query, ())
-    check_channels("yolo", opts.channels, (3,))
-    root = root_dir("yolo", root_s, "ROOT/images/{train,val}/*.jpg and ROOT/labels/{train,val}/*.txt")
+    root = _rooted("yolo", root_s, query, (), opts, "ROOT/images/{train,val}/*.jpg and ROOT/labels/{train,val}/*.txt")
     names = _yolo_names(root)
     size = opts.input_size or 320
     splits = []
@@ -244,10 +248,7 @@ def _coco_split(root: Path, split: str) -> tuple[list[tuple[Path, Boxes]], list[
 
 @register_source("coco", task="detect")
 def load_coco(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> DataBundle:
-    assert root_s is not None
-    check_query("coco", query, ())
-    check_channels("coco", opts.channels, (3,))
-    root = root_dir("coco", root_s, "ROOT/annotations/instances_{train,val}*.json and the images")
+    root = _rooted("coco", root_s, query, (), opts, "ROOT/annotations/instances_{train,val}*.json and the images")
     train, names = _coco_split(root, "train")
     val, val_names = _coco_split(root, "val")
     if names != val_names:
