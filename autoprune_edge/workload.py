@@ -12,8 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DataBundle, load_data
+from . import progress
+from .data import DataBundle, data_sources, load_data
+from .data.registry import get_source
+from .errors import ConfigError
 from .models import ModelSpec, build_model, default_input_size, load_weights
+from .zoo import ZOO
 
 
 @dataclass
@@ -38,6 +42,7 @@ def load_workload(model: str, data: str | None, *, weights: str | None = None, i
     channels = first_conv_channels(net) or 3
     bundle = None
     if data:
+        data = data_for_task(model, data)
         bundle = load_data(data, input_size=input_size_for(model, data, input_size), channels=channels, seed=seed)
         if bundle.task != "classify" or bundle.num_classes != num_outputs(net, bundle.input_shape):
             net, spec = build_model(model, num_classes=bundle.num_classes)  # a head for the data's classes
@@ -60,6 +65,24 @@ def input_size_for(model_name: str, data_spec: str, input_size: int | None) -> i
     return None  # the dataset's native size
 
 
+def data_for_task(model: str, data: str) -> str:
+    """The data spec to load for ``model``: the spec itself, or for a zoo detector/segmenter given the
+    default classification stand-in (``synthetic``) the synthetic task of its kind; mismatches fail here."""
+    entry = ZOO.get(model.strip())
+    if entry is None or entry.task == "classify":
+        return data
+    source = get_source(data.strip().split("?", 1)[0].split(":", 1)[0].lower())
+    if source is None or source.task == entry.task:
+        return data  # unknown specs fail in load_data with the list of known ones
+    if not source.needs_root:
+        swap = next(s.name for s in data_sources() if s.task == entry.task and not s.needs_root)
+        progress.log(f"{model} is a {entry.task} model: using the {swap} data instead of {source.name}")
+        return swap + (data.strip()[len(source.name):] if data.strip().startswith(source.name + "?") else "")
+    fits = ", ".join(s.usage for s in data_sources() if s.task == entry.task)
+    raise ConfigError(f"{model} is a {entry.task} model, but --data {data} holds {source.task} targets; use one of: "
+                      f"{fits}")
+
+
 def first_conv_channels(model: nn.Module) -> int | None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv1d)):
@@ -70,4 +93,8 @@ def first_conv_channels(model: nn.Module) -> int | None:
 def num_outputs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     with torch.no_grad():
         net.eval()
-        return int(net(torch.zeros(1, *input_shape)).shape[-1])
+        out = net(torch.zeros(1, *input_shape))
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"the model returns {type(out).__name__}, not class logits, so it is not a classifier: "
+                          "pass --task segment or detect with matching --data (e.g. synthetic-seg, synthetic-det)")
+    return int(out.shape[-1])

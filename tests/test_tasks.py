@@ -204,3 +204,17 @@ def test_faster_rcnn_is_refused_for_the_detect_task_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="no detection_loss"):
         build("fasterrcnn_mobilenet_v3_large_320_fpn", "synthetic-det?train=4&val=2", "host", "100MFLOPs", tmp_path,
               input_size=64, pretrain_epochs=0, formats=("onnx",))
+
+
+def test_zoo_detectors_and_segmenters_pick_their_synthetic_task_or_fail_in_one_line():
+    from autoprune_edge.workload import data_for_task, load_workload
+
+    assert data_for_task("lraspp_mobilenet_v3_large", "synthetic?train=8&val=2") == "synthetic-seg?train=8&val=2"
+    assert data_for_task("ssdlite320_mobilenet_v3_large", "synthetic") == "synthetic-det"
+    assert data_for_task("yolov8n", "yolo:/x") == "yolo:/x"
+    assert data_for_task("mobilenet_v2", "synthetic") == "synthetic"
+    with pytest.raises(ConfigError, match="is a detect model, but --data cifar10:/x holds classify targets"):
+        data_for_task("ssdlite320_mobilenet_v3_large", "cifar10:/x")
+    # a model from outside the zoo that returns a dict is not treated as a classifier
+    with pytest.raises(ConfigError, match="not class logits"):
+        load_workload("toy_models:TinySegmenter", "synthetic?train=4&val=2", input_size=16)

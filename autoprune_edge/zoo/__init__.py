@@ -17,6 +17,7 @@ class ZooEntry:
     in_channels: int  # default number of input channels
     num_classes: int  # default number of classes
     description: str
+    task: str = "classify"  # tasks.TASKS key: what the outputs are
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -32,18 +33,18 @@ ZOO: dict[str, ZooEntry] = {
                       "NAS-Bench-201 cell network (pass arch='|op~0|+|...|'; default: the ResNet-like cell)"),
     "lenet300": ZooEntry(lenet.lenet300, 28, 1, 10, "LeNet-300-100 MLP for 28x28 MNIST digits"),
     "ssdlite320_mobilenet_v3_large": ZooEntry(dense_heads.ssdlite320_mobilenet_v3_large, 320, 3, 91,
-                                              "SSDlite detector, raw box/class head tensors (no NMS)"),
+                                              "SSDlite detector, raw box/class head tensors (no NMS)", task="detect"),
     "fasterrcnn_mobilenet_v3_large_320_fpn": ZooEntry(
         dense_heads.fasterrcnn_mobilenet_v3_large_320_fpn, 320, 3, 91,
-        "Faster R-CNN MobileNetV3-FPN: backbone, FPN and RPN head per level (the RoI head runs after NMS)"),
+        "Faster R-CNN MobileNetV3-FPN: backbone, FPN and RPN head per level (the RoI head runs after NMS)", task="detect"),
     "lraspp_mobilenet_v3_large": ZooEntry(dense_heads.lraspp_mobilenet_v3_large, 320, 3, 21,
-                                          "LR-ASPP segmenter, {'out': per-pixel class logits}"),
+                                          "LR-ASPP segmenter, {'out': per-pixel class logits}", task="segment"),
     "deeplabv3_mobilenet_v3_large": ZooEntry(dense_heads.deeplabv3_mobilenet_v3_large, 320, 3, 21,
-                                             "DeepLabV3 segmenter, {'out': per-pixel class logits}"),
+                                             "DeepLabV3 segmenter, {'out': per-pixel class logits}", task="segment"),
     "yolov8n": ZooEntry(yolo.yolov8n, 640, 3, 81, "Ultralytics YOLOv8n from its YAML, raw DFL box + class tensors "
-                        "(needs the AGPL 'yolo' extra)"),
+                        "(needs the AGPL 'yolo' extra)", task="detect"),
     "yolo11n": ZooEntry(yolo.yolo11n, 640, 3, 81, "Ultralytics YOLO11n from its YAML, raw DFL box + class tensors "
-                        "(needs the AGPL 'yolo' extra)"),
+                        "(needs the AGPL 'yolo' extra)", task="detect"),
 }
 
 
