@@ -34,7 +34,7 @@ class LayerShape:
     out_features: int
     groups: int
     kernel_elems: int  # kh*kw (1 for linear)
-    positions: int  # output spatial positions (x batch rows for linear)
+    positions: int  # output spatial positions (x batch rows for linear), summed over the calls of a shared layer
     depthwise: bool
     has_bias: bool
 
@@ -45,6 +45,11 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSha
     order: list[str] = []
     hooks = []
     names = {m: n for n, m in model.named_modules()}
+
+    def _seen(name: str) -> int:
+        """Positions of earlier calls: a layer applied several times (a head shared by FPN levels) costs
+        the sum of its calls, each at its own resolution."""
+        return shapes[name].positions if name in shapes else 0
 
     def hook(mod: nn.Module, inp: Any, out: Any) -> None:
         name = names[mod]
@@ -57,12 +62,12 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> tuple[list[LayerSha
             for s in mod.kernel_size:
                 k *= s
             dw = mod.groups > 1 and mod.groups == mod.in_channels
-            shapes[name] = LayerShape(name, "conv", mod.in_channels, mod.out_channels, mod.groups, k, positions, dw,
-                                      mod.bias is not None)
+            shapes[name] = LayerShape(name, "conv", mod.in_channels, mod.out_channels, mod.groups, k,
+                                      positions + _seen(name), dw, mod.bias is not None)
         elif isinstance(mod, nn.Linear):
             positions = int(out.numel() // out.shape[-1])
-            shapes[name] = LayerShape(name, "linear", mod.in_features, mod.out_features, 1, 1, positions, False,
-                                      mod.bias is not None)
+            shapes[name] = LayerShape(name, "linear", mod.in_features, mod.out_features, 1, 1,
+                                      positions + _seen(name), False, mod.bias is not None)
 
     for m in model.modules():
         if not list(m.children()):

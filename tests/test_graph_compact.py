@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from autoprune_edge.budget import parse_budgets
 from autoprune_edge.cost import GroupCostModel
@@ -200,3 +201,34 @@ def test_cost_model_counts_exactly_beyond_float32():
     cost = GroupCostModel(graph)
     assert float(cost.macs(graph.full_keep())) == count_macs(model, x).macs
 
+
+
+class _SharedHead(nn.Module):
+    """One head conv applied to two pyramid levels (as FPN detectors share theirs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        a = self.stem(x)
+        b = self.down(a)
+        return [self.out(self.head(a)), self.out(self.head(b))]
+
+
+def test_cost_model_counts_every_call_of_a_shared_layer():
+    from autoprune_edge.cost import GroupCostModel
+
+    model = _SharedHead()
+    example = torch.zeros(1, 3, 16, 16)
+    graph = PruningGraph(model, example)
+    cost = GroupCostModel(graph)
+    keep = [torch.ones(g.size) for g in graph.groups]
+    for k in keep:
+        k[: k.numel() // 2] = 0  # remove half of every group
+    predicted = float(cost.macs(keep))
+    graph.compact([k.bool() for k in keep])
+    assert predicted == pytest.approx(count_macs(graph.model, example).macs, rel=1e-9)
