@@ -42,10 +42,12 @@ def _to(y, device: torch.device):
 
 
 def train_steps(model: nn.Module, task: Task, data: Iterator[Batch], steps: int, lr: float, rt: Runtime, desc: str,
-         pruner: Pruner | None = None) -> list[dict[str, float]]:
-    """SGD (momentum 0.9, cosine) with the task loss (+ the pruner's penalty); a log line per tenth."""
+                pruner: Pruner | None = None) -> list[dict[str, float]]:
+    """SGD (momentum 0.9, cosine) with the task loss (+ the pruner's penalty); a log line per tenth. fp16 on
+    CUDA scales the loss (the Pruner's gate step is scale-free and skips overflowed steps, as the scaler does)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    scaler = rt.scaler()
     log: list[dict[str, float]] = []
     model.train()
     with progress.task(desc, total=steps) as bar:
@@ -56,9 +58,13 @@ def train_steps(model: nn.Module, task: Task, data: Iterator[Batch], steps: int,
                 out = model(x)
             loss = task.loss(model, out, _to(y, rt.device), tuple(x.shape[-2:]))
             total = loss + pruner.penalty() if pruner is not None else loss
-            total.backward()
+            (total if scaler is None else scaler.scale(total)).backward()
             rec = pruner.step(opt) if pruner is not None else {}
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
             opt.zero_grad(set_to_none=True)
             sched.step()
             if (s + 1) % max(1, steps // 10) == 0 or s + 1 == steps:
