@@ -218,3 +218,23 @@ def test_zoo_detectors_and_segmenters_pick_their_synthetic_task_or_fail_in_one_l
     # a model from outside the zoo that returns a dict is not treated as a classifier
     with pytest.raises(ConfigError, match="not class logits"):
         load_workload("toy_models:TinySegmenter", "synthetic?train=4&val=2", input_size=16)
+
+
+def test_ssd_decoding_json_reproduces_torchvisions_boxes():
+    """An app following decoding.json gets the boxes torchvision's own decoder gives."""
+    from autoprune_edge.models import build_model
+
+    model, _ = build_model("ssdlite320_mobilenet_v3_large", num_classes=4)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 96, 96))
+    dec = model.decoding((96, 96))
+    a = np.array(dec["anchors_cxcywh_pixels"])
+    d = out["bbox_regression"][0].numpy()
+    wx, wy, ww, wh = dec["box_coder_weights"]
+    cx, cy = a[:, 0] + d[:, 0] / wx * a[:, 2], a[:, 1] + d[:, 1] / wy * a[:, 3]
+    w, h = a[:, 2] * np.exp(d[:, 2] / ww), a[:, 3] * np.exp(d[:, 3] / wh)
+    mine = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    ssd = model._ssd[0]
+    ref = ssd.box_coder.decode_single(out["bbox_regression"][0], model.anchors((96, 96))).numpy()
+    assert len(a) == out["cls_logits"].shape[1] and np.allclose(mine, ref, atol=1e-2)

@@ -40,3 +40,24 @@ def test_yolo_loss_decoding_and_build(tmp_path):
     dec = json.loads((rep.out_dir / "decoding.json").read_text())
     assert dec["strides"] == [8, 16, 32] and dec["grids_hw"] == [[8, 8], [4, 4], [2, 2]]
     assert any("left whole" in n for n in card.notes)  # C2f's fixed chunk sizes: groups named, with why
+
+
+def test_yolo_decoding_json_reproduces_ultralytics_boxes():
+    model, _ = build_model("yolov8n", num_classes=3)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    dec = model.decoding((64, 64))
+    bins = dec["dfl_bins"]
+    points, strides = [], []
+    for (gh, gw), s in zip(dec["grids_hw"], dec["strides"]):
+        ys, xs = torch.meshgrid(torch.arange(gh) + 0.5, torch.arange(gw) + 0.5, indexing="ij")
+        points.append(torch.stack([xs.flatten(), ys.flatten()], 1))
+        strides.append(torch.full((gh * gw, 1), float(s)))
+    p, st = torch.cat(points), torch.cat(strides)
+    dist = out["boxes"][0].T.reshape(-1, 4, bins).softmax(-1) @ torch.arange(bins, dtype=torch.float32)
+    mine = torch.cat([p - dist[:, :2], p + dist[:, 2:]], 1) * st  # x1 y1 x2 y2 in pixels
+    n = out["boxes"].shape[0]
+    ref = model.head._inference({**out, "feats": model._feats(n, (64, 64), torch.device("cpu"))})[0, :4].T
+    ref_xyxy = torch.cat([ref[:, :2] - ref[:, 2:] / 2, ref[:, :2] + ref[:, 2:] / 2], 1)  # Ultralytics gives cx cy w h
+    assert torch.allclose(mine, ref_xyxy, atol=1e-3)

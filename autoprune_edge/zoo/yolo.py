@@ -100,6 +100,9 @@ class YoloRaw(nn.Module):
                                      "= distance in strides from the point to the left, top, right, bottom side)",
                             "scores": "per anchor point, class logits (sigmoid each; no background class, class j "
                                       "here is label j+1 in labels.txt)"},
+                "dfl_bins": int(head.reg_max),
+                "box": "x1 = (px - left) * stride, y1 = (py - top) * stride, x2 = (px + right) * stride, "
+                       "y2 = (py + bottom) * stride",
                 "strides": [int(s) for s in head.stride],
                 "anchor_points": "grid cell centres (x + 0.5, y + 0.5) of each level, row-major, levels in stride "
                                  "order; multiply by the level's stride for pixels",
