@@ -90,7 +90,8 @@ def render_html(card: ModelCard) -> str:
     cards = [
         (_m(card.macs.after, "MACs"), f"from {_m(card.macs.before, 'MACs')}"),
         (_m(card.params.after, "params"), f"from {_m(card.params.before, 'params')}"),
-        (_pct(acc.after), f"{'accuracy' if acc.metric == 'top-1' else _e(acc.metric)} after (before {_pct(acc.before)})"),
+        (_pct(acc.after),
+         f"{'accuracy' if acc.metric == 'top-1' else _e(acc.metric)} after (before {_pct(acc.before)})"),
         ("<span class='ok'>met</span>" if card.budgets_met else "<span class='bad'>NOT met</span>",
          "budget: " + ", ".join(_e(b.text) for b in card.budget)),
         ("<span class='ok'>all pass</span>" if not failing else f"<span class='bad'>{len(failing)} fail</span>",

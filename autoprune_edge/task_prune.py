@@ -80,7 +80,8 @@ def train_for_task(model: nn.Module, bundle: DataBundle, task: Task, *, epochs: 
     steps = max(1, math.ceil(epochs * len(bundle.train) / batch_size))  # type: ignore[arg-type]
     model.to(rt.device)
     try:
-        return train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed + 7), steps, lr, rt, f"train dense ({task.name})")
+        return train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed + 7), steps, lr, rt,
+                           f"train dense ({task.name})")
     finally:
         model.cpu()
 

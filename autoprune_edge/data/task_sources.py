@@ -256,5 +256,5 @@ def load_coco(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> D
     size = opts.input_size or 320
     desc = (f"COCO-format detection data {root}: {len(train):,} train / {len(val):,} val images, {len(names)} "
             f"categories, resized to {size}x{size}")
-    return DataBundle("coco", ImageTargets(train, size, _boxes), ImageTargets(val, size, _boxes), (3, size, size), IMAGENET_MEAN,
-                      IMAGENET_STD, ["background", *names], False, desc, str(root), {}, task="detect")
+    return DataBundle("coco", ImageTargets(train, size, _boxes), ImageTargets(val, size, _boxes), (3, size, size),
+                      IMAGENET_MEAN, IMAGENET_STD, ["background", *names], False, desc, str(root), {}, task="detect")

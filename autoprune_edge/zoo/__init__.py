@@ -1,5 +1,6 @@
 """Built-in architectures torchvision lacks as plain tensor programs: CIFAR ResNets (akamaster-compatible),
-LeNets, NAS-Bench-201 cell networks, and torchvision's detectors/segmenters without their pre/post-processing (dense_heads.py), Ultralytics YOLO (yolo.py)."""
+LeNets, NAS-Bench-201 cell networks, torchvision's detectors/segmenters without their pre/post-processing
+(dense_heads.py), and Ultralytics YOLO (yolo.py, optional extra)."""
 from __future__ import annotations
 
 from collections.abc import Callable
