@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from .channel_group import ChannelGroup, Member, tile_counts
-from .errors import GraphError
+from .errors import ConfigError, GraphError
 from .heads import output_layers
 from .layers import custom_pruners_for
 from .tracing import SafeDependencyGraph, opaque_reason
@@ -393,3 +394,23 @@ def apply_history(model: nn.Module, example: torch.Tensor, history: list[list[An
     finally:
         model.train(was_training)
     return model
+
+
+def ignored_layer_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> list[str]:
+    """The conv/linear layers to leave whole, from modules or qualified names (a container means every
+    layer inside it, e.g. "backbone" or "model.head")."""
+    names = {m: n for n, m in model.named_modules()}
+    by_name = dict(model.named_modules())
+    out: list[str] = []
+    for item in ignore:
+        if isinstance(item, str):
+            if item not in by_name:
+                raise ConfigError(f"ignore: the model has no module named {item!r} (names are as in "
+                                  "model.named_modules(), e.g. 'backbone' or 'head.0')")
+            mod = by_name[item]
+        else:
+            if item not in names:
+                raise ConfigError(f"ignore: {type(item).__name__} is not a module of this model")
+            mod = item
+        out += [names[m] for m in mod.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    return list(dict.fromkeys(out))

@@ -72,7 +72,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
           html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0,
-          land_measured: bool | None = None, task: str | None = None) -> BuildReport:
+          land_measured: bool | None = None, task: str | None = None, ignore: Sequence[str] = ()) -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
@@ -85,7 +85,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     ``land_measured`` lands a latency budget on the fp32 file's latency measured here (landing.py); by default
     on when the target is ``host``, the machine running the build. ``task`` (classify, segment, detect;
     default: what the data holds) picks the loss and metric (tasks.py); segmenters and detectors are pruned
-    with the loop-agnostic Pruner (task_prune.py) and their files carry no classifier metadata.
+    with the loop-agnostic Pruner (task_prune.py) and their files carry no classifier metadata. ``ignore``:
+    module names (as in ``model.named_modules()``) whose layers keep all their channels, e.g. "backbone".
     """
     t0 = time.perf_counter()
     budgets = as_budgets(budget)
@@ -138,14 +139,14 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if the_task is not CLASSIFY:
         result = prune_for_task(work.model, bundle, budgets, the_task, target=tgt, input_shape=input_shape,
                                 epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                                seed=seed, rt=rt, autoprune=autoprune)
+                                seed=seed, rt=rt, autoprune=autoprune, ignore=ignore)
     else:  # the probe converts the dense model now, before prune() compacts it in place
         with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
             result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
                            epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
                            granularity=granularity, distill=distill, distill_alpha=distill_alpha,
                            distill_temperature=distill_temperature, autoprune=autoprune, device=device,
-                           precision=precision, seed=seed, latency_probe=probe)
+                           precision=precision, seed=seed, latency_probe=probe, ignore=ignore)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

@@ -35,7 +35,7 @@ from .cost import GroupCostModel
 from .distributed import average_gradients, broadcast_, world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
-from .graph import PruningGraph
+from .graph import PruningGraph, ignored_layer_names
 from .methods.selection import select
 from .profiles.counting import count_macs
 from .projection import project_to_target
@@ -43,8 +43,6 @@ from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence
 from .targets import load_target
-
-_PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass
@@ -90,7 +88,7 @@ class Pruner:
         self.example = example_inputs
         self.input_shape = tuple(example_inputs.shape)
         round_to, narrow = channel_rounding(self.target, round_to)
-        self.ignored = self._ignored_names(ignore)
+        self.ignored = ignored_layer_names(model, ignore)
         was_training = model.training
         self.before = count_macs(model, example_inputs)
         self.graph = PruningGraph(model, example_inputs, ignored_layers=self.ignored, round_to=round_to, narrow=narrow,
@@ -128,21 +126,6 @@ class Pruner:
         self._gated = gated_originals(model, self.gates)
         self._compacted = False
         self.log: list[dict[str, float]] = []
-
-    def _ignored_names(self, ignore: Iterable[nn.Module | str]) -> list[str]:
-        names = {m: n for n, m in self.model.named_modules()}
-        out: list[str] = []
-        for item in ignore:
-            if isinstance(item, str):
-                if item not in dict(self.model.named_modules()):
-                    raise ConfigError(f"ignore: the model has no module named {item!r}")
-                mod = self.model.get_submodule(item)
-            else:
-                if item not in names:
-                    raise ConfigError(f"ignore: {type(item).__name__} is not a module of this model")
-                mod = item
-            out += [names[m] for m in mod.modules() if isinstance(m, _PRUNABLE)]
-        return list(dict.fromkeys(out))
 
     def penalty(self) -> torch.Tensor:
         """The budget term to add to the loss: lambda * cost / budget per budget, differentiable in the gates."""

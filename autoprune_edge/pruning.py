@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from .device import CPU_FP32, Runtime, resolve_runtime
 from .distributed import world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
-from .graph import PruningGraph
+from .graph import PruningGraph, ignored_layer_names
 from .heads import flatten_outputs
 from .landing import Probe, land
 from .methods import AutoPrune, CriterionLike, get_criterion
@@ -102,7 +103,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False, device: str = "auto",
-          precision: str = "fp32", latency_probe: Probe | None = None) -> PruneResult:
+          precision: str = "fp32", latency_probe: Probe | None = None,
+          ignore: Iterable[nn.Module | str] = ()) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
@@ -156,11 +158,15 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         acc_before = evaluate(model, data.val, desc="accuracy (dense)", rt=rt)
 
     round_to, narrow = channel_rounding(target, round_to)
-    graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio, narrow=narrow)
+    ignored = ignored_layer_names(model, ignore)
+    graph = PruningGraph(model, example, round_to=round_to, max_prune_ratio=max_prune_ratio, narrow=narrow,
+                         ignored_layers=ignored)
     widths_before = graph.widths()
     cost = GroupCostModel(graph)
     evaluator, cheap = budget_evaluator(graph, cost, budgets, target, input_shape)
     notes: list[str] = [f"channel group at {root} left dense: {why}" for root, why in graph.left_dense]
+    if ignored:
+        notes.append(f"left whole as asked (ignore): {len(ignored)} layer(s): {', '.join(ignored)}")
     gate_log: list[dict[str, float]] = []
     if learned:
         scores, gate_log, gate_notes = _learn_gates(graph, cost, data, budgets, cfg, ckpt, target, input_shape, rt)

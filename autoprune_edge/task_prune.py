@@ -8,7 +8,7 @@ score, fine-tune for ``finetune_epochs`` with the same loss, score again. The re
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -88,7 +88,8 @@ def train_for_task(model: nn.Module, bundle: DataBundle, task: Task, *, epochs: 
 
 def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], task: Task, *, target,
                    input_shape: tuple[int, ...], epochs: float, finetune_epochs: float, lr: float, batch_size: int,
-                   seed: int, rt: Runtime, autoprune: AutoPruneConfig | None = None) -> PruneResult:
+                   seed: int, rt: Runtime, autoprune: AutoPruneConfig | None = None,
+                   ignore: Iterable[nn.Module | str] = ()) -> PruneResult:
     torch.manual_seed(seed)
     per_epoch = math.ceil(len(bundle.train) / batch_size)  # type: ignore[arg-type]
     gate_steps = max(1, math.ceil(epochs * per_epoch))
@@ -98,7 +99,7 @@ def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], 
     model.to(rt.device)  # the gates are made where the model is
     example = torch.zeros(input_shape, device=rt.device)
     cfg = autoprune or AutoPruneConfig(seed=seed)
-    pruner = Pruner(model, example, budgets, total_steps=gate_steps, target=target, config=cfg)
+    pruner = Pruner(model, example, budgets, total_steps=gate_steps, target=target, config=cfg, ignore=ignore)
     widths_before = pruner.graph.widths()
     groups = len(pruner.graph.groups)
     gate_log = train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed), gate_steps, lr, rt,
@@ -115,6 +116,9 @@ def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], 
     if rep.left_dense:
         notes.append("channel groups left whole: " + "; ".join(f"{n} ({why})" for n, why in rep.left_dense))
     notes.append("output layers kept whole (their channels are the outputs' contract): " + ", ".join(rep.head_layers))
+    if rep.ignored_layers:
+        notes.append(f"left whole as asked (ignore): {len(rep.ignored_layers)} layer(s): "
+                     + ", ".join(rep.ignored_layers))
     return PruneResult(
         model=small.cpu(), history=rep.history, method="autoprune", budgets=budgets, input_shape=input_shape,
         macs_before=rep.macs_before, macs_after=rep.macs_after, params_before=rep.params_before,

@@ -276,3 +276,16 @@ def test_build_with_qat_fine_tunes_before_converting_and_says_so(tmp_path, capsy
     assert qat["accuracy_after"] == card["accuracy"]["after"] and len(qat["log"]) == 1
     assert next(a for a in card["artifacts"] if a["format"] == "tflite-int8")["parity_ok"]
     assert "Quantisation-aware fine-tune before conversion: 0.5 epoch(s)" in (tmp_path / "q" / "report.md").read_text()
+
+
+def test_prune_ignore_keeps_a_module_whole_and_names_a_missing_one(tmp_path):
+    out = tmp_path / "p"
+    rc = main(["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--out", str(out),
+               "--ignore", "features.0", "--method", "l1"])
+    assert rc == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["widths"]["features.0"][1] == 16  # its output channels are all kept
+    assert plan["widths"]["features.3"][1] < 32  # the rest was pruned to reach the budget
+    rc = main(["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--out", str(tmp_path / "q"),
+               "--ignore", "nosuch"])
+    assert rc == 2

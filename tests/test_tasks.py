@@ -156,9 +156,11 @@ def test_build_segment_end_to_end(tmp_path):
     rep = build("toy_models:TinySegmenter", "synthetic-seg?train=32&val=8&classes=3", "host",
                 f"{dense / 2e6:.6f}MFLOPs", tmp_path, input_size=32, epochs=1, finetune_epochs=1, batch_size=8,
                 lr=0.05, formats=("onnx", "tflite-fp32", "tflite-int8"), measure_runs=2, calib_samples=8,
-                parity_samples=8, pretrain_epochs=2, html_report=False)
+                parity_samples=8, pretrain_epochs=2, html_report=False, ignore=("enc1",))
     card = rep.card
     assert card.task == "segment" and card.accuracy.metric == "mIoU"
+    assert card.widths.after["enc1.0"] == card.widths.before["enc1.0"]  # left whole as asked
+    assert any("left whole as asked (ignore): 1 layer(s): enc1.0" in n for n in card.notes)
     assert card.macs.after <= dense / 2 and card.equivalence.rel < 1e-4
     assert 0.0 <= card.accuracy.after <= 1.0 and card.accuracy.before is not None
     assert [t["name"] for t in card.outputs.tensors] == ["out"] and card.outputs.tensors[0]["shape"] == [1, 3, 32, 32]

@@ -76,6 +76,9 @@ def training_flags(p: argparse.ArgumentParser) -> None:
     """How pruning trains: the same flags on build and prune (they mean what `prune()`'s arguments mean)."""
     g = p.add_argument_group("pruning and training")
     g.add_argument("--method", default="autoprune", help=METHOD_HELP)
+    g.add_argument("--ignore", action="append", metavar="MODULE",
+                   help="a module whose layers keep all their channels (name as in model.named_modules(), e.g. "
+                        "backbone or head.cls; repeatable)")
     g.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; one-shot methods take none)")
     g.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning epochs after compaction (default 1)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate of the weights (default 0.01)")
