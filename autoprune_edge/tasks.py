@@ -56,6 +56,10 @@ def batches(ds: Dataset, task: Task, batch_size: int):
         yield task.collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))])  # type: ignore[arg-type]
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _cls_loss(model: nn.Module, out: Any, y: Any, size: tuple[int, int]) -> torch.Tensor:
     return F.cross_entropy(out.float(), y)
 
@@ -65,7 +69,7 @@ def _top1(model: nn.Module, ds: Dataset, classes: int) -> float:
     was, right, n = model.training, 0, 0
     model.eval()
     for x, y in batches(ds, CLASSIFY, 64):
-        right += int((model(x).argmax(-1) == y).sum())
+        right += int((model(x.to(_device(model))).argmax(-1).cpu() == y).sum())
         n += len(y)
     model.train(was)
     return right / max(1, n)
@@ -83,7 +87,7 @@ def _miou(model: nn.Module, ds: Dataset, classes: int) -> float:
     was = model.training
     model.eval()
     for x, y in batches(ds, SEGMENT, 16):
-        metric.update(main_tensor(model(x)).argmax(1), y)
+        metric.update(main_tensor(model(x.to(_device(model)))).argmax(1).cpu(), y)
     model.train(was)
     return float(metric.compute())
 
@@ -110,8 +114,8 @@ def _map50(model: nn.Module, ds: Dataset, classes: int) -> float:
     was = model.training
     model.eval()
     for x, y in batches(ds, DETECT, 16):
-        preds = det.detections(model(x), tuple(x.shape[-2:]))  # type: ignore[operator]
-        metric.update([{k: v.float() if k != "labels" else v for k, v in p.items()} for p in preds],
+        preds = det.detections(model(x.to(_device(model))), tuple(x.shape[-2:]))  # type: ignore[operator]
+        metric.update([{k: (v.float() if k != "labels" else v).cpu() for k, v in p.items()} for p in preds],
                       [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in y])
     model.train(was)
     return float(metric.compute()["map"])
