@@ -125,8 +125,8 @@ CLASSIFY = Task("classify", "top-1", "class logits (N x classes); softmax for pr
                 _stack)
 SEGMENT = Task("segment", "mIoU", "per-pixel class logits (N x classes x H x W at the input size); argmax over "
                "classes gives the mask, class 0 is background", _seg_loss, _miou, _stack)
-DETECT = Task("detect", "mAP@0.5", "raw head tensors before box decoding and NMS (see model_card 'outputs')",
-              _det_loss, _map50, _listed)
+DETECT = Task("detect", "mAP@0.5", "raw head tensors before box decoding and NMS; decoding.json (written when the "
+              "model describes its decoding) says how to turn them into boxes", _det_loss, _map50, _listed)
 TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFY, SEGMENT, DETECT)}
 
 
