@@ -90,10 +90,10 @@ def _reopen(gates: ChannelGates | WeightGates, learn: list[int], excess: Callabl
             lo = mid
         else:
             hi = mid - 1
-    tau = float(vals[lo])
+    thr = _opening_threshold(vals, lo)  # the same cut the search judged: ties at the boundary stay closed
     for i in learn:
         m = gates.m[i]
-        sel = (m <= 0) & (m >= tau)
+        sel = (m <= 0) & (m > thr)
         if not bool(sel.any()):
             continue
         m[sel] = REOPENED
@@ -101,11 +101,17 @@ def _reopen(gates: ChannelGates | WeightGates, learn: list[int], excess: Callabl
             _forget(optimizer, m, sel)
 
 
-def _fits_opening(excess: Callable[[float], float], vals: torch.Tensor, j: int) -> bool:
-    """Whether opening every closed gate >= vals[j] keeps the mask within the target."""
+def _opening_threshold(vals: torch.Tensor, j: int) -> float:
+    """The cut that opens the closed gates ranked 0..j (values sorted descending): halfway to the next value,
+    so "open" (m > cut) takes exactly those; where vals[j + 1] ties vals[j], the cut is vals[j] itself and the
+    tied block stays closed (it is judged as a whole when j reaches its end)."""
     below = float(vals[j + 1]) if j + 1 < vals.numel() else float(vals[j]) - 1.0
-    # "open" means m > threshold: a threshold between vals[j+1] and vals[j] opens exactly those >= vals[j]
-    return excess((below + float(vals[j])) / 2) <= 0
+    return (below + float(vals[j])) / 2
+
+
+def _fits_opening(excess: Callable[[float], float], vals: torch.Tensor, j: int) -> bool:
+    """Whether opening the closed gates ranked 0..j keeps the mask within the target."""
+    return excess(_opening_threshold(vals, j)) <= 0
 
 
 def _forget(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:

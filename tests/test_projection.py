@@ -54,3 +54,12 @@ def test_near_target_or_reopening_disabled_leaves_the_mask_alone():
         gates, ctrl, cost_fn = _setup(values, target=target)
         project_to_target(gates, cost_fn, ctrl, step=1, reopen_below=reopen)
         assert gates.m[0].detach().tolist() == torch.tensor(values).tolist()
+
+
+def test_reopening_never_opens_a_tied_block_that_does_not_fit():
+    # six gates closed in the same step all sit at CLOSED; reopening all of them would overshoot
+    values = [0.9, CLOSED, CLOSED, CLOSED, CLOSED, CLOSED, CLOSED, -0.5]
+    gates, ctrl, cost_fn = _setup(values, target=20.0)  # open: 1; the tied block costs 2+..+7 = 27
+    project_to_target(gates, cost_fn, ctrl, step=1)
+    assert _cost(gates) <= 20.0
+    assert gates.m[0].detach().tolist() == pytest.approx(values)  # the block did not fit: nothing reopened
