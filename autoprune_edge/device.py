@@ -143,7 +143,8 @@ CPU_FP32 = Runtime(device=torch.device("cpu"), precision="fp32", autocast_dtype=
                    channels_last=False)
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters (else buffers) live; the CPU for an empty module."""
     for t in module.parameters():
         return t.device
     for t in module.buffers():
@@ -156,7 +157,7 @@ def placed(rt: Runtime, *modules: nn.Module | None) -> Iterator[torch.memory_for
     """Move modules to the runtime's device (and memory format) for the duration; then back where they were,
     contiguous. Parameters keep their identity, so optimisers and gate lists built inside stay valid."""
     mods = [m for m in modules if m is not None]
-    homes = [_device_of(m) for m in mods]
+    homes = [device_of(m) for m in mods]
     fmt = rt.memory_format(mods[0]) if mods else torch.contiguous_format
     changed = fmt is not torch.contiguous_format  # leave a model's own layout alone unless we change it
     if rt.device.type == "cuda":
@@ -170,5 +171,5 @@ def placed(rt: Runtime, *modules: nn.Module | None) -> Iterator[torch.memory_for
             m.to(home, memory_format=torch.contiguous_format) if changed else m.to(home)
 
 
-__all__ = ["Runtime", "CPU_FP32", "DEVICE_CHOICES", "PRECISION_CHOICES", "cpu_has_bf16", "placed",
+__all__ = ["Runtime", "CPU_FP32", "DEVICE_CHOICES", "PRECISION_CHOICES", "cpu_has_bf16", "device_of", "placed",
            "resolve_device", "resolve_precision", "resolve_runtime"]

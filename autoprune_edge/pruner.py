@@ -32,6 +32,7 @@ from .autoprune import (AutoPruneConfig, CostFn, Controller, gated_originals, ma
                         normalise_gradients, penalty_push, scaled_keep, structured_costs)
 from .budget import Budget, as_budgets
 from .cost import GroupCostModel
+from .device import device_of
 from .distributed import average_gradients, broadcast_, world
 from .errors import BudgetError, ConfigError, EquivalenceError
 from .gates import ChannelGates
@@ -96,8 +97,7 @@ class Pruner:
         model.train(was_training)
         self.cost = GroupCostModel(self.graph)
         self.gates = ChannelGates(self.graph, self.cfg.gate_config())
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        self.gates.to(device)
+        self.gates.to(device_of(model))
         self.gates.attach()
         learnable = [b for b in self.budgets if b.kind in FAST_KINDS]
         latency = None

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from . import progress
 from .autoprune import AutoPruneConfig
@@ -31,16 +32,6 @@ def shuffled_batches(bundle: DataBundle, task: Task, batch_size: int, seed: int)
             yield task.collate([bundle.train[i] for i in idx.tolist()])
 
 
-def _to(y, device: torch.device):
-    if isinstance(y, torch.Tensor):
-        return y.to(device)
-    if isinstance(y, dict):
-        return {k: _to(v, device) for k, v in y.items()}
-    if isinstance(y, list):
-        return [_to(v, device) for v in y]
-    return y
-
-
 def train_steps(model: nn.Module, task: Task, data: Iterator[Batch], steps: int, lr: float, rt: Runtime, desc: str,
                 pruner: Pruner | None = None) -> list[dict[str, float]]:
     """SGD (momentum 0.9, cosine) with the task loss (+ the pruner's penalty); a log line per tenth. fp16 on
@@ -56,7 +47,7 @@ def train_steps(model: nn.Module, task: Task, data: Iterator[Batch], steps: int,
             x = rt.inputs(x)
             with rt.autocast():
                 out = model(x)
-            loss = task.loss(model, out, _to(y, rt.device), tuple(x.shape[-2:]))
+            loss = task.loss(model, out, tree_map(lambda t: t.to(rt.device), y), tuple(x.shape[-2:]))
             total = loss + pruner.penalty() if pruner is not None else loss
             (total if scaler is None else scaler.scale(total)).backward()
             rec = pruner.step(opt) if pruner is not None else {}

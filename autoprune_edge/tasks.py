@@ -7,7 +7,9 @@ them itself: a model used with the detect task has ``detection_loss(outputs, tar
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from .data import data_sources
+from .device import device_of
 from .errors import ConfigError
 
 IGNORE_INDEX = 255  # mask pixels that count for no class (borders, "don't care")
@@ -56,10 +60,6 @@ def batches(ds: Dataset, task: Task, batch_size: int):
         yield task.collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))])  # type: ignore[arg-type]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def _cls_loss(model: nn.Module, out: Any, y: Any, size: tuple[int, int]) -> torch.Tensor:
     return F.cross_entropy(out.float(), y)
 
@@ -69,7 +69,7 @@ def _top1(model: nn.Module, ds: Dataset, classes: int) -> float:
     was, right, n = model.training, 0, 0
     model.eval()
     for x, y in batches(ds, CLASSIFY, 64):
-        right += int((model(x.to(_device(model))).argmax(-1).cpu() == y).sum())
+        right += int((model(x.to(device_of(model))).argmax(-1).cpu() == y).sum())
         n += len(y)
     model.train(was)
     return right / max(1, n)
@@ -81,13 +81,13 @@ def _seg_loss(model: nn.Module, out: Any, y: Any, size: tuple[int, int]) -> torc
 
 @torch.no_grad()
 def _miou(model: nn.Module, ds: Dataset, classes: int) -> float:
-    from torchmetrics.classification import MulticlassJaccardIndex
+    from torchmetrics.classification import MulticlassJaccardIndex  # ~1 s to import: only when scoring
 
     metric = MulticlassJaccardIndex(num_classes=classes, average="macro", ignore_index=IGNORE_INDEX)
     was = model.training
     model.eval()
     for x, y in batches(ds, SEGMENT, 16):
-        metric.update(main_tensor(model(x.to(_device(model)))).argmax(1).cpu(), y)
+        metric.update(main_tensor(model(x.to(device_of(model)))).argmax(1).cpu(), y)
     model.train(was)
     return float(metric.compute())
 
@@ -106,7 +106,7 @@ def _det_loss(model: nn.Module, out: Any, y: Any, size: tuple[int, int]) -> torc
 
 @torch.no_grad()
 def _map50(model: nn.Module, ds: Dataset, classes: int) -> float:
-    from torchmetrics.detection import MeanAveragePrecision
+    from torchmetrics.detection import MeanAveragePrecision  # ~1 s to import: only when scoring
 
     det = detector_of(model)
     metric = MeanAveragePrecision(iou_thresholds=[0.5], box_format="xyxy")  # COCO: best 100 boxes per image
@@ -114,7 +114,7 @@ def _map50(model: nn.Module, ds: Dataset, classes: int) -> float:
     was = model.training
     model.eval()
     for x, y in batches(ds, DETECT, 16):
-        preds = det.detections(model(x.to(_device(model))), tuple(x.shape[-2:]))  # type: ignore[operator]
+        preds = det.detections(model(x.to(device_of(model))), tuple(x.shape[-2:]))  # type: ignore[operator]
         metric.update([{k: (v.float() if k != "labels" else v).cpu() for k, v in p.items()} for p in preds],
                       [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in y])
     model.train(was)
@@ -142,8 +142,6 @@ def task_for(name: str | None, bundle: Any) -> Task:
     held = get_task(bundle.task)
     if name is None or get_task(name) is held:
         return held
-    from .data import data_sources
-
     fits = ", ".join(s.usage for s in data_sources() if s.task == name)
     raise ConfigError(f"--task {name} needs {name} data, but --data {bundle.name} holds {held.name} targets; "
                       f"use one of: {fits}")
@@ -180,7 +178,4 @@ def write_decoding(model: nn.Module, input_shape: tuple[int, ...], folder: Any) 
     raw head tensors into boxes (default boxes, box-coder weights, score rule), as decoding.json."""
     describe = getattr(model, "decoding", None)
     if describe is not None:
-        import json
-        from pathlib import Path
-
         (Path(folder) / DECODING_FILE).write_text(json.dumps(describe(tuple(input_shape[-2:]))))
