@@ -37,7 +37,7 @@ from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
 from .profiles.host import LatencyProbe
-from .pruning import prune
+from .pruning import FINETUNE_BATCH_SIZE, check_batch_size, prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
 from .report_html import write_html_report
@@ -65,7 +65,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           budget: str | Sequence[str] | Sequence[Budget] = "100MFLOPs", out_dir: str | Path = "out", *,
           weights: str | None = None, name: str | None = None, method: Any = "autoprune", epochs: float = 1.0,
           formats: str | tuple[str, ...] | None = None, pretrain_epochs: float | None = None,
-          finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32, granularity: str = "structured",
+          finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int | None = None, granularity: str = "structured",
           distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
           autoprune: AutoPruneConfig | None = None, device: str = "auto", precision: str = "fp32",
           input_size: int | None = None, allow_download: bool = False, measure_runs: int = 30,
@@ -99,6 +99,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     rt = resolve_runtime(device, precision)  # a bad --device / --precision fails before any work
     if calib_samples < 1 or parity_samples < 1:
         raise AutoPruneEdgeError("--calib-samples and --parity-samples must be at least 1")
+    check_batch_size(batch_size)
     if not (math.isfinite(qat_epochs) and qat_epochs >= 0):
         raise AutoPruneEdgeError(f"--qat-epochs must be a number >= 0, got {qat_epochs}")
     if qat_epochs > 0 and "tflite-int8" not in fmts:
@@ -121,13 +122,14 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                                  "--qat-epochs (classifier-only for now); drop those options")
     if pretrain_epochs is None:
         pretrain_epochs = 0.0 if weights else 1.0
+    one_batch = batch_size or FINETUNE_BATCH_SIZE  # for the steps that have no phase default of their own
     pretrain_log = []
     if pretrain_epochs > 0:
         progress.log(f"training the dense {model} for {pretrain_epochs:g} epoch(s) on {bundle.name} data first "
                      "(no --weights given)")
     if pretrain_epochs > 0 and the_task is not CLASSIFY:
         pretrain_log = train_for_task(work.model, bundle, the_task, epochs=pretrain_epochs, lr=lr,
-                                      batch_size=batch_size, seed=seed, rt=rt)
+                                      batch_size=one_batch, seed=seed, rt=rt)
     elif pretrain_epochs > 0:
         pretrain_log = train(work.model, bundle.train, TrainConfig(epochs=pretrain_epochs, lr=1e-3,
                                                                    weight_decay=1e-4, optimizer="adam", seed=seed),
@@ -138,7 +140,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     land = land_measured and any(b.kind == "latency_ms" for b in budgets) and the_task is CLASSIFY
     if the_task is not CLASSIFY:
         result = prune_for_task(work.model, bundle, budgets, the_task, target=tgt, input_shape=input_shape,
-                                epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                                epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=one_batch,
                                 seed=seed, rt=rt, autoprune=autoprune, ignore=ignore)
     else:  # the probe converts the dense model now, before prune() compacts it in place
         with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
@@ -150,7 +152,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after
-        qat = quantisation_aware_finetune(result.model, bundle.train, qat_epochs, lr=lr / 10, batch_size=batch_size,
+        qat = quantisation_aware_finetune(result.model, bundle.train, qat_epochs, lr=lr / 10, batch_size=one_batch,
                                           seed=seed, rt=rt)
         result.accuracy_after = evaluate(result.model, bundle.val, desc="accuracy (after QAT)", rt=rt)
         qat.accuracy_before, qat.accuracy_after = before_qat, result.accuracy_after

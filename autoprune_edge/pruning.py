@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,9 @@ from .prune_result import PruneResult
 from .targets import load_target
 from .train import TrainConfig, evaluate, recalibrate_bn, train
 from .unstructured import prune_unstructured
+
+#: fine-tuning batch when none is given (gate training then keeps AutoPruneConfig.batch_size, 64)
+FINETUNE_BATCH_SIZE = 32
 
 FAST_KINDS = {"macs", "params"}
 EQUIVALENCE_REL_TOL = 1e-4
@@ -98,7 +102,7 @@ def channel_rounding(target: Any, round_to: int | None) -> tuple[int, int]:
 
 def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Budget] = "100MFLOPs", *,
           target: Any = None, method: CriterionLike = "autoprune", input_shape: tuple[int, ...] | None = None,
-          epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int = 32,
+          epochs: float = 1.0, finetune_epochs: float = 1.0, lr: float = 0.01, batch_size: int | None = None,
           distill: bool = False, distill_alpha: float = 0.9, distill_temperature: float = 2.0,
           round_to: int | None = None, max_prune_ratio: float = 0.9,
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
@@ -111,6 +115,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     registered in methods.METHODS, or a methods.Criterion class or object. granularity "unstructured"
     (AutoPrune only) prunes single weights instead of channels; the model then keeps its shape and the
     budget counts non-zero weights / MACs.
+
+    batch_size: both phases; None keeps each phase's default (gates 64, fine-tuning 32). A given
+    ``autoprune`` config keeps its own batch_size for the gates.
 
     distill: fine-tune against the dense model's soft labels, loss = (1-α)·CE + α·T²·KL(T). The defaults
     (α 0.9, T 2) suit the small students pruning produces: at T 4 the soft term swamped a 5-10-50
@@ -133,9 +140,13 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if learned and (data is None or epochs <= 0):
         raise ConfigError("autoprune learns its gates from data over --epochs > 0; pass --data and --epochs, "
                           "or use --method l1 for a one-shot structural run")
+    check_batch_size(batch_size)
     rt = resolve_runtime(device, precision)
     budgets, target, input_shape = _resolve(budget, target, data, input_shape)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
+    if autoprune is None and batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    batch_size = batch_size or FINETUNE_BATCH_SIZE
     if learned:
         _check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
@@ -255,6 +266,11 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch size must be a positive number of images, got {batch_size}")
 
 
 def _check_autoprune_config(cfg: AutoPruneConfig) -> None:

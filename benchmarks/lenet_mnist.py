@@ -11,6 +11,9 @@ dense net (alpha 0.9, T 2) unless --no-distill.
     python benchmarks/lenet_mnist.py                      # the committed results (about 30 min on 2 cores)
     python benchmarks/lenet_mnist.py --only structured     # just the structured LeNet-5 rows
     python benchmarks/lenet_mnist.py --only unstructured --models lenet5
+
+The same recipe through the CLI (the row's command is printed and stored with it): ``--save-dense DIR``
+writes each dense net as ``DIR/<model>_dense.safetensors``; pass it to ``autoprune-edge prune --weights``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,6 +39,16 @@ from benchmarks.common import Timer, md_table, shared, tflite_fp32_parity, write
 
 def gated_weights(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def unstructured_cli(name: str, budget: int, args: argparse.Namespace) -> str:
+    """The `prune` command that runs this row's recipe on the dense net written by --save-dense."""
+    distill = (f" --distill --distill-alpha {args.distill_alpha:g} --distill-temperature {args.distill_temperature:g}"
+               if args.distill else "")
+    return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data mnist:ROOT "
+            f"--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
+            f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr 0.02 --batch-size 128 "
+            f"--seed {args.seed}{distill} --out {name}-unstructured")
 
 
 def main() -> None:
@@ -54,6 +68,8 @@ def main() -> None:
                     help="fine-tune on labels only (default: every method distilled from the dense net)")
     ap.add_argument("--distill-alpha", type=float, default=0.9)
     ap.add_argument("--distill-temperature", type=float, default=2.0)
+    ap.add_argument("--save-dense", type=Path, default=None, metavar="DIR",
+                    help="also write each dense net as DIR/<model>_dense.safetensors (for the CLI recipe)")
     args = ap.parse_args()
     compression = {k: float(v) for k, v in (kv.split("=") for kv in args.compression.split(","))}
     torch.manual_seed(args.seed)
@@ -65,6 +81,9 @@ def main() -> None:
             train(dense, data.train, TrainConfig(epochs=args.dense_epochs, lr=0.05, batch_size=128, seed=args.seed),
                   desc=f"train dense {name}")
         acc_dense = evaluate(dense, data.val, desc="accuracy (dense)")
+        if args.save_dense:
+            args.save_dense.mkdir(parents=True, exist_ok=True)
+            save_file(dense.state_dict(), str(args.save_dense / f"{name}_dense.safetensors"))
         example = torch.zeros(1, *data.input_shape)
         probe = torch.stack([data.val[i][0] for i in range(16)])
         dense_macs = count_macs(dense, example).macs
@@ -95,7 +114,8 @@ def main() -> None:
             gated = gated_weights(dense)
             other = sum(p.numel() for p in dense.parameters()) - gated
             target_nonzero = math.floor(gated / compression[name])
-            cfg = AutoPruneConfig(epochs=args.unstructured_gate_epochs, batch_size=128, seed=args.seed)
+            # one lr and batch size for both phases, so that `prune --lr 0.02 --batch-size 128` is this recipe
+            cfg = AutoPruneConfig(epochs=args.unstructured_gate_epochs, lr=0.02, batch_size=128, seed=args.seed)
             with Timer() as t:
                 r = prune(copy.deepcopy(dense), data, f"{target_nonzero + other}params", method="autoprune",
                           autoprune=cfg, granularity="unstructured",
@@ -103,7 +123,7 @@ def main() -> None:
                           batch_size=128, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
                           distill_temperature=args.distill_temperature)
             rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
-                         "method": "autoprune",
+                         "method": "autoprune", "cli": unstructured_cli(name, target_nonzero + other, args),
                          "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
                          "nonzero_after": r.nonzero_after, "compression": r.nonzero_before / max(1, r.nonzero_after),
                          "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,

@@ -171,6 +171,10 @@ ERRORS = [
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1",
                 "--epochs", "2", "--out", t / "o"], "--epochs 0"),
     (lambda t: ["profile", "toy_models:NoSuchFactory", "--target", "host"], "NoSuchFactory"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", "synthetic", "--batch-size", "0", "--out",
+                t / "o"], "batch size"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--batch-size", "-2", "--out",
+                t / "o"], "batch size"),
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--qat-epochs", "-1",
                 "--out", t / "o"], "--qat-epochs"),
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--qat-epochs", "1",
@@ -289,3 +293,14 @@ def test_prune_ignore_keeps_a_module_whole_and_names_a_missing_one(tmp_path):
     rc = main(["prune", "--model", TOY, "--budget", "1MFLOPs", "--input-size", "16", "--out", str(tmp_path / "q"),
                "--ignore", "nosuch"])
     assert rc == 2
+
+
+def test_batch_size_reaches_gate_training_when_given():
+    """--batch-size sets both phases; without it gates keep AutoPruneConfig's 64 (fine-tuning 32)."""
+    from autoprune_edge.cli.parser import build_parser
+    from autoprune_edge.cli.ship import TrainingArgs
+
+    base = ["prune", "--model", TOY, "--budget", "1MFLOPs", "--out", "o"]
+    given = TrainingArgs.from_args(build_parser().parse_args([*base, "--batch-size", "128", "--lr", "0.02"]))
+    assert given.autoprune.batch_size == 128 and given.autoprune.lr == 0.02
+    assert TrainingArgs.from_args(build_parser().parse_args(base)).autoprune.batch_size == 64

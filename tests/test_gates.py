@@ -279,3 +279,13 @@ def test_latency_budget_steers_gate_training():
     assert "lambda_latency_ms" in r.gate_log[-1]
     assert r.gate_log[-1]["latency_ms"] <= budget * 1.05  # the controller drove the linearised latency down
     assert profile(r.model, (1, 3, 12, 12), "raspberrypi4").latency_ms <= budget
+
+
+def test_prune_batch_size_applies_to_gate_training():
+    from autoprune_edge.data import load_data
+
+    data = load_data("synthetic", input_size=8, synthetic_train=128, synthetic_val=32)
+    c = count_macs(SmallCNN(w=8), torch.randn(1, 3, 8, 8)).macs
+    r = prune(SmallCNN(w=8), data, f"{c * 0.7 / 1e6:.6f}MFLOPs", epochs=1, batch_size=16, finetune_epochs=0,
+              round_to=1, evaluate_accuracy=False)
+    assert r.gate_log[-1]["step"] == 128 // 16  # not 128 // 64, AutoPruneConfig's own default

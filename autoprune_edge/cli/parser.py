@@ -82,7 +82,8 @@ def training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=float, help="AutoPrune gate-training epochs (default 1; one-shot methods take none)")
     g.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning epochs after compaction (default 1)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate of the weights (default 0.01)")
-    g.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    g.add_argument("--batch-size", type=int,
+                   help="training batch size of every phase (default 64 while training gates, 32 fine-tuning)")
     g.add_argument("--granularity", default="structured", choices=["structured", "unstructured"])
     g.add_argument("--ste", default=None, choices=["identity", "leaky", "sigmoid", "softplus"],
                    help="straight-through derivative for the gates (AutoPrune; default softplus for channel "

@@ -46,8 +46,8 @@ class TrainingArgs:
         epochs = (1.0 if learned else 0.0) if args.epochs is None else args.epochs
         if not learned:
             return cls(epochs, None)
-        tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent))
-                 if v is not None}
+        tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent),
+                                   ("batch_size", args.batch_size)) if v is not None}
         return cls(epochs, AutoPruneConfig(epochs=epochs, lr=args.lr, ste=args.ste, seed=args.seed, **tuned))
 
 
