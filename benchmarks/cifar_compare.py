@@ -101,6 +101,10 @@ def _overrides(text: str) -> dict:
     return out
 
 
+def _key(row: dict) -> tuple:
+    return row["model"], row["reduction"], row["method"]
+
+
 def std_err(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n)
 
@@ -134,6 +138,11 @@ def main() -> None:
     ap.add_argument("--autoprune-opts", default="",
                     help="AutoPruneConfig overrides, e.g. coupling_exponent=1,lr_gates=0.01 (probes; default: none)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing .json")
+    ap.add_argument("--rerun", default="", metavar="METHODS",
+                    help="run these methods again at --reductions, replacing their saved rows (e.g. after a fix)")
+    ap.add_argument("--merge", type=Path, metavar="JSON",
+                    help="add the rows of another results file of the same schedule (a run in another checkout), "
+                         "replacing rows of the same model, reduction and method; then rewrite the .md")
     args = ap.parse_args()
     rt = resolve_runtime(args.device, args.precision)
     args.precision = rt.precision  # "auto" resolved: the schedule records what ran
@@ -142,10 +151,19 @@ def main() -> None:
     if saved and saved.get("schedule") != schedule_of(args):
         sys.exit(f"{name}.json holds rows of another schedule ({saved.get('schedule')}); pass another --tag")
     rows: list[dict] = list(saved["rows"]) if saved else []
-    if args.render_only:
+    if args.merge:
+        other = json.loads(args.merge.read_text())
+        if other.get("schedule") != schedule_of(args):
+            sys.exit(f"{args.merge} holds rows of another schedule ({other.get('schedule')})")
+        new = {_key(r) for r in other["rows"]}
+        rows = [r for r in rows if _key(r) not in new] + list(other["rows"])
+    if args.render_only or args.merge:
         render(args, rows, rt)
         return
-    done = {(r["model"], r["reduction"], r["method"]) for r in rows}
+    again = {(m, float(red), meth) for m in args.models.split(",") for red in args.reductions.split(",")
+             for meth in filter(None, args.rerun.split(","))}
+    rows = [r for r in rows if _key(r) not in again]
+    done = {_key(r) for r in rows}
     torch.manual_seed(args.seed)
     base = load_data(f"cifar10:{shared('cifar10_convnetjs')}", normalization="imagenet", augment=True)
     n_train = len(base.train)
