@@ -59,7 +59,7 @@ class GroupCostModel:
                          or m.normalized_shape[0])
             self.norms.append((full, n_affine, terms))
         self._build_matrices(graph)
-        full = [torch.ones(g.size, dtype=torch.float64) for g in graph.groups]
+        full = self._column([torch.ones(g.size) for g in graph.groups])
         counts = count_macs(graph.model, graph.example)
         self.macs_offset = counts.macs - float(self._macs(full))
         self.params_offset = count_params(graph.model) - float(self._params(full))
@@ -109,45 +109,43 @@ class GroupCostModel:
         self._norm_base = torch.tensor([full for full, _, _ in self.norms], **f64) - norm_all
         self._norm_affine = torch.tensor([float(n) for _, n, _ in self.norms], **f64)
 
-    def _flat(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(keep).view(-1, 1) if keep else torch.zeros(0, 1, dtype=torch.float64)
+    @staticmethod
+    def _column(keep: list[torch.Tensor]) -> torch.Tensor:
+        """All keep vectors as one float64 column: float32 cannot count past 2**24 exactly, and a budget
+        check must not be off by rounding. One concatenation and one conversion, not one per group: the
+        gate trainer evaluates the cost several times a step."""
+        return torch.cat(keep).double().view(-1, 1) if keep else torch.zeros(0, 1, dtype=torch.float64)
 
-    def _widths(self, keep: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        k = self._flat(keep)
+    def _widths(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self._out_base + torch.sparse.mm(self._out_mat, k).view(-1)
         inp = self._in_base + torch.sparse.mm(self._in_mat, k).view(-1)
         return out, inp
 
-    def _macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        return self._layer_macs(keep).sum()
+    def _macs(self, k: torch.Tensor) -> torch.Tensor:
+        return self._layer_macs(k).sum()
 
-    def _layer_macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        out, inp = self._widths(keep)
+    def _layer_macs(self, k: torch.Tensor) -> torch.Tensor:
+        out, inp = self._widths(k)
         return self._coeff * out * inp
 
     def layer_macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
         """MACs of each layer in `layers` order (no offset); differentiable like `macs`."""
-        return self._layer_macs(self._as_float(keep))
+        return self._layer_macs(self._column(keep))
 
-    def _params(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        out, inp = self._widths(keep)
+    def _params(self, k: torch.Tensor) -> torch.Tensor:
+        out, inp = self._widths(k)
         total = (out * inp / self._groups * self._kernel + out * self._bias).sum()
         if self.norms:
-            norm = self._norm_base + torch.sparse.mm(self._norm_mat, self._flat(keep)).view(-1)
+            norm = self._norm_base + torch.sparse.mm(self._norm_mat, k).view(-1)
             total = total + (self._norm_affine * norm).sum()
         return total
 
-    @staticmethod
-    def _as_float(keep: list[torch.Tensor]) -> list[torch.Tensor]:
-        # float64: float32 cannot count past 2**24 exactly, and a budget check must not be off by rounding
-        return [k.double() for k in keep]
-
     def macs(self, keep: list[torch.Tensor]) -> torch.Tensor:
         """MACs when group g keeps the channels where keep[g] is 1 (floats allowed; differentiable)."""
-        return self._macs(self._as_float(keep)) + self.macs_offset
+        return self._macs(self._column(keep)) + self.macs_offset
 
     def params(self, keep: list[torch.Tensor]) -> torch.Tensor:
-        return self._params(self._as_float(keep)) + self.params_offset
+        return self._params(self._column(keep)) + self.params_offset
 
     def latency_model(self, layer_ms: dict[str, float], total_ms: float, fixed_ms: float = 0.0) -> "LinearLatency":
         """Predicted latency linearised at the dense model: each layer keeps its ms per MAC, after its
