@@ -42,7 +42,7 @@ from .qat import quantisation_aware_finetune
 from .report import write_report
 from .report_html import write_html_report
 from .targets import load_target
-from .task_prune import prune_for_task, train_for_task
+from .task_prune import check_task_options, train_for_task
 from .tasks import CLASSIFY, get_task, output_shapes, task_for, write_decoding
 from .train import TrainConfig, evaluate, train
 from .workload import load_workload
@@ -116,10 +116,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if bundle is None:
         raise AutoPruneEdgeError("build needs data to fine-tune, calibrate and check on; pass e.g. --data synthetic")
     the_task = task_for(task, bundle)
-    if the_task is not CLASSIFY and (qat_epochs > 0 or distill or granularity != "structured" or
-                                     getattr(method, "name", method) != "autoprune"):
-        raise AutoPruneEdgeError(f"--task {the_task.name} prunes with structured autoprune, without --distill or "
-                                 "--qat-epochs (classifier-only for now); drop those options")
+    # prune() checks these too, but a build would first spend the pretraining epochs
+    check_task_options(the_task, method=method, granularity=granularity, distill=distill, qat_epochs=qat_epochs)
     if pretrain_epochs is None:
         pretrain_epochs = 0.0 if weights else 1.0
     one_batch = batch_size or FINETUNE_BATCH_SIZE  # for the steps that have no phase default of their own
@@ -138,17 +136,13 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if land_measured is None:
         land_measured = tgt.name == "host"
     land = land_measured and any(b.kind == "latency_ms" for b in budgets) and the_task is CLASSIFY
-    if the_task is not CLASSIFY:
-        result = prune_for_task(work.model, bundle, budgets, the_task, target=tgt, input_shape=input_shape,
-                                epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=one_batch,
-                                seed=seed, rt=rt, autoprune=autoprune, ignore=ignore)
-    else:  # the probe converts the dense model now, before prune() compacts it in place
-        with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
-            result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
-                           epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
-                           granularity=granularity, distill=distill, distill_alpha=distill_alpha,
-                           distill_temperature=distill_temperature, autoprune=autoprune, device=device,
-                           precision=precision, seed=seed, latency_probe=probe, ignore=ignore)
+    # the probe converts the dense model now, before prune() compacts it in place
+    with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:
+        result = prune(work.model, bundle, budgets, target=tgt, method=method, input_shape=input_shape,
+                       epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
+                       granularity=granularity, distill=distill, distill_alpha=distill_alpha,
+                       distill_temperature=distill_temperature, autoprune=autoprune, device=device,
+                       precision=precision, seed=seed, latency_probe=probe, ignore=ignore, task=the_task.name)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

@@ -28,6 +28,7 @@ from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .prune_result import PruneResult
 from .targets import load_target
+from .tasks import CLASSIFY, get_task, task_for
 from .train import TrainConfig, evaluate, recalibrate_bn, train
 from .unstructured import prune_unstructured
 
@@ -108,13 +109,16 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False, device: str = "auto",
           precision: str = "fp32", latency_probe: Probe | None = None,
-          ignore: Iterable[nn.Module | str] = ()) -> PruneResult:
+          ignore: Iterable[nn.Module | str] = (), task: str | None = None) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
     registered in methods.METHODS, or a methods.Criterion class or object. granularity "unstructured"
     (AutoPrune only) prunes single weights instead of channels; the model then keeps its shape and the
     budget counts non-zero weights / MACs.
+
+    task: classify, segment or detect (None: what ``data`` holds). Segment and detect data go to the task loop
+    (task_prune.py: structured AutoPrune with the task's loss, scored by mIoU / mAP@0.5).
 
     batch_size: both phases; None keeps each phase's default (gates 64, fine-tuning 32). A given
     ``autoprune`` config keeps its own batch_size for the gates.
@@ -143,6 +147,17 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     check_batch_size(batch_size)
     rt = resolve_runtime(device, precision)
     budgets, target, input_shape = _resolve(budget, target, data, input_shape)
+    if task is not None:
+        get_task(task)  # a typo fails here, on a structure-only run too
+    the_task = task_for(task, data) if data is not None else CLASSIFY
+    if the_task is not CLASSIFY:
+        # imported here: task_prune runs the Pruner, which builds on this module's selection and checks
+        from .task_prune import check_task_options, prune_for_task
+
+        check_task_options(the_task, method=method, granularity=granularity, distill=distill)
+        return prune_for_task(model, data, budgets, the_task, target=target, input_shape=input_shape, epochs=epochs,
+                              finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size or FINETUNE_BATCH_SIZE,
+                              seed=seed, rt=rt, autoprune=autoprune, ignore=ignore)
     cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
     if autoprune is None and batch_size is not None:
         cfg = dataclasses.replace(cfg, batch_size=batch_size)

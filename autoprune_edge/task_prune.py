@@ -1,4 +1,4 @@
-"""`build --task segment|detect`: AutoPrune for any task, as a thin loop around the loop-agnostic `Pruner`.
+"""`prune`/`build` with segment or detect data: AutoPrune for any task, as a thin loop around the loop-agnostic `Pruner`.
 
 The task (tasks.py) gives the loss and the metric; this module only runs the schedule: score the dense
 model, train weights with the Pruner's penalty for ``epochs``, compact (checked equal on every output),
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from .autoprune import AutoPruneConfig
 from .budget import Budget
 from .data import DataBundle
 from .device import Runtime
+from .errors import ConfigError
 from .prune_result import PruneResult
 from .pruner import Pruner
 from .tasks import Batch, Task
@@ -75,6 +77,15 @@ def train_for_task(model: nn.Module, bundle: DataBundle, task: Task, *, epochs: 
                            f"train dense ({task.name})")
     finally:
         model.cpu()
+
+
+def check_task_options(task: Task, *, method: Any, granularity: str, distill: bool, qat_epochs: float = 0.0) -> None:
+    """Detectors and segmenters prune with structured AutoPrune only: distillation, QAT and the one-shot
+    criteria are classifier code for now."""
+    if task.name != "classify" and (qat_epochs > 0 or distill or granularity != "structured" or
+                                    getattr(method, "name", method) != "autoprune"):
+        raise ConfigError(f"--task {task.name} prunes with structured autoprune, without --distill or --qat-epochs "
+                          "(classifier-only for now); drop those options")
 
 
 def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], task: Task, *, target,

@@ -139,7 +139,7 @@ def get_task(name: str) -> Task:
 
 def task_for(name: str | None, bundle: Any) -> Task:
     """The task to build for: ``name`` when given (it must match what the data holds), else the data's."""
-    held = get_task(bundle.task)
+    held = get_task(getattr(bundle, "task", "classify"))  # a user's own bundle without one: labels
     if name is None or get_task(name) is held:
         return held
     fits = ", ".join(s.usage for s in data_sources() if s.task == name)

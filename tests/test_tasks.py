@@ -240,3 +240,23 @@ def test_ssd_decoding_json_reproduces_torchvisions_boxes():
     ssd = model._ssd[0]
     ref = ssd.box_coder.decode_single(out["bbox_regression"][0], model.anchors((96, 96))).numpy()
     assert len(a) == out["cls_logits"].shape[1] and np.allclose(mine, ref, atol=1e-2)
+
+
+def test_prune_command_takes_segment_data_and_names_its_metric(tmp_path, capsys):
+    """`prune` with masks ran the classification loop (a traceback at `.argmax` of a dict); it now prunes with
+    the task's loss, like build, and refuses the classifier-only options in one line."""
+    from autoprune_edge.cli import main
+    from autoprune_edge.profiles.counting import count_macs
+    from toy_models import TinySegmenter
+
+    dense = count_macs(TinySegmenter(3), torch.zeros(1, 3, 32, 32)).macs
+    argv = ["prune", "--model", "toy_models:TinySegmenter", "--data", "synthetic-seg?train=16&val=4&classes=3",
+            "--input-size", "32", "--budget", f"{dense * 0.7 / 1e6:.6f}MFLOPs", "--epochs", "0.5",
+            "--finetune-epochs", "0.5", "--batch-size", "8"]
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["macs_after"] <= dense * 0.7 and 0.0 <= s["accuracy_after"] <= 1.0
+    assert main([*argv, "--distill", "--out", str(tmp_path / "q")]) == 2
+    assert "classifier-only" in capsys.readouterr().err and not (tmp_path / "q").exists()

@@ -75,6 +75,7 @@ def parity_flags(p: argparse.ArgumentParser) -> None:
 def training_flags(p: argparse.ArgumentParser) -> None:
     """How pruning trains: the same flags on build and prune (they mean what `prune()`'s arguments mean)."""
     g = p.add_argument_group("pruning and training")
+    g.add_argument("--task", help="what the model is for (listed when help is shown)")
     g.add_argument("--method", default="autoprune", help=METHOD_HELP)
     g.add_argument("--ignore", action="append", metavar="MODULE",
                    help="a module whose layers keep all their channels (name as in model.named_modules(), e.g. "
@@ -121,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="mobilenet_v2", help="torchvision name, zoo name or pkg.module:factory")
     b.add_argument("--weights", help="local state-dict file (.pth/.safetensors) or a torchvision weights name")
     b.add_argument("--data", default="synthetic", help="a data spec (listed when help is shown)")
-    b.add_argument("--task", help="what the model is for (listed when help is shown)")
     b.add_argument("--out", default="out", help="parent folder; results go to OUT/NAME (default: out)")
     b.add_argument("--name", help="result folder name (default: MODEL-TARGET)")
     b.add_argument("--formats", help=f"comma list of {formats_help()} (default: the target profile's "

@@ -25,6 +25,7 @@ from ..outputs import check_writable, staged_dir
 from ..pipeline import BuildReport, build
 from ..plan import save_pruned
 from ..pruning import prune
+from ..tasks import task_for
 from ..workload import load_workload
 from .modelref import load_model_ref
 from .output import console, emit, parse_shape, parity_args
@@ -116,7 +117,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 finetune_epochs=args.finetune_epochs if bundle is not None else 0, lr=args.lr,
                 batch_size=args.batch_size, device=args.device, precision=args.precision, seed=args.seed,
                 evaluate_accuracy=bundle is not None, checkpoint_dir=ckpt_dir, resume=args.resume,
-                ignore=tuple(args.ignore or ()))
+                ignore=tuple(args.ignore or ()), task=args.task)
     if not w.main:
         return 0  # under torchrun, rank 0 writes the result
     with staged_dir(dest) as tmp:
@@ -135,7 +136,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 f"{s['groups_pruned']}/{s['groups_total']} channel groups pruned")
         c.print(f"compacted = masked within {s['equivalence_max_abs']:.2e} (max abs)")
         if s["accuracy_after"] is not None:
-            c.print(f"accuracy {100 * s['accuracy_before']:.1f}% -> {100 * s['accuracy_after']:.1f}%")
+            metric = task_for(args.task, bundle).metric
+            c.print(f"{metric} {100 * s['accuracy_before']:.1f}% -> {100 * s['accuracy_after']:.1f}%")
         for n in s["notes"]:
             c.print(f"[yellow]note:[/] {n}")
 
