@@ -8,6 +8,7 @@ the mask where the schedule says, and leaves the choice of *which* channels to t
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -32,14 +33,15 @@ def project_to_target(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: 
     ungated = getattr(gates, "ungated", {})
     learn = [i for i in range(len(gates.m)) if i not in ungated]
 
-    # every gate in one vector, compared once per evaluation (the searches evaluate it ~10 times a step)
-    flat = torch.cat([m.flatten() for m in gates.m])
-    always = torch.cat([torch.full((m.numel(),), i in ungated) for i, m in enumerate(gates.m)])
+    # every gate in one vector, compared once per evaluation (the searches evaluate it ~10 times a step);
+    # ungated groups at +inf, so every threshold keeps them
+    flat = torch.cat([torch.full((m.numel(),), math.inf) if i in ungated else m.flatten()
+                      for i, m in enumerate(gates.m)])
     sizes = [m.numel() for m in gates.m]
 
     def excess(threshold: float) -> float:
         """Largest relative overshoot of a target with only the gates > threshold open (> 0: over)."""
-        kept = ((flat > threshold) | always).double()
+        kept = (flat > threshold).double()
         c = cost_fn([k.view_as(m) for k, m in zip(kept.split(sizes), gates.m)])
         return max((float(c[k]) - t) / t for k, t in targets.items() if k in c)
 

@@ -147,6 +147,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     check_batch_size(batch_size)
     rt = resolve_runtime(device, precision)
     budgets, target, input_shape = _resolve(budget, target, data, input_shape)
+    cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
+    if autoprune is None and batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    batch_size = batch_size or FINETUNE_BATCH_SIZE
     if task is not None:
         get_task(task)  # a typo fails here, on a structure-only run too
     the_task = task_for(task, data) if data is not None else CLASSIFY
@@ -156,12 +160,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 
         check_task_options(the_task, method=method, granularity=granularity, distill=distill)
         return prune_for_task(model, data, budgets, the_task, target=target, input_shape=input_shape, epochs=epochs,
-                              finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size or FINETUNE_BATCH_SIZE,
-                              seed=seed, rt=rt, autoprune=autoprune, ignore=ignore)
-    cfg = autoprune or AutoPruneConfig(epochs=epochs, lr=lr, seed=seed)
-    if autoprune is None and batch_size is not None:
-        cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    batch_size = batch_size or FINETUNE_BATCH_SIZE
+                              finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, rt=rt,
+                              autoprune=autoprune, ignore=ignore)
     if learned:
         _check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)

@@ -242,7 +242,7 @@ def _tied(rows: list[dict], key: str) -> dict[tuple, str]:
         best = max(rs, key=lambda r: r[key])
         for r in rs:
             gap = best[key] - r[key]
-            out[(r["model"], r["reduction"], r["method"])] = (
+            out[_key(r)] = (
                 "best" if r is best else "tied" if gap <= math.hypot(best[se], r[se]) else "")
     return out
 
@@ -251,7 +251,7 @@ def render(args: argparse.Namespace, rows: list, rt) -> None:
     test, hold = _tied(rows, "acc_test"), _tied(rows, "acc_holdout")
     table = []
     for r in sorted(rows, key=lambda r: (r["model"], r["reduction"], -r["acc_test"])):
-        k = (r["model"], r["reduction"], r["method"])
+        k = _key(r)
         table.append({**r, "test_%": f"{100 * r['acc_test']:.2f} ± {100 * r['se_test']:.2f}",
                       "holdout_%": f"{100 * r['acc_holdout']:.2f} ± {100 * r['se_holdout']:.2f}",
                       "dense test/holdout %": f"{100 * r['dense_test']:.2f} / {100 * r['dense_holdout']:.2f}",
@@ -260,7 +260,7 @@ def render(args: argparse.Namespace, rows: list, rt) -> None:
                       "commit": r.get("commit", "not recorded")})
     todo = [f"{m} {red}x {meth}" for m in args.models.split(",") for red in args.reductions.split(",")
             for meth in args.methods.split(",")
-            if (m, float(red), meth) not in {(r["model"], r["reduction"], r["method"]) for r in rows}]
+            if (m, float(red), meth) not in {_key(r) for r in rows}]
     md = ["# CIFAR-10 ResNets: AutoPrune vs baselines at equal MACs and equal epochs", "",
           f"Schedule (identical for every method): {args.total_epochs:g} epochs in total on "
           f"{rows[0]['train_images'] if rows else '?'} training images (SGD lr {args.lr}, batch {args.batch_size}, "

@@ -38,6 +38,10 @@ from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
 from benchmarks.common import Timer, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
 
 
+BATCH = 128  # every training phase of every row
+UNSTRUCTURED_LR = 0.02  # gate training and fine-tuning of the unstructured rows
+
+
 def gated_weights(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
 
@@ -48,7 +52,7 @@ def unstructured_cli(name: str, budget: int, args: argparse.Namespace) -> str:
                if args.distill else "")
     return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data mnist:ROOT "
             f"--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
-            f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr 0.02 --batch-size 128 "
+            f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr {UNSTRUCTURED_LR:g} --batch-size {BATCH} "
             f"--seed {args.seed}{distill} --out {name}-unstructured")
 
 
@@ -83,7 +87,7 @@ def main() -> None:
     for name in args.models.split(","):
         dense, _ = build_model(name)
         with Timer() as t_dense:
-            train(dense, data.train, TrainConfig(epochs=args.dense_epochs, lr=0.05, batch_size=128, seed=args.seed),
+            train(dense, data.train, TrainConfig(epochs=args.dense_epochs, lr=0.05, batch_size=BATCH, seed=args.seed),
                   desc=f"train dense {name}")
         acc_dense = evaluate(dense, data.val, desc="accuracy (dense)")
         if args.save_dense:
@@ -99,11 +103,11 @@ def main() -> None:
         if args.only in (None, "structured") and name == "lenet5":
             for method in ("autoprune", "l1"):
                 budget = dense_macs * args.macs_fraction
-                cfg = AutoPruneConfig(epochs=args.gate_epochs, batch_size=128, seed=args.seed)
+                cfg = AutoPruneConfig(epochs=args.gate_epochs, batch_size=BATCH, seed=args.seed)
                 with Timer() as t:
                     r = prune(copy.deepcopy(dense), data, f"{budget / 1e6:.6f}MFLOPs", method=method, autoprune=cfg,
                               epochs=args.gate_epochs if method == "autoprune" else 0,
-                              finetune_epochs=args.finetune_epochs, lr=0.02, batch_size=128, round_to=1,
+                              finetune_epochs=args.finetune_epochs, lr=0.02, batch_size=BATCH, round_to=1,
                               seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
                               distill_temperature=args.distill_temperature)
                 rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "structured",
@@ -122,13 +126,12 @@ def main() -> None:
             gated = gated_weights(dense)
             other = sum(p.numel() for p in dense.parameters()) - gated
             target_nonzero = math.floor(gated / compression[name])
-            # one lr and batch size for both phases, so that `prune --lr 0.02 --batch-size 128` is this recipe
-            cfg = AutoPruneConfig(epochs=args.unstructured_gate_epochs, lr=0.02, batch_size=128, seed=args.seed)
+            # prune()'s own lr and batch size for both phases: what `prune --lr --batch-size` runs
             with Timer() as t:
                 r = prune(copy.deepcopy(dense), data, f"{target_nonzero + other}params", method="autoprune",
-                          autoprune=cfg, granularity="unstructured",
-                          finetune_epochs=args.unstructured_finetune_epochs, lr=0.02,
-                          batch_size=128, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
+                          epochs=args.unstructured_gate_epochs, granularity="unstructured",
+                          finetune_epochs=args.unstructured_finetune_epochs, lr=UNSTRUCTURED_LR,
+                          batch_size=BATCH, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
                           distill_temperature=args.distill_temperature)
             rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
                          "method": "autoprune", "cli": unstructured_cli(name, target_nonzero + other, args),
@@ -137,7 +140,8 @@ def main() -> None:
                          "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
                          "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
                          "drop_pt": 100 * (acc_dense - r.accuracy_after), "seconds": t.seconds,
-                         "target_compression": compression[name], "ste": cfg.gate_config("unstructured").ste,
+                         "target_compression": compression[name],
+                         "ste": AutoPruneConfig().gate_config("unstructured").ste,
                          "nonzero_per_layer": {n: int((m.weight != 0).sum()) for n, m in r.model.named_modules()
                                                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))},
                          "gate_epochs": args.unstructured_gate_epochs,
