@@ -159,6 +159,9 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         from .task_prune import check_task_options, prune_for_task
 
         check_task_options(the_task, method=method, granularity=granularity, distill=distill)
+        if resume:
+            raise ConfigError(f"--resume is not supported for {the_task.name} data yet (the task loop keeps no "
+                              "checkpoints); start the run again without --resume")
         return prune_for_task(model, data, budgets, the_task, target=target, input_shape=input_shape, epochs=epochs,
                               finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, rt=rt,
                               autoprune=autoprune, ignore=ignore)

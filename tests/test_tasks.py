@@ -260,3 +260,9 @@ def test_prune_command_takes_segment_data_and_names_its_metric(tmp_path, capsys)
     assert s["macs_after"] <= dense * 0.7 and 0.0 <= s["accuracy_after"] <= 1.0
     assert main([*argv, "--distill", "--out", str(tmp_path / "q")]) == 2
     assert "classifier-only" in capsys.readouterr().err and not (tmp_path / "q").exists()
+    assert main([*argv, "--resume", "--out", str(tmp_path / "r")]) == 2  # was silently ignored
+    err = capsys.readouterr().err
+    assert "--resume is not supported for segment data" in err and "Traceback" not in err
+    assert main(["prune", "--model", "toy_models:TinySegmenter", "--task", "segmnt", "--method", "l1", "--budget",
+                 "1MFLOPs", "--input-size", "32", "--out", str(tmp_path / "s")]) == 2
+    assert "unknown task 'segmnt'" in capsys.readouterr().err and not (tmp_path / "s").exists()
