@@ -289,3 +289,46 @@ def test_prune_batch_size_applies_to_gate_training():
     r = prune(SmallCNN(w=8), data, f"{c * 0.7 / 1e6:.6f}MFLOPs", epochs=1, batch_size=16, finetune_epochs=0,
               round_to=1, evaluate_accuracy=False)
     assert r.gate_log[-1]["step"] == 128 // 16  # not 128 // 64, AutoPruneConfig's own default
+
+
+def test_option_a_shortcut_feeds_the_gates_while_every_channel_is_open():
+    """Eq. 7 sums over every consumer of a channel, the option-A shortcut (ChannelScatter) included, from
+    the first step: before, the shortcut skipped its masking while no channel was closed, so its term was
+    missing until the first gate closed and then appeared abruptly."""
+    from torch.nn.utils import parametrize
+
+    from autoprune_edge.layers import ChannelScatter
+    from autoprune_edge.zoo.cifar_resnet import CifarResNet
+
+    torch.manual_seed(0)
+    graph = PruningGraph(CifarResNet(num_blocks=1), torch.randn(1, 3, 32, 32))
+    gates = ChannelGates(graph)
+    gates.attach()
+    try:
+        scatters = [m for m in graph.model.modules() if isinstance(m, ChannelScatter)]
+        assert scatters and all(parametrize.is_parametrized(s, "in_scale") for s in scatters)
+        assert all(bool((m > 0).all()) for m in gates.m)  # every gate open
+        with parametrize.cached():  # the masked in_scale the forward pass used is the tensor read below
+            loss = graph.model.train()(torch.randn(4, 3, 32, 32)).square().mean()
+            scales = [s.in_scale for s in scatters]
+            for t in scales:
+                t.retain_grad()
+            loss.backward()
+        assert all(t.grad is not None and float(t.grad.abs().sum()) > 0 for t in scales)
+    finally:
+        gates.detach()
+
+
+def test_option_a_shortcut_keeps_bf16_and_channels_last():
+    """A gated (fp32, requires-grad) in_scale must not promote a bf16 activation to fp32: the residual add
+    would then run the rest of the stage in fp32 with a cast per layer (measured ~10 % of a ResNet-56 step)."""
+    from autoprune_edge.layers import ChannelScatter
+
+    sc = ChannelScatter(16, 32, stride=2)
+    sc.in_scale = torch.tensor([1.0, 0.0] * 8, requires_grad=True)
+    x = torch.randn(2, 16, 8, 8).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    y = sc(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y[:, 8:24].float(), (x[:, :, ::2, ::2].float() * sc.in_scale.detach().view(1, -1, 1, 1)))
+    y.float().sum().backward()
+    assert sc.in_scale.grad is not None and sc.in_scale.grad.dtype == torch.float32
