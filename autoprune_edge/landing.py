@@ -24,8 +24,7 @@ from .methods.selection import Evaluator, select
 
 Probe = Callable[[nn.Module], float]  # a compacted model -> its measured latency in ms (profiles.host.LatencyProbe)
 LOW = 0.95  # a landing within [LOW x budget, budget] is good enough
-TRIES = 6  # measured candidates at most (each is one conversion and timing, ~10 s for MobileNetV2 here);
-# 4 left a 5 % window unmet when timing noise (~2 %) is near the selection's step near the budget
+TRIES = 4  # measured candidates at most (each is one conversion and timing)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from autoprune_edge.budget import parse_budgets
@@ -83,17 +82,3 @@ def test_host_probe_times_candidates_against_the_dense_reference():
         assert 0 < probe.best_ref_ms < float("inf") and 0 < ms < 100 * probe.best_ref_ms
         assert [p.name for p in folder.iterdir()] and not list(folder.glob("ape_probe_*"))  # candidates removed
     assert not folder.exists()
-
-
-def test_host_probe_reads_fastest_visits_against_the_fastest_reference(monkeypatch, tmp_path):
-    """The estimate is (fastest candidate visit / fastest reference visit of its own visits) x the fastest
-    reference visit of the whole build: a slow phase over all of one candidate's visits cancels out."""
-    from autoprune_edge.profiles import host
-
-    monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
-    times = {"ref": iter([5.0, 4.0, 6.0, 8.0, 9.0, 8.5]), "a": iter([2.2, 2.0, 2.6]), "b": iter([4.4, 4.2, 4.3])}
-    monkeypatch.setattr(host.LatencyProbe, "_time", lambda self, path: next(times[path.name]))
-    probe = host.LatencyProbe("ref", (1, 3, 8, 8), visits=3)
-    with probe:
-        assert probe("a") == pytest.approx(2.0 / 4.0 * 4.0)
-        assert probe("b") == pytest.approx(4.2 / 8.0 * 4.0)  # its visits ran in a slow phase (reference 8 ms)

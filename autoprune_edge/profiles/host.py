@@ -117,13 +117,10 @@ class LatencyProbe:
     """A `landing.Probe` for this machine, robust to the slow phases of a shared VM.
 
     Each candidate is timed in ``visits`` alternating visits with the dense reference model's file (each
-    visit the p10 of ``runs`` invokes, LiteRT at ``threads``); its latency is the ratio of the two files'
-    fastest visits times the fastest reference visit seen so far. A slow phase slows both files alike, so
+    visit the p10 of ``runs`` invokes, LiteRT at ``threads``); its latency is the median candidate/reference
+    ratio times the fastest reference visit seen so far. A slow phase slows both files of a visit alike, so
     the ratio holds where a bare timing would swing by tens of per cent (measured here: one candidate at
-    2.05 ms predicted timed 3.85 ms in one visit and ~2.3 ms in the benchmark's interleaved rounds). Fastest
-    visits, not the median per-visit ratio, because a file's latency is read as its fastest visit (as
-    `benchmarks/host_speed.py` and benchmark tools' minimum do): the median ratio read a landed file 4.8 %
-    slower than that, and the build landed 9.6 % under its budget.
+    2.05 ms predicted timed 3.85 ms in one visit and ~2.3 ms in the benchmark's interleaved rounds).
     Use as a context manager: it converts the reference on entry and deletes its files on exit."""
 
     def __init__(self, reference, input_shape: tuple[int, ...], *, threads: int = 1, runs: int = 40,
@@ -146,12 +143,12 @@ class LatencyProbe:
     def __call__(self, model) -> float:
         with tempfile.TemporaryDirectory(prefix="ape_probe_", dir=self._dir.name) as d:
             cand = _fp32_tflite(model, self.input_shape, Path(d))
-            refs, cands = [], []
+            ratios = []
             for _ in range(self.visits):
-                refs.append(self._time(self._ref))
-                cands.append(self._time(cand))
-            self.best_ref_ms = min(self.best_ref_ms, *refs)
-        return min(cands) / min(refs) * self.best_ref_ms
+                ref = self._time(self._ref)
+                ratios.append(self._time(cand) / ref)
+                self.best_ref_ms = min(self.best_ref_ms, ref)
+        return float(np.median(ratios)) * self.best_ref_ms
 
 
 def measure_all_threads(path: Path, runs: int = 50, *, warmup: int = 10) -> dict[int, Measurement]:
