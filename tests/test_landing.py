@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from autoprune_edge.budget import parse_budgets
@@ -82,3 +83,16 @@ def test_host_probe_times_candidates_against_the_dense_reference():
         assert 0 < probe.best_ref_ms < float("inf") and 0 < ms < 100 * probe.best_ref_ms
         assert [p.name for p in folder.iterdir()] and not list(folder.glob("ape_probe_*"))  # candidates removed
     assert not folder.exists()
+
+
+def test_host_probe_reads_the_median_ratio_against_the_fastest_reference(monkeypatch):
+    """The estimate is the median per-visit candidate/reference ratio x the build's fastest reference visit:
+    a slow phase over all of one candidate's visits cancels out."""
+    from autoprune_edge.profiles import host
+
+    monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
+    times = {"ref": iter([5.0, 4.0, 6.0, 8.0, 9.0, 8.5]), "a": iter([2.5, 2.0, 2.4]), "b": iter([4.4, 4.2, 4.3])}
+    monkeypatch.setattr(host.LatencyProbe, "_time", lambda self, path: next(times[path.name]))
+    with host.LatencyProbe("ref", (1, 3, 8, 8), visits=3) as probe:
+        assert probe("a") == pytest.approx(0.5 * 4.0)  # ratios 0.5, 0.5, 0.4
+        assert probe("b") == pytest.approx(4.3 / 8.5 * 4.0)  # a slow phase (reference 8-9 ms) cancels out
