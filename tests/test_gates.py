@@ -3,13 +3,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from autoprune_edge.autoprune import AutoPruneConfig, train_gates
 from autoprune_edge.budget import parse_budgets
 from autoprune_edge.gates import ChannelGates, GateConfig, HardGate, MaskedWeight, WeightGates, ste_derivative
 from autoprune_edge.graph import PruningGraph
+from autoprune_edge.layers import ChannelScatter
 from autoprune_edge.profiles.counting import count_macs
 from autoprune_edge.pruning import prune
+from autoprune_edge.zoo.cifar_resnet import CifarResNet
 from toy_models import (ConcatDepthwiseNet, GhostSENet, GroupedNet, LayerNormNet, ResidualNet, SmallCNN,
                         randomize_bn)
 
@@ -295,11 +298,6 @@ def test_option_a_shortcut_feeds_the_gates_while_every_channel_is_open():
     """Eq. 7 sums over every consumer of a channel, the option-A shortcut (ChannelScatter) included, from
     the first step: before, the shortcut skipped its masking while no channel was closed, so its term was
     missing until the first gate closed and then appeared abruptly."""
-    from torch.nn.utils import parametrize
-
-    from autoprune_edge.layers import ChannelScatter
-    from autoprune_edge.zoo.cifar_resnet import CifarResNet
-
     torch.manual_seed(0)
     graph = PruningGraph(CifarResNet(num_blocks=1), torch.randn(1, 3, 32, 32))
     gates = ChannelGates(graph)
@@ -322,8 +320,6 @@ def test_option_a_shortcut_feeds_the_gates_while_every_channel_is_open():
 def test_option_a_shortcut_keeps_bf16_and_channels_last():
     """A gated (fp32, requires-grad) in_scale must not promote a bf16 activation to fp32: the residual add
     would then run the rest of the stage in fp32 with a cast per layer (measured ~10 % of a ResNet-56 step)."""
-    from autoprune_edge.layers import ChannelScatter
-
     sc = ChannelScatter(16, 32, stride=2)
     sc.in_scale = torch.tensor([1.0, 0.0] * 8, requires_grad=True)
     x = torch.randn(2, 16, 8, 8).to(torch.bfloat16).to(memory_format=torch.channels_last)

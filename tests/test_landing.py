@@ -13,6 +13,7 @@ from autoprune_edge.graph import PruningGraph
 from autoprune_edge.landing import land
 from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import select
+from autoprune_edge.profiles import host
 from autoprune_edge.profiles.profile import profile
 from autoprune_edge.pruning import budget_evaluator, prune
 from autoprune_edge.targets import load_target
@@ -88,8 +89,6 @@ def test_host_probe_times_candidates_against_the_dense_reference():
 def test_host_probe_reads_the_median_ratio_against_the_fastest_reference(monkeypatch):
     """The estimate is the median per-visit candidate/reference ratio x the build's fastest reference visit:
     a slow phase over all of one candidate's visits cancels out."""
-    from autoprune_edge.profiles import host
-
     monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
     times = {"ref": iter([5.0, 4.0, 6.0, 8.0, 9.0, 8.5]), "a": iter([2.5, 2.0, 2.4]), "b": iter([4.4, 4.2, 4.3])}
     monkeypatch.setattr(host.LatencyProbe, "_time", lambda self, path: next(times[path.name]))
