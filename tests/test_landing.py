@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,7 +79,7 @@ def test_host_probe_times_candidates_against_the_dense_reference():
 
     torch.manual_seed(0)
     dense = SmallCNN().eval()
-    with LatencyProbe(dense, (1, 3, 16, 16), visits=2, runs=5) as probe:
+    with LatencyProbe(dense, (1, 3, 16, 16), block=3, blocks=2) as probe:
         folder = Path(probe._dir.name)
         ms = probe(dense)
         assert 0 < probe.best_ref_ms < float("inf") and 0 < ms < 100 * probe.best_ref_ms
@@ -86,12 +87,22 @@ def test_host_probe_times_candidates_against_the_dense_reference():
     assert not folder.exists()
 
 
-def test_host_probe_reads_the_median_ratio_against_the_fastest_reference(monkeypatch):
-    """The estimate is the median per-visit candidate/reference ratio x the build's fastest reference visit:
-    a slow phase over all of one candidate's visits cancels out."""
+def test_host_probe_reads_the_block_p10_ratio_against_the_fastest_reference(monkeypatch):
+    """The estimate is candidate p10 / reference p10 over alternating blocks, x the build's fastest reference
+    p10: a slow phase over all of one candidate's blocks cancels out."""
     monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
-    times = {"ref": iter([5.0, 4.0, 6.0, 8.0, 9.0, 8.5]), "a": iter([2.5, 2.0, 2.4]), "b": iter([4.4, 4.2, 4.3])}
-    monkeypatch.setattr(host.LatencyProbe, "_time", lambda self, path: next(times[path.name]))
-    with host.LatencyProbe("ref", (1, 3, 8, 8), visits=3) as probe:
-        assert probe("a") == pytest.approx(0.5 * 4.0)  # ratios 0.5, 0.5, 0.4
-        assert probe("b") == pytest.approx(4.3 / 8.5 * 4.0)  # a slow phase (reference 8-9 ms) cancels out
+    blocks = {"ref": iter([[4.0] * 3, [8.0] * 3, [8.0] * 3, [9.0] * 3]),
+              "a": iter([[2.0] * 3, [4.0] * 3]), "b": iter([[4.4] * 3, [4.6] * 3])}
+
+    class Scripted:
+        def __init__(self, path, threads=1):
+            self.name = Path(path).name
+
+        def times_ms(self, runs, *, warmup=0):
+            return np.array(next(blocks[self.name]) if runs else [])
+
+    monkeypatch.setattr(host, "LiveInterpreter", Scripted)
+    with host.LatencyProbe("ref", (1, 3, 8, 8), block=3, blocks=2) as probe:
+        assert probe("a") == pytest.approx(2.0 / 4.0 * 4.0)
+        assert probe("b") == pytest.approx(4.4 / 8.0 * 4.0)  # a slow phase (reference 8-9 ms) cancels out
+        assert probe.best_ref_ms == 4.0
