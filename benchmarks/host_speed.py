@@ -117,7 +117,9 @@ def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
         rep = e.report
     card = rep.card
     files = {p: rep.out_dir / f"model_{p}.tflite" for p in ("fp32", "int8") if (rep.out_dir / f"model_{p}.tflite").is_file()}
-    return files, {"macs": card.to_dict()["macs"], "parity_ok": {a.format: a.parity_ok for a in card.artifacts}}
+    d = card.to_dict()
+    return files, {"macs": d["macs"], "parity_ok": {a.format: a.parity_ok for a in card.artifacts},
+                   "landing_steps": [n for n in d["notes"] if n.startswith("latency budget landed")]}
 
 
 def visit(path: Path, runs: int = 40, warmup: int = 5) -> float:
@@ -140,8 +142,10 @@ def main(argv=None) -> int:
         files.update({f"100M_{p}": work / "macs" / "build" / f"model_{p}.tflite" for p in ("fp32", "int8")})
         files[f"{args.latency_ms}ms_fp32"] = work / "lat" / "build" / "model_fp32.tflite"
         files.update({f"tp100M_{p}": work / "tp" / f"model_{p}.tflite" for p in ("fp32", "int8")})
-        macs_info, lat_info = ({"macs": json.loads((work / d / "build" / "model_card.json").read_text())["macs"]}
-                               for d in ("macs", "lat"))
+        cards = [json.loads((work / d / "build" / "model_card.json").read_text()) for d in ("macs", "lat")]
+        macs_info, lat_info = ({"macs": c["macs"], "landing_steps": [n for n in c["notes"]
+                                                                     if n.startswith("latency budget landed")]}
+                               for c in cards)
         tp_info = json.loads((work / "tp" / "tp_info.json").read_text())
     else:
         work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
@@ -176,16 +180,18 @@ def main(argv=None) -> int:
     int8 = best["dense_int8"] / best["100M_int8"] if "100M_int8" in best and "dense_int8" in best else float("nan")
     tp_fp32, tp_int8 = (best[f"dense_{p}"] / best[f"tp100M_{p}"] for p in ("fp32", "int8"))
     lat_key = f"{args.latency_ms}ms_fp32"
-    landed = best.get(lat_key)
+    landed, landed_med = best.get(lat_key), med.get(lat_key)
     landing = (landed / args.latency_ms - 1) * 100 if landed else float("nan")
+    landing_med = (landed_med / args.latency_ms - 1) * 100 if landed_med else float("nan")
     summary = {"fp32_speedup": round(fp32, 2), "int8_speedup": round(int8, 2), "fp32_goal": 2.84, "int8_goal": 2.06,
                "latency_budget_ms": args.latency_ms, "latency_build_measured_ms": landed and round(landed, 3),
-               "landing_pct": round(landing, 1), "landing_goal": "within 5 % below the budget",
+               "landing_pct": round(landing, 1), "latency_build_median_visit_ms": landed_med and round(landed_med, 3),
+               "landing_median_visit_pct": round(landing_med, 1), "landing_goal": "within 5 % below the budget",
                "tp_fp32_speedup": round(tp_fp32, 2), "tp_int8_speedup": round(tp_int8, 2), "tp": tp_info,
                "macs_build": macs_info, "latency_build": lat_info, "build_seconds": round(build_s),
                "date": _dt.datetime.now().isoformat(timespec="seconds")}
     ok_speed = fp32 >= 2.84 and int8 >= 2.06
-    ok_land = -5.0 <= landing <= 0.0
+    ok_land, ok_land_med = (-5.0 <= x <= 0.0 for x in (landing, landing_med))
     md = ["# MobileNetV2 on this host: the default build against the dense model, measured interleaved", "",
           f"LiteRT 1 thread, {args.rounds} shuffled rounds, per visit the p10 of 40 invokes; fastest visit (and the "
           "median visit). Dense = torchvision MobileNetV2 1.0/224. Builds: `build --model mobilenet_v2 --target host "
@@ -195,8 +201,10 @@ def main(argv=None) -> int:
           f"- Torch-Pruning MagnitudePruner (L1, uniform, round_to=8) at {tp_info['macs'] / 1e6:.1f}M MACs, measured "
           f"in the same rounds: **fp32 {tp_fp32:.2f}x, int8 {tp_int8:.2f}x** (the goal's numbers came from the AMD "
           "host of research/host-speed.md; this is the peer on this machine).",
-          f"- `--budget {args.latency_ms}ms`: the fp32 file measures **{landed:.3f} ms ({landing:+.1f} %)** (goal: within "
-          f"5 % below: **{'met' if ok_land else 'missed'}**).", "",
+          f"- `--budget {args.latency_ms}ms`: the fp32 file measures **{landed:.3f} ms ({landing:+.1f} %)** in its fastest "
+          f"visit and **{landed_med:.3f} ms ({landing_med:+.1f} %)** in its median visit (goal: within 5 % below: "
+          f"fastest **{'met' if ok_land else 'missed'}**, median **{'met' if ok_land_med else 'missed'}**). The build's "
+          "own probe, before fine-tuning: " + "; ".join(lat_info.get("landing_steps", [])) + ".", "",
           md_table(rows, ["file", "fastest_ms", "median_visit_ms", "speedup_fastest", "speedup_median"]), ""]
     write_results("host_speed", {"summary": summary, "rows": rows, "visits": visits}, "\n".join(md))
     print("\n".join(md))
