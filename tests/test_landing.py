@@ -91,7 +91,7 @@ def test_host_probe_reads_the_block_p10_ratio_against_the_fastest_reference(monk
     """The estimate is candidate p10 / reference p10 over alternating blocks, x the build's fastest reference
     p10: a slow phase over all of one candidate's blocks cancels out."""
     monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
-    blocks = {"ref": iter([[4.0] * 3, [8.0] * 3, [8.0] * 3, [9.0] * 3]),
+    blocks = {"ref": iter([[4.5] * 3, [5.0] * 3, [5.0] * 3, [9.0] * 3, [4.0] * 3, [8.0] * 3]),  # entry, a, b
               "a": iter([[2.0] * 3, [4.0] * 3]), "b": iter([[4.4] * 3, [4.6] * 3])}
 
     class Scripted:
@@ -103,6 +103,7 @@ def test_host_probe_reads_the_block_p10_ratio_against_the_fastest_reference(monk
 
     monkeypatch.setattr(host, "LiveInterpreter", Scripted)
     with host.LatencyProbe("ref", (1, 3, 8, 8), block=3, blocks=2) as probe:
-        assert probe("a") == pytest.approx(2.0 / 4.0 * 4.0)
-        assert probe("b") == pytest.approx(4.4 / 8.0 * 4.0)  # a slow phase (reference 8-9 ms) cancels out
+        assert probe.best_ref_ms == 4.5  # timed on entry, before any candidate
+        assert probe("a") == pytest.approx(2.0 / 5.0 * 4.5)  # a slower phase than on entry cancels out
+        assert probe("b") == pytest.approx(4.4 / 4.0 * 4.0)  # a faster one becomes the anchor
         assert probe.best_ref_ms == 4.0
