@@ -37,10 +37,22 @@ class LandingStep:
         return f"selected at {self.limit_ms:.3f} ms predicted ({self.predicted_ms:.3f}) -> measured {self.measured_ms:.3f}"
 
 
+@dataclass(frozen=True)
+class _Tried:
+    limit_ms: float
+    keep: list[torch.Tensor]
+    reading_ms: float
+    anchor_ms: float  # the probe's anchor when it read this candidate
+
+
 def land(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget], evaluate: Evaluator,
          keep: list[torch.Tensor], probe: Probe) -> tuple[list[torch.Tensor], list[LandingStep]]:
     """The measured candidate closest under the tightest latency budget (or, if none is under it, the
     fastest), and every candidate's numbers. ``keep`` is the selection made on predictions.
+
+    A probe with an ``anchor_ms`` attribute (profiles.host.LatencyProbe: readings are a ratio to the dense
+    reference times that reference's fastest timing so far) has its earlier readings re-scaled whenever the
+    anchor falls, so a slow phase at the first candidates does not steer the later ones.
 
     Re-selections run the greedy add-back pass even though each evaluation profiles a compacted copy: a
     bare threshold selection jumps in steps too coarse to land within a few per cent."""
@@ -49,33 +61,36 @@ def land(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget],
         return keep, []
     goal = min(b.value for b in lat)
     aim = (1 + LOW) / 2 * goal
-    steps: list[LandingStep] = []
-    tried: list[tuple[float, list[torch.Tensor]]] = []
-    limit, under_limit, over_limit = goal, 0.0, math.inf  # limits whose selection measured under / over goal
+
+    def anchor() -> float:
+        return float(getattr(probe, "anchor_ms", 1.0))
+
+    def ms(t: _Tried) -> float:
+        return t.reading_ms * anchor() / t.anchor_ms
+
+    tried: list[_Tried] = []
+    limit = goal
     for _ in range(TRIES):
         trial = graph.copy()
         trial.compact(keep)
-        measured = probe(trial.model)
-        steps.append(LandingStep(limit, float(evaluate(keep)["latency_ms"]), measured))
-        tried.append((measured, keep))
-        if LOW * goal <= measured <= goal:
+        reading = probe(trial.model)
+        tried.append(_Tried(limit, keep, reading, anchor()))
+        if any(LOW * goal <= ms(t) <= goal for t in tried):
             break
-        if measured > goal:
-            over_limit = min(over_limit, limit)
-        else:
-            under_limit = max(under_limit, limit)
+        under = max((t.limit_ms for t in tried if ms(t) <= goal), default=0.0)
+        over = min((t.limit_ms for t in tried if ms(t) > goal), default=math.inf)
         # the selection undershoots its limit by a model-dependent gap and the device differs from the profile:
         # scale the limit by aim / measured, or bisect (geometrically) once a limit on each side is known
-        limit = math.sqrt(under_limit * over_limit) if under_limit > 0 and over_limit < math.inf \
-            else limit * aim / measured
+        limit = math.sqrt(under * over) if under > 0 and over < math.inf else limit * aim / ms(tried[-1])
         try:
             nxt = select(graph, scores, [replace(b, value=limit) if b.kind == "latency_ms" else b for b in budgets],
                          evaluate, fill=True)
         except BudgetUnreachableError:
             break
-        if any(all(torch.equal(a, b) for a, b in zip(nxt, k)) for _, k in tried):
+        if any(all(torch.equal(a, b) for a, b in zip(nxt, t.keep)) for t in tried):
             break  # the corrected limit selects channels already measured: nothing left to move
         keep = nxt
-    under = [t for t in tried if t[0] <= goal]
-    best = max(under, key=lambda t: t[0]) if under else min(tried, key=lambda t: t[0])
-    return best[1], steps
+    steps = [LandingStep(t.limit_ms, float(evaluate(t.keep)["latency_ms"]), ms(t)) for t in tried]
+    under_goal = [t for t in tried if ms(t) <= goal]
+    best = max(under_goal, key=ms) if under_goal else min(tried, key=ms)
+    return best.keep, steps

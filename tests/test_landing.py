@@ -59,6 +59,31 @@ def test_landing_corrects_a_device_slower_than_predicted():
     assert any(s.measured_ms > goal for s in steps) and any(s.measured_ms <= goal for s in steps)
 
 
+def test_landing_rescales_readings_taken_before_the_probe_found_its_anchor():
+    """A probe whose first reading was anchored in a slow phase (anchor 5 ms, later 4 ms): that reading is
+    re-scaled by 4/5, so the first candidate, read 25 % over its true time, is judged on its true time."""
+    graph, budgets, evaluator, cheap, true_ms, _ = _setup()
+
+    class Drifting:  # like LatencyProbe: a reading is ratio x the anchor as it stands after that reading
+        anchor_ms = float("inf")
+
+        def __call__(self, m):
+            self.anchor_ms = 5.0 if self.anchor_ms == float("inf") else 4.0
+            return true_ms(m) * self.anchor_ms / 4.0
+
+    scores = channel_scores(graph, "l1")
+    first = select(graph, scores, budgets, evaluator, fill=cheap)
+    keep, steps = land(graph, scores, budgets, evaluator, first, Drifting())
+    trial = graph.copy()
+    trial.compact(first)
+    assert steps[0].measured_ms == pytest.approx(true_ms(trial.model))  # reported re-scaled, not as read
+    trial = graph.copy()
+    trial.compact(keep)
+    landed = true_ms(trial.model)
+    assert landed <= budgets[0].value and landed == pytest.approx(
+        max(s.measured_ms for s in steps if s.measured_ms <= budgets[0].value))
+
+
 def test_prune_with_a_probe_notes_the_landing():
     torch.manual_seed(0)
     model = randomize_bn(ResidualNet(w=48))

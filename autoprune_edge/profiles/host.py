@@ -139,6 +139,11 @@ class LatencyProbe:
         self.threads, self.block, self.blocks, self.skip = threads, block, blocks, skip
         self.best_ref_ms = float("inf")
 
+    @property
+    def anchor_ms(self) -> float:
+        """Readings are proportional to this (landing.land re-scales earlier readings when it falls)."""
+        return self.best_ref_ms
+
     def __enter__(self) -> "LatencyProbe":
         self._dir = tempfile.TemporaryDirectory(prefix="ape_probe_")
         self._ref = self._load(_fp32_tflite(self.reference, self.input_shape, Path(self._dir.name)))
