@@ -107,17 +107,17 @@ def test_host_probe_times_candidates_against_the_dense_reference():
     with LatencyProbe(dense, (1, 3, 16, 16), block=3, blocks=2) as probe:
         folder = Path(probe._dir.name)
         ms = probe(dense)
-        assert 0 < probe.best_ref_ms < float("inf") and 0 < ms < 100 * probe.best_ref_ms
+        assert 0 < probe.anchor_ms < float("inf") and 0 < ms < 100 * probe.anchor_ms
         assert [p.name for p in folder.iterdir()] and not list(folder.glob("ape_probe_*"))  # candidates removed
     assert not folder.exists()
 
 
-def test_host_probe_reads_the_block_p10_ratio_against_the_fastest_reference(monkeypatch):
-    """The estimate is candidate p10 / reference p10 over alternating blocks, x the build's fastest reference
-    p10: a slow phase over all of one candidate's blocks cancels out."""
+def test_host_probe_reads_the_block_p10_ratio_against_the_typical_reference(monkeypatch):
+    """The estimate is candidate p10 / reference p10 over alternating blocks, x the median p10 of every
+    reference block timed (on entry and beside each candidate): a slow phase over one candidate cancels out."""
     monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
-    blocks = {"ref": iter([[4.5] * 3, [5.0] * 3, [5.0] * 3, [9.0] * 3, [4.0] * 3, [8.0] * 3]),  # entry, a, b
-              "a": iter([[2.0] * 3, [4.0] * 3]), "b": iter([[4.4] * 3, [4.6] * 3])}
+    blocks = {"ref": iter([[4.0] * 3, [5.0] * 3, [8.0] * 3, [9.0] * 3, [4.0] * 3, [4.0] * 3]),  # entry, a, b
+              "a": iter([[3.2] * 3, [3.6] * 3]), "b": iter([[2.0] * 3, [2.0] * 3])}
 
     class Scripted:
         def __init__(self, path, threads=1):
@@ -128,7 +128,6 @@ def test_host_probe_reads_the_block_p10_ratio_against_the_fastest_reference(monk
 
     monkeypatch.setattr(host, "LiveInterpreter", Scripted)
     with host.LatencyProbe("ref", (1, 3, 8, 8), block=3, blocks=2) as probe:
-        assert probe.best_ref_ms == 4.5  # timed on entry, before any candidate
-        assert probe("a") == pytest.approx(2.0 / 5.0 * 4.5)  # a slower phase than on entry cancels out
-        assert probe("b") == pytest.approx(4.4 / 4.0 * 4.0)  # a faster one becomes the anchor
-        assert probe.best_ref_ms == 4.0
+        assert probe.anchor_ms == 4.5  # timed on entry, before any candidate
+        assert probe("a") == pytest.approx(3.2 / 8.0 * 6.5)  # slow phase: ratio 0.4, anchor median(4, 5, 8, 9)
+        assert probe("b") == pytest.approx(2.0 / 4.0 * 4.5)  # anchor median(4, 5, 8, 9, 4, 4)

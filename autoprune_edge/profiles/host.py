@@ -125,33 +125,31 @@ class LatencyProbe:
     The dense reference and each candidate stay loaded and are timed in alternating blocks of ``block``
     invokes (``skip`` untimed first ones each: the block's own weights back in cache, as in an app that
     runs one model frame after frame); a candidate's latency is the ratio of the two files' p10 over all
-    blocks times the reference's fastest block (its p10) this build has seen, on entry or beside any
-    candidate: the reading a benchmark of interleaved visits calls "fastest visit". A slow phase slows both files alike, so
-    the ratio holds where a bare timing swings by tens of per cent. Measured here on one pruned
-    MobileNetV2 with the other core busy (6 repeats each): the ratio from 6 fresh-interpreter visits of 40
-    invokes spread 0.461-0.498, from 15 alternating blocks of 20 0.478-0.490, at the same level (timing
-    the two files invoke by invoke instead reads 9 % slower: each evicts the other's weights).
+    blocks times the anchor: the median p10 of every reference block this build has timed (on entry,
+    before training, and beside each candidate), i.e. the reference's typical latency here, which a
+    benchmark of interleaved visits calls its median visit. A slow phase slows both files alike, so the
+    ratio holds where a bare timing swings by tens of per cent. Measured here on one pruned MobileNetV2
+    with the other core busy (6 repeats each): the ratio from 6 fresh-interpreter visits of 40 invokes
+    spread 0.461-0.498, from 15 alternating blocks of 20 0.478-0.490, at the same level (timing the two
+    files invoke by invoke instead reads 9 % slower: each evicts the other's weights).
     Use as a context manager: it converts and loads the reference on entry and deletes its files on exit."""
 
     def __init__(self, reference, input_shape: tuple[int, ...], *, threads: int = 1, block: int = 20,
                  blocks: int = 24, skip: int = 3) -> None:
         self.reference, self.input_shape = reference, input_shape
         self.threads, self.block, self.blocks, self.skip = threads, block, blocks, skip
-        self.best_ref_ms = float("inf")
+        self.ref_block_ms: list[float] = []  # p10 of each reference block timed so far
 
     @property
     def anchor_ms(self) -> float:
-        """Readings are proportional to this (landing.land re-scales earlier readings when it falls)."""
-        return self.best_ref_ms
+        """Readings are proportional to this; landing.land re-scales earlier readings as it moves."""
+        return float(np.median(self.ref_block_ms)) if self.ref_block_ms else float("nan")
 
-    def __enter__(self) -> "LatencyProbe":
+    def __enter__(self) -> LatencyProbe:
         self._dir = tempfile.TemporaryDirectory(prefix="ape_probe_")
         self._ref = self._load(_fp32_tflite(self.reference, self.input_shape, Path(self._dir.name)))
-        # timed now, before the build trains: in one diag run, right after 90 s of training, this VM ran ~8 %
-        # slower for ~30 s (three candidates read 2.58 ms against a 5.0 ms reference, then 2.37 against 4.63),
-        # which anchored the first candidates high and the landing low
-        self.best_ref_ms = min(float(np.percentile(self._ref.times_ms(self.block, warmup=self.skip), 10))
-                               for _ in range(self.blocks))
+        self.ref_block_ms += [float(np.percentile(self._ref.times_ms(self.block, warmup=self.skip), 10))
+                              for _ in range(self.blocks)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -171,8 +169,8 @@ class LatencyProbe:
                 ref_ms.append(self._ref.times_ms(self.block, warmup=self.skip))
                 cand_ms.append(cand.times_ms(self.block, warmup=self.skip))
         ref_p10, cand_p10 = (float(np.percentile(np.concatenate(t), 10)) for t in (ref_ms, cand_ms))
-        self.best_ref_ms = min(self.best_ref_ms, *(float(np.percentile(t, 10)) for t in ref_ms))
-        return cand_p10 / ref_p10 * self.best_ref_ms
+        self.ref_block_ms += [float(np.percentile(t, 10)) for t in ref_ms]
+        return cand_p10 / ref_p10 * self.anchor_ms
 
 
 def measure_all_threads(path: Path, runs: int = 50, *, warmup: int = 10) -> dict[int, Measurement]:
