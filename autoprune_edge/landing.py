@@ -50,9 +50,9 @@ def land(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget],
     """The measured candidate closest under the tightest latency budget (or, if none is under it, the
     fastest), and every candidate's numbers. ``keep`` is the selection made on predictions.
 
-    A probe with an ``anchor_ms`` attribute (profiles.host.LatencyProbe: readings are a ratio to the dense
-    reference times that reference's fastest timing so far) has its earlier readings re-scaled whenever the
-    anchor falls, so a slow phase at the first candidates does not steer the later ones.
+    A probe with an ``anchor_ms`` attribute (profiles.host.LatencyProbe: a reading is a ratio to the dense
+    reference times that reference's typical timing so far) has its earlier readings re-scaled as the anchor
+    moves, so a slow phase at the first candidates does not steer the later ones.
 
     Re-selections run the greedy add-back pass even though each evaluation profiles a compacted copy: a
     bare threshold selection jumps in steps too coarse to land within a few per cent."""
