@@ -114,7 +114,8 @@ def test_host_probe_times_candidates_against_the_dense_reference():
 
 def test_host_probe_reads_the_block_p10_ratio_against_the_typical_reference(monkeypatch):
     """The estimate is candidate p10 / reference p10 over alternating blocks, x the median p10 of every
-    reference block timed (on entry and beside each candidate): a slow phase over one candidate cancels out."""
+    reference block timed (on entry and beside each candidate): the ratio holds through a slow phase, and the
+    anchor, a median, comes back as more reference blocks are timed (landing.land re-scales earlier readings)."""
     monkeypatch.setattr(host, "_fp32_tflite", lambda model, shape, d: Path(d) / str(model))
     blocks = {"ref": iter([[4.0] * 3, [5.0] * 3, [8.0] * 3, [9.0] * 3, [4.0] * 3, [4.0] * 3]),  # entry, a, b
               "a": iter([[3.2] * 3, [3.6] * 3]), "b": iter([[2.0] * 3, [2.0] * 3])}
