@@ -237,26 +237,14 @@ def _cpu_jiffies() -> tuple[float, float]:
 def visit(path: Path, runs: int, warmup: int) -> dict:
     import numpy as np
 
-    from autoprune_edge.profiles.host import _interpreter_class, _random_input
+    from autoprune_edge.profiles.host import LiveInterpreter
 
     b0, own0 = _cpu_jiffies()
     w0 = time.perf_counter()
-    it = _interpreter_class()(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in it.get_input_details():
-        it.set_tensor(d["index"], _random_input([max(int(v), 1) for v in d["shape"]], d["dtype"], rng))
-    for _ in range(warmup):
-        it.invoke()
-    ts = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter()
-        it.invoke()
-        ts[i] = time.perf_counter() - t
+    ms = LiveInterpreter(path).times_ms(runs, warmup=warmup)
     wall = time.perf_counter() - w0
     b1, own1 = _cpu_jiffies()
     others = max(0.0, ((b1 - b0) - (own1 - own0)) / wall) if wall > 0 else 0.0
-    ms = ts * 1e3
     return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "min": float(ms.min()),
             "others_cores": round(others, 3), "t": time.time()}
 

@@ -106,6 +106,11 @@ def tp_files(out: Path, macs: float = 100e6) -> tuple[dict[str, Path], dict]:
     return _convert(_calibrated(model, data), data, out), {"ratio": round(hi, 4), "macs": n}
 
 
+def landing_steps(card: dict) -> list[str]:
+    """The build's own landing notes (each candidate's predicted and probed latency)."""
+    return [n for n in card["notes"] if n.startswith("latency budget landed")]
+
+
 def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
     import autoprune_edge as ape
     from autoprune_edge.errors import PartialBuildError
@@ -119,7 +124,7 @@ def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
     files = {p: rep.out_dir / f"model_{p}.tflite" for p in ("fp32", "int8") if (rep.out_dir / f"model_{p}.tflite").is_file()}
     d = card.to_dict()
     return files, {"macs": d["macs"], "parity_ok": {a.format: a.parity_ok for a in card.artifacts},
-                   "landing_steps": [n for n in d["notes"] if n.startswith("latency budget landed")]}
+                   "landing_steps": landing_steps(d)}
 
 
 def visit(path: Path, runs: int = 40, warmup: int = 5) -> float:
@@ -143,9 +148,7 @@ def main(argv=None) -> int:
         files[f"{args.latency_ms}ms_fp32"] = work / "lat" / "build" / "model_fp32.tflite"
         files.update({f"tp100M_{p}": work / "tp" / f"model_{p}.tflite" for p in ("fp32", "int8")})
         cards = [json.loads((work / d / "build" / "model_card.json").read_text()) for d in ("macs", "lat")]
-        macs_info, lat_info = ({"macs": c["macs"], "landing_steps": [n for n in c["notes"]
-                                                                     if n.startswith("latency budget landed")]}
-                               for c in cards)
+        macs_info, lat_info = ({"macs": c["macs"], "landing_steps": landing_steps(c)} for c in cards)
         tp_info = json.loads((work / "tp" / "tp_info.json").read_text())
     else:
         work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))

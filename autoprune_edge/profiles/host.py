@@ -30,10 +30,6 @@ def _interpreter_module():
     return mod
 
 
-def _interpreter_class():
-    return _interpreter_module().Interpreter
-
-
 @dataclass
 class Measurement:
     median_ms: float
@@ -46,6 +42,10 @@ class Measurement:
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def _p10(ms: np.ndarray) -> float:
+    return float(np.percentile(ms, 10))
 
 
 def _random_input(shape: list[int], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
@@ -99,7 +99,7 @@ def measure_tflite(path: Path, *, threads: int = 1, runs: int = 50, warmup: int 
     ms = LiveInterpreter(path, threads=threads, seed=seed, delegate=delegate).times_ms(runs, warmup=warmup)
     return Measurement(
         median_ms=float(np.median(ms)),
-        p10_ms=float(np.percentile(ms, 10)),
+        p10_ms=_p10(ms),
         p90_ms=float(np.percentile(ms, 90)),
         threads=int(threads),
         runs=int(runs),
@@ -148,8 +148,7 @@ class LatencyProbe:
     def __enter__(self) -> LatencyProbe:
         self._dir = tempfile.TemporaryDirectory(prefix="ape_probe_")
         self._ref = self._load(_fp32_tflite(self.reference, self.input_shape, Path(self._dir.name)))
-        self.ref_block_ms += [float(np.percentile(self._ref.times_ms(self.block, warmup=self.skip), 10))
-                              for _ in range(self.blocks)]
+        self.ref_block_ms += [_p10(self._ref.times_ms(self.block, warmup=self.skip)) for _ in range(self.blocks)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -168,8 +167,8 @@ class LatencyProbe:
             for _ in range(self.blocks):
                 ref_ms.append(self._ref.times_ms(self.block, warmup=self.skip))
                 cand_ms.append(cand.times_ms(self.block, warmup=self.skip))
-        ref_p10, cand_p10 = (float(np.percentile(np.concatenate(t), 10)) for t in (ref_ms, cand_ms))
-        self.ref_block_ms += [float(np.percentile(t, 10)) for t in ref_ms]
+        ref_p10, cand_p10 = (_p10(np.concatenate(t)) for t in (ref_ms, cand_ms))
+        self.ref_block_ms += [_p10(t) for t in ref_ms]
         return cand_p10 / ref_p10 * self.anchor_ms
 
 
