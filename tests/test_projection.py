@@ -63,3 +63,54 @@ def test_reopening_never_opens_a_tied_block_that_does_not_fit():
     project_to_target(gates, cost_fn, ctrl, step=1)
     assert _cost(gates) <= 20.0
     assert gates.m[0].detach().tolist() == pytest.approx(values)  # the block did not fit: nothing reopened
+
+
+
+def _reference(values: torch.Tensor, cost: torch.Tensor, target: float) -> torch.Tensor:
+    """The open mask after projection, by brute force over every cut: over the target, close the fewest
+    lowest open gates (a tie closes together) that fit; far under it, reopen the longest run of the highest
+    closed gates (a tied block as a whole) that still fits."""
+    open_ = values > 0
+    def fits(mask):
+        return float((mask.double() * cost).sum()) <= target
+    if not fits(open_):
+        for v in values[open_].sort().values:
+            if fits(open_ & (values > v)):
+                return open_ & (values > v)
+    closed = values[~open_].sort(descending=True).values
+    best = open_.clone()
+    for j in range(closed.numel()):
+        if j + 1 < closed.numel() and closed[j + 1] == closed[j]:
+            continue  # inside a tied block: only its end is a cut
+        if not fits(open_ | (values >= closed[j])):
+            break
+        best = open_ | (values >= closed[j])
+    return best
+
+
+@pytest.mark.parametrize("target_factor,cost_of", [
+    (1.03, "flat"), (1.2, "flat"), (3.0, "flat"), (40.0, "flat"), (1.5, "cheap closed"),
+    (0.97, "flat"), (0.9, "flat"), (0.5, "flat"), (0.9, "cheap low open")])
+def test_projection_matches_a_full_sort_whether_few_or_many_gates_move(target_factor, cost_of):
+    # 3,000 gates, 300 open, the closed ones partly tied at CLOSED. A small shortfall or overshoot takes the
+    # shortcut through the few most extreme gates; where those cannot be the answer (cheap gates, a large
+    # shortfall, a tied block) the search widens them, up to sorting all
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    values = -torch.rand(n, generator=g)
+    values[torch.randperm(n, generator=g)[:500]] = CLOSED
+    values[torch.randperm(n, generator=g)[:300]] = torch.rand(300, generator=g) + 0.01
+    cost = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    if cost_of == "cheap closed":
+        cost[values <= 0] *= 0.1
+    elif cost_of == "cheap low open":
+        cost[values > 0] = values[values > 0].double() ** 3
+    now = float(((values > 0).double() * cost).sum())
+    target = now * target_factor
+    m = values.clone().requires_grad_(True)
+    gates = SimpleNamespace(m=[m], ungated={})
+    ctrl = SimpleNamespace(budgets=[Budget("params", target, f"{target}params")], target=lambda b, step: target)
+    project_to_target(gates, lambda keep: {"params": (keep[0].double() * cost).sum()}, ctrl, step=1)
+    got = gates.m[0].detach() > 0
+    assert torch.equal(got, _reference(values, cost, target))
+    assert int(got.sum()) != 300  # something moved
