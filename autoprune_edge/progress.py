@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,13 +56,62 @@ class _Task:
         self._p.update(self._id, **kwargs)
 
 
+class _LineTask:
+    """Progress as plain lines, at most one per ``every`` seconds and one at the end: where stderr is a
+    file or a pipe (nohup, a cluster job's log) rich draws its bar only on exit, so an hour of gate training
+    would show nothing until it is over."""
+
+    def __init__(self, description: str, total: float, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.done, self.info = 0.0, ""
+        self.start = self.last = time.monotonic()
+
+    def advance(self, n: float = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            self._line(now)
+
+    def update(self, **kwargs: Any) -> None:
+        self.info = str(kwargs.get("info", self.info))
+        if "completed" in kwargs:
+            self.done = float(kwargs["completed"])
+
+    def finish(self) -> None:
+        self._line(time.monotonic())
+
+    def _line(self, now: float) -> None:
+        spent = now - self.start
+        left = spent * (self.total - self.done) / self.done if self.done else float("nan")
+        pct = 100 * self.done / self.total if self.total else 100.0
+        if not _state["quiet"]:
+            console.print(f"  {self.description}: {self.done:g}/{self.total:g} ({pct:.0f} %), {_clock(spent)} elapsed"
+                          + (f", ~{_clock(left)} left" if self.done < self.total and left == left else "")
+                          + (f", {self.info}" if self.info else ""), highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+LINE_EVERY_S = 60.0
+
+
 @contextlib.contextmanager
-def task(description: str, total: float | None = None) -> Iterator[_Task | _NullTask]:
-    """A progress bar for one stage; a spinner when total is unknown."""
+def task(description: str, total: float | None = None) -> Iterator[_Task | _NullTask | _LineTask]:
+    """A progress bar for one stage on a terminal (a spinner when total is unknown); elsewhere a line
+    per minute."""
     if _state["quiet"] or not sys.stderr.isatty() and total is None:
         if not _state["quiet"]:
             log(f"[bold]{description}[/bold] ...")
         yield _NullTask()
+        return
+    if not sys.stderr.isatty():
+        line = _LineTask(description, float(total), LINE_EVERY_S)
+        yield line
+        line.finish()
         return
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     if total is not None:
