@@ -35,13 +35,14 @@ def project_to_target(gates: ChannelGates | WeightGates, cost_fn: CostFn, ctrl: 
 
     # every gate in one vector, compared once per evaluation (the searches evaluate it ~10 times a step);
     # ungated groups at +inf, so every threshold keeps them
-    flat = torch.cat([torch.full((m.numel(),), math.inf) if i in ungated else m.flatten()
+    flat = torch.cat([torch.full((m.numel(),), math.inf, device=m.device) if i in ungated else m.flatten()
                       for i, m in enumerate(gates.m)])
     sizes = [m.numel() for m in gates.m]
+    kept = torch.empty(flat.shape, dtype=torch.float64, device=flat.device)  # one buffer: half of each evaluation
 
     def excess(threshold: float) -> float:
         """Largest relative overshoot of a target with only the gates > threshold open (> 0: over)."""
-        kept = (flat > threshold).double()
+        torch.gt(flat, threshold, out=kept)
         c = cost_fn([k.view_as(m) for k, m in zip(kept.split(sizes), gates.m)])
         return max((float(c[k]) - t) / t for k, t in targets.items() if k in c)
 
