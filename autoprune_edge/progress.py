@@ -83,11 +83,11 @@ class _LineTask:
 
     def _line(self, now: float) -> None:
         spent = now - self.start
-        left = spent * (self.total - self.done) / self.done if self.done else float("nan")
+        left = spent * (self.total - self.done) / self.done if self.done else None
         pct = 100 * self.done / self.total if self.total else 100.0
         if not _state["quiet"]:
             console.print(f"  {self.description}: {self.done:g}/{self.total:g} ({pct:.0f} %), {_clock(spent)} elapsed"
-                          + (f", ~{_clock(left)} left" if self.done < self.total and left == left else "")
+                          + (f", ~{_clock(left)} left" if self.done < self.total and left is not None else "")
                           + (f", {self.info}" if self.info else ""), highlight=False, soft_wrap=True)
 
 

@@ -1,5 +1,5 @@
 """Progress where stderr is a file or a pipe: plain lines while the work runs, not one bar at the end."""
-import autoprune_edge.progress as progress
+from autoprune_edge import progress
 
 
 def test_a_long_stage_logs_lines_while_it_runs_when_stderr_is_not_a_terminal(capsys, monkeypatch):
