@@ -112,7 +112,8 @@ def _extremes(values: torch.Tensor, k: int, largest: bool,
     extreme values come first (one more than the search range, so the cut after the last candidate is the
     true one), widened eightfold while ``enough(vals, k - 1)`` says the answer may lie beyond them, e.g.
     inside a block of gates tied at CLOSED; all values are sorted only when k reaches their number.
-    Sorting ~430k per-weight gates on every step was a third of an unstructured LeNet-5 gate epoch."""
+    Sorting ~430k per-weight gates on every reopening step was a quarter of a late unstructured LeNet-5 gate
+    epoch."""
     n = values.numel()
     while k + 1 < n:
         vals = torch.topk(values, k + 1, largest=largest, sorted=True).values
