@@ -65,12 +65,12 @@ def test_reopening_never_opens_a_tied_block_that_does_not_fit():
     assert gates.m[0].detach().tolist() == pytest.approx(values)  # the block did not fit: nothing reopened
 
 
-
 def _reference(values: torch.Tensor, cost: torch.Tensor, target: float) -> torch.Tensor:
     """The open mask after projection, by brute force over every cut: over the target, close the fewest
     lowest open gates (a tie closes together) that fit; far under it, reopen the longest run of the highest
     closed gates (a tied block as a whole) that still fits."""
     open_ = values > 0
+
     def fits(mask):
         return float((mask.double() * cost).sum()) <= target
     if not fits(open_):
