@@ -75,8 +75,6 @@ class _LineTask:
 
     def update(self, **kwargs: Any) -> None:
         self.info = str(kwargs.get("info", self.info))
-        if "completed" in kwargs:
-            self.done = float(kwargs["completed"])
 
     def finish(self) -> None:
         self._line(time.monotonic())
@@ -85,10 +83,9 @@ class _LineTask:
         spent = now - self.start
         left = spent * (self.total - self.done) / self.done if self.done else None
         pct = 100 * self.done / self.total if self.total else 100.0
-        if not _state["quiet"]:
-            console.print(f"  {self.description}: {self.done:g}/{self.total:g} ({pct:.0f} %), {_clock(spent)} elapsed"
-                          + (f", ~{_clock(left)} left" if self.done < self.total and left is not None else "")
-                          + (f", {self.info}" if self.info else ""), highlight=False, soft_wrap=True)
+        console.print(f"  {self.description}: {self.done:g}/{self.total:g} ({pct:.0f} %), {_clock(spent)} elapsed"
+                      + (f", ~{_clock(left)} left" if self.done < self.total and left is not None else "")
+                      + (f", {self.info}" if self.info else ""), highlight=False, soft_wrap=True)
 
 
 def _clock(seconds: float) -> str:
