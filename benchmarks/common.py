@@ -40,9 +40,11 @@ def code_commit() -> str:
 def environment() -> dict[str, Any]:
     import torch
 
+    from autoprune_edge.cpu import cpu_signature
+
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "load_avg_at_start": os.getloadavg(),
-            "commit": code_commit()}
+            "cpu": cpu_signature(), "commit": code_commit()}
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:

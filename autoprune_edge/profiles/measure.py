@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
+from ..cpu import cpu_name
 from ..errors import AutoPruneEdgeError
 from .host import measure_tflite
 from .tflite_ops import read_kernels
@@ -39,18 +40,6 @@ VERSION = 1
 
 class MeasurementsError(AutoPruneEdgeError):
     """A measurements file is missing, malformed, or has no usable measurement."""
-
-
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine()
-    for key in ("model name", "Hardware", "Model", "cpu model"):
-        for line in text.splitlines():
-            if line.lower().startswith(key.lower()) and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _runtime_version() -> str:
@@ -67,7 +56,7 @@ def device_info() -> dict:
         "hostname": platform.node(),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "runtime": _runtime_version(),
         "python": platform.python_version(),

@@ -1,0 +1,51 @@
+"""What CPU this is: its name and the instruction-set extensions that change kernel speed.
+
+Timings taken on one CPU do not carry to another with different vector units (XNNPACK's int8 kernels
+on an AVX2-only Zen 3 run no faster than fp32; on an AVX-512 VNNI Zen 4 they run 2.3x faster), so
+benchmarks record this beside their numbers and the training precision follows the bf16 flags.
+"""
+from __future__ import annotations
+
+import platform
+from functools import cache
+from pathlib import Path
+
+# The extensions that decide which XNNPACK / oneDNN kernels run (x86 and Arm spellings).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+               "asimd", "asimddp", "i8mm", "bf16", "sve")
+
+
+@cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _field(*keys: str) -> str:
+    for key in keys:
+        for line in _cpuinfo().splitlines():
+            if line.lower().startswith(key.lower()) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_name() -> str:
+    """The model name the OS reports (e.g. "AMD EPYC 7B13"), else what platform knows."""
+    return _field("model name", "Hardware", "Model", "cpu model") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    """Every flag of the first CPU listed (x86 "flags", Arm "Features"); empty where /proc/cpuinfo is absent."""
+    return frozenset(_field("flags", "features").split())
+
+
+def cpu_signature() -> dict[str, str]:
+    """Name, family/model where reported, and the speed-relevant extensions present, for results files."""
+    fam, model = _field("cpu family"), _field("model\t", "model ")
+    return {"name": cpu_name(), "family_model": f"{fam}/{model}" if fam else "",
+            "speed_flags": " ".join(f for f in SPEED_FLAGS if f in cpu_flags())}
+
+
+__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "cpu_signature"]

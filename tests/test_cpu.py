@@ -1,0 +1,36 @@
+"""cpu.py reads /proc/cpuinfo of x86 and Arm machines alike."""
+from __future__ import annotations
+
+import pytest
+
+from autoprune_edge import cpu
+
+X86 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n"
+       "flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B14\n")
+ARM = "processor\t: 0\nFeatures\t: fp asimd asimddp crc32\nCPU part\t: 0xd0b\n\nHardware\t: BCM2835\nModel\t: Raspberry Pi 5\n"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def use(text: str) -> None:
+        monkeypatch.setattr(cpu, "_cpuinfo", lambda: text)
+    return use
+
+
+def test_x86_signature(fake) -> None:
+    fake(X86)
+    assert cpu.cpu_name() == "AMD EPYC 9B14"
+    assert {"avx2", "avx512_bf16"} <= cpu.cpu_flags() and "sse2" in cpu.cpu_flags()
+    assert cpu.cpu_signature() == {"name": "AMD EPYC 9B14", "family_model": "25/17",
+                                   "speed_flags": "avx2 fma avx512f avx512_vnni avx512_bf16"}
+
+
+def test_arm_signature(fake) -> None:
+    fake(ARM)
+    assert cpu.cpu_name() == "BCM2835"
+    assert cpu.cpu_signature() == {"name": "BCM2835", "family_model": "", "speed_flags": "asimd asimddp"}
+
+
+def test_no_cpuinfo(fake) -> None:
+    fake("")
+    assert cpu.cpu_flags() == frozenset() and cpu.cpu_name()
