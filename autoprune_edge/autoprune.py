@@ -30,6 +30,7 @@ from .device import CPU_FP32, Runtime, placed
 from .distributed import World, average_gradients, broadcast_, ddp, global_batchnorm, steps_per_epoch, world
 from .input_pipeline import PipelineConfig, epoch_batches
 from .projection import project_to_target
+from .regrow import RegrowConfig
 from .train import fit
 
 
@@ -82,6 +83,9 @@ class AutoPruneConfig:
     coupling_exponent: float = 0.75
     seed: int = 0
     log_every: int = 20
+    # Unstructured only: during masked fine-tuning, move weights within each layer (drop the smallest,
+    # grow where the dense gradient is largest; regrow.py). None: the selected mask stays as it is.
+    regrow: RegrowConfig | None = None
 
     def gate_config(self, granularity: str = "structured") -> GateConfig:
         ste = self.ste or ("sigmoid" if granularity == "unstructured" else "softplus")

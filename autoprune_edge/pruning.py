@@ -151,6 +151,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
     if autoprune is None and batch_size is not None:
         cfg = dataclasses.replace(cfg, batch_size=batch_size)
     batch_size = batch_size or FINETUNE_BATCH_SIZE
+    if cfg.regrow is not None and granularity != "unstructured":
+        raise ConfigError("--regrow moves single weights during fine-tuning: it needs --granularity unstructured")
     if task is not None:
         get_task(task)  # a typo fails here, on a structure-only run too
     the_task = task_for(task, data) if data is not None else CLASSIFY
@@ -298,6 +300,9 @@ def _check_autoprune_config(cfg: AutoPruneConfig) -> None:
                           f"got {cfg.cost_exponent}")
     if not 0.0 <= cfg.coupling_exponent <= 1.0:
         raise ConfigError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
+    if cfg.regrow is not None and not (cfg.regrow.every >= 0 and 0.0 <= cfg.regrow.fraction < 1.0
+                                       and 0.0 < cfg.regrow.until <= 1.0):
+        raise ConfigError(f"regrowth needs every >= 0, 0 <= fraction < 1 and 0 < until <= 1, got {cfg.regrow}")
     if cfg.ramp_shape not in (None, "linear", "geometric", "cubic"):
         raise ConfigError(f"unknown ramp shape {cfg.ramp_shape!r}; use linear, geometric or cubic "
                           "(or None for the granularity's default)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -94,9 +94,19 @@ def fit(dataset: Dataset, *, epochs: float, batch_size: int, seed: int, step: St
     return log
 
 
+class StepHook(Protocol):
+    """Runs after every optimizer step (e.g. regrow.MaskRegrowth); its state rides in the checkpoint."""
+
+    def after_step(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, st: dict[str, Any]) -> None: ...
+
+
 def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.Module | None = None,
           desc: str = "train", ckpt: Checkpointer = NONE, phase: str = "finetune", rt: Runtime = CPU_FP32,
-          pipeline: PipelineConfig = PipelineConfig()) -> list[dict[str, float]]:
+          pipeline: PipelineConfig = PipelineConfig(), step_hook: StepHook | None = None) -> list[dict[str, float]]:
     """SGD (or AdamW) with cosine decay for `cfg.epochs` epochs (fractions allowed); per-epoch loss/accuracy.
 
     Runs on `rt`'s device and precision and leaves the model (and teacher) where they were. Under torchrun
@@ -104,7 +114,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
     if cfg.epochs <= 0:
         return []
     with placed(rt, model, teacher) as fmt:
-        log = _train(model, dataset, cfg, teacher, desc, ckpt, phase, rt, fmt, pipeline)
+        log = _train(model, dataset, cfg, teacher, desc, ckpt, phase, rt, fmt, pipeline, step_hook)
     recalibrate_bn(model, dataset, batches=cfg.bn_recalibration_batches, batch_size=cfg.batch_size, seed=cfg.seed,
                    rt=rt, pipeline=pipeline)
     model.eval()
@@ -113,7 +123,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, teacher: nn.M
 
 def _train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, teacher: nn.Module | None, desc: str,
            ckpt: Checkpointer, phase: str, rt: Runtime, fmt: torch.memory_format,
-           pipeline: PipelineConfig) -> list[dict[str, float]]:
+           pipeline: PipelineConfig, step_hook: StepHook | None) -> list[dict[str, float]]:
     w = world()
     torch.manual_seed(cfg.seed)
     total = max(1, int(math.ceil(cfg.epochs * steps_per_epoch(dataset, cfg.batch_size))))
@@ -152,12 +162,16 @@ def _train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, teacher: nn.Mod
             scaler.step(opt)
             scaler.update()
         sched.step()
+        if step_hook is not None:
+            step_hook.after_step()
         return {"loss": loss.item(), "train_acc": float((logits.argmax(-1) == y).float().mean())}
 
     def state() -> dict[str, Any]:
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
         if scaler is not None:
             st["scaler"] = scaler.state_dict()
+        if step_hook is not None:
+            st["step_hook"] = step_hook.state_dict()
         return st
 
     def load(st: dict[str, Any]) -> None:
@@ -166,6 +180,8 @@ def _train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, teacher: nn.Mod
         sched.load_state_dict(st["sched"])
         if scaler is not None and "scaler" in st:
             scaler.load_state_dict(st["scaler"])
+        if step_hook is not None and "step_hook" in st:
+            step_hook.load_state_dict(st["step_hook"])
 
     model.train()
     with global_batchnorm(model, w):

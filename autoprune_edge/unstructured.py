@@ -6,6 +6,7 @@ every parameter that is not a gated weight: biases, norms) or the MACs of non-ze
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -15,11 +16,13 @@ from .autoprune import AutoPruneConfig, train_gates
 from .budget import Budget, format_budget_value
 from .checkpoint import NONE
 from .device import CPU_FP32, Runtime
+from .distributed import steps_per_epoch
 from .errors import BudgetError, BudgetUnreachableError
 from .gates import WeightGates
 from .graph import trace_layers
 from .profiles.counting import count_macs
 from .prune_result import PruneResult
+from .regrow import MaskRegrowth, RegrowConfig
 from .train import TrainConfig, evaluate, train
 
 
@@ -114,19 +117,25 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     acc_pruned = evaluate(model, data.val, desc="accuracy (pruned)", rt=rt) if evaluate_accuracy and data else None
     log: list[dict[str, float]] = []
     acc_after = acc_pruned
+    moved = 0
     if data is not None and finetune_epochs > 0:
-        # the mask follows the gradient to the training device (the model moves there inside train())
-        hooks = [named[n].weight.register_hook(lambda g, k=k: g * k.to(g.device, g.dtype)) for n, k in masks.items()]
+        # masks the gradients (on the training device), keeps pruned weights at zero and, with cfg.regrow,
+        # moves weights within each layer; per-layer counts, hence every budget, stay as selected
+        total = max(1, math.ceil(finetune_epochs * steps_per_epoch(data.train, batch_size)))
+        regrow = MaskRegrowth(named, masks, total, cfg.regrow or RegrowConfig(every=0)).attach()
         try:
             kd_alpha, kd_t = distill or (0.0, 2.0)
             log = train(model, data.train, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size,
                                                        seed=seed, weight_decay=0.0, kd_alpha=kd_alpha,
                                                        kd_temperature=kd_t),
-                        teacher=teacher, desc="fine-tune (masked)", ckpt=ckpt, rt=rt)
+                        teacher=teacher, desc="fine-tune (masked)" if cfg.regrow is None else
+                        "fine-tune (masked, regrowing)", ckpt=ckpt, rt=rt, step_hook=regrow)
         finally:
-            for h in hooks:
-                h.remove()
-        with torch.no_grad():  # momentum can nudge masked weights off zero; the mask is the contract
+            regrow.detach()
+        masks = {n: k.cpu() for n, k in regrow.masks.items()}
+        keep = [masks[n] for n in gates.names]
+        moved = regrow.moved
+        with torch.no_grad():
             for n, k in masks.items():
                 named[n].weight.mul_(k.to(named[n].weight.dtype))
         if evaluate_accuracy:
@@ -141,7 +150,8 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
         widths_before=widths, widths_after=copy.deepcopy(widths), groups_total=0, groups_pruned=0,
         accuracy_before=acc_before, accuracy_pruned=acc_pruned, accuracy_after=acc_after, train_log=log,
         gate_log=gate_log, notes=[f"unstructured: {nonzero} of {dense_nonzero} conv/linear weights are non-zero "
-                                  f"({dense_nonzero / max(nonzero, 1):.1f}x fewer)"],
+                                  f"({dense_nonzero / max(nonzero, 1):.1f}x fewer)"]
+        + ([f"regrowth moved {moved} weights within their layers while fine-tuning"] if cfg.regrow else []),
         granularity="unstructured", nonzero_before=dense_nonzero, nonzero_after=nonzero, device=str(rt.device),
         precision=rt.precision)
     return res

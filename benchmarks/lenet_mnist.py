@@ -34,6 +34,7 @@ from autoprune_edge.data import load_data  # noqa: E402
 from autoprune_edge.models import build_model  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
+from autoprune_edge.regrow import RegrowConfig  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
 from benchmarks.common import Timer, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
 
@@ -53,7 +54,12 @@ def unstructured_cli(name: str, budget: int, args: argparse.Namespace) -> str:
     return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data mnist:ROOT "
             f"--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
             f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr {UNSTRUCTURED_LR:g} --batch-size {BATCH} "
-            f"--seed {args.seed}{distill} --out {name}-unstructured")
+            f"--seed {args.seed}{distill}{' --regrow' if args.regrow else ''} --out {name}-unstructured")
+
+
+def regrow_text(args: argparse.Namespace) -> str:
+    c = RegrowConfig()
+    return f"every {c.every} steps, drop {c.fraction:g} (cosine), until {c.until:g}" if args.regrow else "no"
 
 
 def main() -> None:
@@ -73,6 +79,10 @@ def main() -> None:
                     help="fine-tune on labels only (default: every method distilled from the dense net)")
     ap.add_argument("--distill-alpha", type=float, default=0.9)
     ap.add_argument("--distill-temperature", type=float, default=2.0)
+    ap.add_argument("--regrow", action="store_true",
+                    help="unstructured rows: fine-tune with drop-and-grow inside each layer (prune --regrow)")
+    ap.add_argument("--results", default=None, metavar="NAME",
+                    help="results file name (default lenet_mnist[_<--only>]), so that a variant keeps the recipe's file")
     ap.add_argument("--save-dense", type=Path, default=None, metavar="DIR",
                     help="also write each dense net as DIR/<model>_dense.safetensors (for the CLI recipe)")
     ap.add_argument("--dense-only", action="store_true",
@@ -132,7 +142,10 @@ def main() -> None:
                           epochs=args.unstructured_gate_epochs, granularity="unstructured",
                           finetune_epochs=args.unstructured_finetune_epochs, lr=UNSTRUCTURED_LR,
                           batch_size=BATCH, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
-                          distill_temperature=args.distill_temperature)
+                          distill_temperature=args.distill_temperature,
+                          autoprune=AutoPruneConfig(epochs=args.unstructured_gate_epochs, lr=UNSTRUCTURED_LR,
+                                                    seed=args.seed, batch_size=BATCH,
+                                                    regrow=RegrowConfig() if args.regrow else None))
             rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
                          "method": "autoprune", "cli": unstructured_cli(name, target_nonzero + other, args),
                          "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
@@ -146,6 +159,7 @@ def main() -> None:
                                                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))},
                          "gate_epochs": args.unstructured_gate_epochs,
                          "finetune_epochs": args.unstructured_finetune_epochs,
+                         "regrow": regrow_text(args), "notes": r.notes,
                          "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
                                      if args.distill else "no")})
             print(rows[-1], flush=True)
@@ -153,6 +167,8 @@ def main() -> None:
         return
     cols = ["model", "granularity", "method", "dense_acc", "acc_pruned_no_ft", "acc_after", "drop_pt", "macs_fraction",
             "compression", "gate_epochs", "finetune_epochs", "distill", "tflite_fp32_rel", "seconds"]
+    if args.regrow:
+        cols.insert(cols.index("distill"), "regrow")
     md = ["# LeNet on MNIST (10,000 test images)", "",
           "Goals: structured LeNet-5 <= 7% of dense MACs at <= 0.2 pt drop; unstructured LeNet-5 >= 310x fewer "
           "non-zero weights at <= 0.2 pt drop. Dense nets trained by this script "
@@ -166,7 +182,8 @@ def main() -> None:
     if unst:
         md += ["", "Non-zero weights per layer (unstructured):", ""]
         md += [f"- {r['model']}: " + ", ".join(f"{k} {v}" for k, v in r["nonzero_per_layer"].items()) for r in unst]
-    write_results("lenet_mnist" + (f"_{args.only}" if args.only else ""), {"args": vars(args), "rows": rows},
+    write_results(args.results or "lenet_mnist" + (f"_{args.only}" if args.only else ""),
+                  {"args": vars(args), "rows": rows},
                   "\n".join(md))
 
 

@@ -179,6 +179,10 @@ ERRORS = [
                 "--out", t / "o"], "--qat-epochs"),
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--qat-epochs", "1",
                 "--formats", "onnx", "--out", t / "o"], "tflite-int8"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", "synthetic", "--regrow", "--out",
+                t / "o"], "--granularity unstructured"),
+    (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1", "--epochs",
+                "0", "--regrow", "--out", t / "o"], "--method autoprune"),
 ]
 
 

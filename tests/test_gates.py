@@ -162,6 +162,29 @@ def test_unstructured_budget_counts_nonzero_weights():
     assert nz + other == r.params_after  # the budget counts every non-gated parameter too
 
 
+def test_unstructured_regrowth_moves_weights_and_keeps_every_layer_count():
+    """With regrowth the fine-tuned mask differs from the selected one, layer by layer the same size."""
+    from autoprune_edge.data import load_data
+    from autoprune_edge.regrow import RegrowConfig
+
+    data = load_data("synthetic", input_size=8, synthetic_train=128, synthetic_val=32)
+    convs = lambda m: {n: x.weight for n, x in m.named_modules() if isinstance(x, (torch.nn.Conv2d, torch.nn.Linear))}  # noqa: E731
+    runs = {}
+    for regrow in (None, RegrowConfig(every=2)):
+        torch.manual_seed(0)
+        model = SmallCNN(w=8)
+        r = prune(model, data, "1kparams", method="autoprune", granularity="unstructured", finetune_epochs=2,
+                  autoprune=AutoPruneConfig(epochs=1, batch_size=32, regrow=regrow))
+        assert r.params_after <= 1000
+        runs[regrow is None] = (r, {n: w != 0 for n, w in convs(model).items()})
+    (plain, plain_nz), (moved, moved_nz) = runs[True], runs[False]
+    assert any("regrowth moved" in n for n in moved.notes) and not any("regrowth" in n for n in plain.notes)
+    assert plain.nonzero_after == moved.nonzero_after  # the selection, hence the counts, is the same
+    for n in plain_nz:
+        assert int(moved_nz[n].sum()) <= int(plain_nz[n].sum())  # a grown weight can stay 0, none is extra
+    assert any(not torch.equal(plain_nz[n], moved_nz[n]) for n in plain_nz)
+
+
 def test_distillation_settings_reach_fine_tuning(monkeypatch):
     """prune(distill=True) fine-tunes against the dense teacher with the given alpha and temperature."""
     from autoprune_edge import pruning

@@ -93,6 +93,9 @@ def training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cost-exponent", type=float,
                    help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
                         "0 = all gates alike (default 1)")
+    g.add_argument("--regrow", action="store_true",
+                   help="unstructured only: while fine-tuning, every 100 steps swap each layer's smallest weights "
+                        "for the pruned ones with the largest gradient (RigL-style; counts per layer stay)")
     g.add_argument("--distill", action="store_true", help="fine-tune with distillation from the dense model")
     g.add_argument("--distill-alpha", type=float, default=0.9, help="weight of the distillation term (0, 1]")
     g.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of distillation")

@@ -25,6 +25,7 @@ from ..outputs import check_writable, staged_dir
 from ..pipeline import BuildReport, build
 from ..plan import save_pruned
 from ..pruning import prune
+from ..regrow import RegrowConfig
 from ..tasks import task_for
 from ..workload import load_workload
 from .modelref import load_model_ref
@@ -46,10 +47,15 @@ class TrainingArgs:
                               f"{args.method!r} selects channels in one shot: pass --epochs 0")
         epochs = (1.0 if learned else 0.0) if args.epochs is None else args.epochs
         if not learned:
+            if args.regrow:
+                raise ConfigError("--regrow fine-tunes AutoPrune's unstructured masks: use --method autoprune "
+                                  "--granularity unstructured")
             return cls(epochs, None)
         tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent),
                                    ("batch_size", args.batch_size)) if v is not None}
-        return cls(epochs, AutoPruneConfig(epochs=epochs, lr=args.lr, ste=args.ste, seed=args.seed, **tuned))
+        regrow = RegrowConfig() if args.regrow else None
+        return cls(epochs, AutoPruneConfig(epochs=epochs, lr=args.lr, ste=args.ste, seed=args.seed, regrow=regrow,
+                                           **tuned))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
