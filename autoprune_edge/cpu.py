@@ -48,4 +48,30 @@ def cpu_signature() -> dict[str, str]:
             "speed_flags": " ".join(f for f in SPEED_FLAGS if f in cpu_flags())}
 
 
-__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "cpu_signature"]
+def vector_class(flags: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    """The widest SIMD family in `flags`: what decides which kernel family a runtime picks."""
+    for cls, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("neon", "asimd")):
+        if flag in flags:
+            return cls
+    return "other"
+
+
+# Extensions whose absence changes int8 / bf16 kernel speed a lot within one vector class.
+_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm"})
+
+
+def mismatch(profile_cpu: str, profile_flags: tuple[str, ...]) -> str | None:
+    """Why timings measured on (`profile_cpu`, `profile_flags`) may not hold on this CPU, or None: another
+    vector class, or a dot-product extension the profile's CPU had and this one lacks."""
+    here, there = cpu_flags(), frozenset(profile_flags)
+    if not here or not there:
+        return None  # nothing to compare
+    lacking = sorted((there - here) & _DOT_PRODUCT)
+    if vector_class(here) == vector_class(there) and not lacking:
+        return None
+    why = f"{vector_class(there)} there, {vector_class(here)} here" + (f", no {' '.join(lacking)} here" if lacking
+                                                                      else "")
+    return f"this CPU ({cpu_name()}) is not the one the profile was measured on ({profile_cpu}: {why})"
+
+
+__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "cpu_signature", "mismatch", "vector_class"]

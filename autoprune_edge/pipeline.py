@@ -36,7 +36,7 @@ from .modelcard import DataSource, ModelCard
 from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
-from .profiles.host import LatencyProbe
+from .profiles.host import LatencyProbe, host_profile_note
 from .pruning import FINETUNE_BATCH_SIZE, check_batch_size, prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
@@ -133,6 +133,9 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                                                                    weight_decay=1e-4, optimizer="adam", seed=seed),
                              desc="train dense", rt=rt)
 
+    host_note = host_profile_note(tgt)
+    if host_note:
+        progress.log(host_note)
     if land_measured is None:
         land_measured = tgt.name == "host"
     land = land_measured and any(b.kind == "latency_ms" for b in budgets) and the_task is CLASSIFY
@@ -143,6 +146,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                        granularity=granularity, distill=distill, distill_alpha=distill_alpha,
                        distill_temperature=distill_temperature, autoprune=autoprune, device=device,
                        precision=precision, seed=seed, latency_probe=probe, ignore=ignore, task=the_task.name)
+    if host_note:
+        result.notes.append(host_note)
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

@@ -34,3 +34,18 @@ def test_arm_signature(fake) -> None:
 def test_no_cpuinfo(fake) -> None:
     fake("")
     assert cpu.cpu_flags() == frozenset() and cpu.cpu_name()
+
+
+def test_mismatch_names_what_differs(fake) -> None:
+    fake(X86.replace(" avx512f avx512_vnni avx512_bf16", ""))  # an AVX2-only CPU
+    why = cpu.mismatch("Xeon", ("avx2", "fma", "avx512f", "avx512_bf16"))
+    assert why and "avx512 there, avx2 here" in why and "no avx512_bf16" in why
+    assert cpu.mismatch("Zen 3", ("avx2", "fma")) is None
+    assert cpu.mismatch("unrecorded", ()) is None
+
+
+def test_mismatch_within_a_vector_class(fake) -> None:
+    fake(X86)  # AVX-512 with VNNI and BF16
+    assert cpu.mismatch("Xeon", ("avx2", "avx512f", "avx512_bf16")) is None  # more here than there is fine
+    fake(X86.replace(" avx512_vnni", ""))
+    assert "no avx512_vnni" in cpu.mismatch("Zen 4", ("avx2", "avx512f", "avx512_vnni"))

@@ -13,7 +13,9 @@ import pytest
 
 from autoprune_edge.cli import main
 from autoprune_edge.errors import AutoPruneEdgeError
+from autoprune_edge.cpu import cpu_name, cpu_signature
 from autoprune_edge.profiles.calibrate import calibrate, fit, render_toml
+from autoprune_edge.profiles.host import host_profile_note
 from autoprune_edge.profiles.kernels import estimate
 from autoprune_edge.profiles.measure import (
     MeasurementsError,
@@ -200,6 +202,10 @@ def test_host_microbenchmark_calibration(tmp_path):
     assert res.n == 6 and res.statistic == "p10_ms" and "microbenchmark" in res.source
     assert load_target(str(out)).name == "host"
     assert res.mape("after") < res.mape("before") or res.mape("before") < 15
+    # the profile now says which CPU it describes, so `build --target host.toml` here has nothing to warn about
+    t = load_target(str(out))
+    assert t.device.cpu == cpu_name() and t.device.cpu_flags == tuple(cpu_signature()["speed_flags"].split())
+    assert host_profile_note(t) is None
 
 
 def test_bad_measurements_file_is_one_line_error(tmp_path, capsys):

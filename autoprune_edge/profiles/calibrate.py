@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import json
 import os
 import re
 import tempfile
@@ -52,6 +53,7 @@ class CalibrationResult:
     statistic: str
     skipped: list[str] = field(default_factory=list)
     toml: str = ""  # the new profile text (validated)
+    device: dict = field(default_factory=dict)  # the measurements' device record (cpu name, cpu_flags, ...)
     out: str | None = None  # where it was written
 
     @property
@@ -360,6 +362,9 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
             literal += ".0"  # keep TOML floats floats
         _set_line(lines, table, leaf, literal)
         _set_line(lines, "sources", key, '"' + f"{how} (was {before:.4g})" + '"', quote_key=True)
+    if result.device.get("cpu_flags") is not None:  # the profile now describes the measured CPU
+        _set_line(lines, "device", "cpu", json.dumps(str(result.device.get("cpu") or original.device.cpu)))
+        _set_line(lines, "device", "cpu_flags", json.dumps([str(f) for f in result.device["cpu_flags"]]))
     if name and name != original.name:
         for i, line in enumerate(lines):
             if re.match(r"^\s*name\s*=", line):
@@ -411,6 +416,7 @@ def calibrate(target: Target | str, measurements: str | Path | dict | None = Non
     if doc.get("suite"):  # measure --suite keeps each network's fastest round: fit that
         statistic = statistic or doc["suite"].get("statistic", "p10_ms")
     result = fit(t, doc, statistic=statistic or "median_ms", source=source)
+    result.device = dict(doc.get("device") or {})
     out_path = Path(out) if out is not None else Path(f"{t.name}-calibrated.toml")
     stem = out_path.stem
     name = t.name if stem == t.name or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", stem) else stem

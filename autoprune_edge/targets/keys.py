@@ -123,6 +123,9 @@ TOP_LEVEL_KEYS: dict[str, Any] = {
     "default_formats": Key(text_list),
     "device": {
         "cpu": Key(text),
+        # the CPU's speed-relevant extensions (cpu.SPEED_FLAGS) where the profile was measured; written by
+        # calibrate, compared by `build --target host` with the machine it runs on
+        "cpu_flags": Key(any_text_list, required=False),
         "accelerator": Key(any_text, required=False),
         "os": Key(any_text, required=False),
     },

@@ -16,6 +16,7 @@ class Device:
     cpu: str
     accelerator: str = ""
     os: str = ""
+    cpu_flags: tuple[str, ...] = ()  # empty: not recorded
 
 
 @dataclass(frozen=True)
