@@ -147,12 +147,15 @@ def test_output_shapes_flatten_nested_outputs():
     assert names == [("a", [1, 2, 4, 4]), ("b[0]", [1, 1, 4, 4]), ("b[1][0]", [])]
 
 
-def test_build_segment_end_to_end(tmp_path):
+def test_build_segment_end_to_end(tmp_path, monkeypatch):
+    from autoprune_edge import cpu
     from autoprune_edge.pipeline import build
     from autoprune_edge.profiles.counting import count_macs
     from toy_models import TinySegmenter
 
     dense = count_macs(TinySegmenter(3), torch.zeros(1, 3, 32, 32)).macs
+    # an AVX2-only CPU: host.toml was measured on an AVX-512 one, so the card says so
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: "model name\t: Test CPU\nflags\t\t: sse2 avx2 fma\n")
     rep = build("toy_models:TinySegmenter", "synthetic-seg?train=32&val=8&classes=3", "host",
                 f"{dense / 2e6:.6f}MFLOPs", tmp_path, input_size=32, epochs=1, finetune_epochs=1, batch_size=8,
                 lr=0.05, formats=("onnx", "tflite-fp32", "tflite-int8"), measure_runs=2, calib_samples=8,
@@ -161,6 +164,7 @@ def test_build_segment_end_to_end(tmp_path):
     assert card.task == "segment" and card.accuracy.metric == "mIoU"
     assert card.widths.after["enc1.0"] == card.widths.before["enc1.0"]  # left whole as asked
     assert any("left whole as asked (ignore): 1 layer(s): enc1.0" in n for n in card.notes)
+    assert any("host profile may not fit this machine" in n and "Test CPU" in n for n in card.notes), card.notes
     assert card.macs.after <= dense / 2 and card.equivalence.rel < 1e-4
     assert 0.0 <= card.accuracy.after <= 1.0 and card.accuracy.before is not None
     assert [t["name"] for t in card.outputs.tensors] == ["out"] and card.outputs.tensors[0]["shape"] == [1, 3, 32, 32]
