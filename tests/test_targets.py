@@ -141,6 +141,13 @@ def test_wrong_type_integer_key(tmp_path):
         load_target(str(p))
 
 
+def test_bad_cpu_flags_names_key_and_its_line(tmp_path):
+    text = re.sub(r"(?m)^(cpu = .*)$", lambda m: m.group(1) + '\ncpu_flags = "asimd"', _rpi_text(), count=1)
+    p = _write(tmp_path, text)
+    with pytest.raises(TargetProfileError, match=r"device\.cpu_flags must be a list of strings \(line \d+\)"):
+        load_target(str(p))
+
+
 def test_unknown_key_is_reported_with_suggestion(tmp_path):
     text = re.sub(r"(?m)^gmacs_per_core = ", "gmac_per_core = ", _rpi_text(), count=1)
     n = _line_of(text, r"^gmac_per_core")
