@@ -41,11 +41,16 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_field("flags", "features").split())
 
 
+def speed_flags() -> tuple[str, ...]:
+    """The SPEED_FLAGS this CPU has, in SPEED_FLAGS order (what a profile's ``[device] cpu_flags`` records)."""
+    here = cpu_flags()
+    return tuple(f for f in SPEED_FLAGS if f in here)
+
+
 def cpu_signature() -> dict[str, str]:
     """Name, family/model where reported, and the speed-relevant extensions present, for results files."""
     fam, model = _field("cpu family"), _field("model\t", "model ")
-    return {"name": cpu_name(), "family_model": f"{fam}/{model}" if fam else "",
-            "speed_flags": " ".join(f for f in SPEED_FLAGS if f in cpu_flags())}
+    return {"name": cpu_name(), "family_model": f"{fam}/{model}" if fam else "", "speed_flags": " ".join(speed_flags())}
 
 
 def vector_class(flags: frozenset[str] | set[str] | tuple[str, ...]) -> str:
@@ -74,4 +79,4 @@ def mismatch(profile_cpu: str, profile_flags: tuple[str, ...]) -> str | None:
     return f"this CPU ({cpu_name()}) is not the one the profile was measured on ({profile_cpu}: {why})"
 
 
-__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "cpu_signature", "mismatch", "vector_class"]
+__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "cpu_signature", "mismatch", "speed_flags", "vector_class"]

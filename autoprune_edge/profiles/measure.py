@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
-from ..cpu import cpu_name, cpu_signature
+from ..cpu import cpu_name, speed_flags
 from ..errors import AutoPruneEdgeError
 from .host import measure_tflite
 from .tflite_ops import read_kernels
@@ -57,7 +57,7 @@ def device_info() -> dict:
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "cpu": cpu_name(),
-        "cpu_flags": cpu_signature()["speed_flags"].split(),
+        "cpu_flags": list(speed_flags()),
         "cpu_count": os.cpu_count(),
         "runtime": _runtime_version(),
         "python": platform.python_version(),
