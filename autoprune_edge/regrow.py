@@ -85,14 +85,16 @@ class MaskRegrowth:
         grad = self._grads[name]
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(grad)  # every rank must pick the same weights
-        flat_k = k.view(-1)
-        alive = torch.where(flat_k, w.detach().abs().view(-1).float(), torch.full_like(grad.view(-1), math.inf))
-        drop = torch.topk(alive, n_move, largest=False).indices
-        score = torch.where(flat_k, torch.full_like(alive, -math.inf), grad.view(-1))
-        grow = torch.topk(score, n_move).indices  # never a weight alive before the drop, so no undo
-        flat_k[drop] = False
-        flat_k[grow] = True
-        w.view(-1)[grow] = 0.0
+        # flat indices in logical (row-major) order, whatever the memory format (channels_last on CPUs and GPUs)
+        flat_k = k.reshape(-1)
+        alive = torch.where(flat_k, w.detach().abs().reshape(-1).float(), torch.full_like(flat_k, math.inf,
+                                                                                           dtype=torch.float32))
+        drop = torch.unravel_index(torch.topk(alive, n_move, largest=False).indices, k.shape)
+        score = torch.where(flat_k, torch.full_like(alive, -math.inf), grad.reshape(-1).float())
+        grow = torch.unravel_index(torch.topk(score, n_move).indices, k.shape)  # never alive before: no undo
+        k[drop] = False
+        k[grow] = True
+        w.data[grow] = 0.0
         self.moved += n_move
 
     def state_dict(self) -> dict[str, Any]:

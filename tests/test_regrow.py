@@ -96,3 +96,25 @@ def test_state_round_trip_resumes_identically() -> None:
     rg_b.load_state_dict(st)
     assert rg_b.step == 12 and rg_b.moved == rg_a.moved
     assert all(torch.equal(rg_a.masks[n], rg_b.masks[n]) for n in masks)
+
+
+def test_swap_in_a_channels_last_conv_picks_by_logical_position() -> None:
+    """On CPUs and GPUs conv weights train in channels_last; the swap must judge and move the same weights
+    as it would in NCHW (a flat view of the storage would scramble them or fail)."""
+    picks = {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(4, 6, 3)
+        k = torch.rand(6, 4, 3, 3) < 0.3
+        with torch.no_grad():
+            conv.weight.mul_(k)
+        net = nn.Sequential(conv).to(memory_format=fmt)
+        rg = MaskRegrowth(dict(net.named_modules()), {"0": k}, total_steps=10,
+                          cfg=RegrowConfig(every=1, fraction=0.5)).attach()
+        x = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(3)).contiguous(memory_format=fmt)
+        net(x).pow(2).mean().backward()
+        rg.after_step()
+        assert rg.moved > 0 and int(rg.masks["0"].sum()) == int(k.sum())
+        assert torch.all(conv.weight[~rg.masks["0"]] == 0)
+        picks[fmt] = rg.masks["0"].clone()
+    assert torch.equal(picks[torch.contiguous_format], picks[torch.channels_last])
