@@ -157,6 +157,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="smoke run: small batches and inputs, one repeat")
     ap.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats to zero")
+    ap.add_argument("--results", default=None,
+                    help="results file name (default train_throughput, or train_throughput_quick with --quick)")
     args = ap.parse_args()
     flushed = not args.keep_denormals and torch.set_flush_denormal(True)
     if args.threads:
@@ -176,10 +178,11 @@ def main() -> None:
           + (" (--quick smoke run: small batches and inputs, not the goal's settings)" if args.quick else "") + ".",
           "Images/s, median over interleaved runs of the median step interval (after warm-up). (a) `train_gates`, "
           "(b) `train` (fine-tuning), (c) a plain DataLoader + autocast + SGD loop, all in the same precision and "
-          "memory format; (d) `train_gates` in fp32 NCHW, the loop as it ran before device/precision support.", "",
+          "memory format; (d) `train_gates` in fp32 NCHW, the loop as it ran before device/precision support "
+          "and before CPUs trained in channels_last.", "",
           "Goals (issue 15): a/c >= 0.90, b/c >= 0.95; a/d >= 1.7 on ResNet-56 on a CPU with native bf16.", "",
           md_table(rows, cols)]
-    write_results("train_throughput_quick" if args.quick else "train_throughput",
+    write_results(args.results or ("train_throughput_quick" if args.quick else "train_throughput"),
                   {"args": vars(args), "threads": torch.get_num_threads(), "device": str(rt.device),
                    "precision": rt.precision, "flush_denormal": flushed, "rows": rows}, "\n".join(md))
 
