@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--latency-ms", type=float, default=2.5)
+    ap.add_argument("--results", default="host_speed", help="results file name (another CPU: another name)")
     ap.add_argument("--reuse", help="a work dir of an earlier run: time its files again, build nothing")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
           f"fastest **{'met' if ok_land else 'missed'}**, median **{'met' if ok_land_med else 'missed'}**). The build's "
           "own probe, before fine-tuning: " + "; ".join(lat_info.get("landing_steps", [])) + ".", "",
           md_table(rows, ["file", "fastest_ms", "median_visit_ms", "speedup_fastest", "speedup_median"]), ""]
-    write_results("host_speed", {"summary": summary, "rows": rows, "visits": visits}, "\n".join(md))
+    write_results(args.results, {"summary": summary, "rows": rows, "visits": visits}, "\n".join(md))
     print("\n".join(md))
     return 0
 
