@@ -87,14 +87,14 @@ class MaskRegrowth:
             dist.all_reduce(grad)  # every rank must pick the same weights
         # flat indices in logical (row-major) order, whatever the memory format (channels_last on CPUs and GPUs)
         flat_k = k.reshape(-1)
-        alive = torch.where(flat_k, w.detach().abs().reshape(-1).float(), torch.full_like(flat_k, math.inf,
-                                                                                           dtype=torch.float32))
+        magnitude = w.abs().reshape(-1).float()
+        alive = torch.where(flat_k, magnitude, torch.full_like(magnitude, math.inf))
         drop = torch.unravel_index(torch.topk(alive, n_move, largest=False).indices, k.shape)
-        score = torch.where(flat_k, torch.full_like(alive, -math.inf), grad.reshape(-1).float())
+        score = torch.where(flat_k, torch.full_like(magnitude, -math.inf), grad.reshape(-1).float())
         grow = torch.unravel_index(torch.topk(score, n_move).indices, k.shape)  # never alive before: no undo
         k[drop] = False
         k[grow] = True
-        w.data[grow] = 0.0
+        w[grow] = 0.0  # under after_step's no_grad
         self.moved += n_move
 
     def state_dict(self) -> dict[str, Any]:
