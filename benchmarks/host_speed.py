@@ -11,6 +11,7 @@ visit are reported), so that a slow phase of this shared VM hits every file alik
   the default);
 * ``build --target host --budget 100MFLOPs`` with every other option at its default (synthetic data);
 * ``build --target host --budget Xms`` (X = ``--latency-ms``): where its fp32 file's measured latency lands;
+  (``--target FILE`` builds both against a profile this CPU was calibrated into instead of the shipped host)
 * the peer, measured beside them: Torch-Pruning's MagnitudePruner (L1, uniform per layer, round_to=8, the
   classifier left alone) with its ratio bisected to the same 100M MACs, as research/host-speed.md built it
   on the AMD host where the goal numbers were measured.
@@ -111,12 +112,12 @@ def landing_steps(card: dict) -> list[str]:
     return [n for n in card["notes"] if n.startswith("latency budget landed")]
 
 
-def build_files(out: Path, budget: str) -> tuple[dict[str, Path], dict]:
+def build_files(out: Path, budget: str, target: str = "host") -> tuple[dict[str, Path], dict]:
     import autoprune_edge as ape
     from autoprune_edge.errors import PartialBuildError
 
     try:
-        rep = ape.build(model="mobilenet_v2", data="synthetic", target="host", budget=budget, out_dir=out,
+        rep = ape.build(model="mobilenet_v2", data="synthetic", target=target, budget=budget, out_dir=out,
                         name="build", allow_parity_failure=True, html_report=False)
     except PartialBuildError as e:  # not raised with allow_parity_failure, kept for safety
         rep = e.report
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--latency-ms", type=float, default=2.5)
+    ap.add_argument("--target", default="host",
+                    help="the builds' target: host, or a profile this CPU was calibrated into (calibrate --out)")
     ap.add_argument("--results", default="host_speed", help="results file name (another CPU: another name)")
     ap.add_argument("--reuse", help="a work dir of an earlier run: time its files again, build nothing")
     args = ap.parse_args(argv)
@@ -155,9 +158,9 @@ def main(argv=None) -> int:
         work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
         print(f"[build] work dir {work}", flush=True)
         files = {f"dense_{p}": f for p, f in dense_files(work / "dense").items()}
-        macs_files, macs_info = build_files(work / "macs", "100MFLOPs")
+        macs_files, macs_info = build_files(work / "macs", "100MFLOPs", args.target)
         files.update({f"100M_{p}": f for p, f in macs_files.items()})
-        lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms")
+        lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms", args.target)
         files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
         tp_f, tp_info = tp_files(work / "tp")
         (work / "tp" / "tp_info.json").write_text(json.dumps(tp_info))
@@ -198,7 +201,8 @@ def main(argv=None) -> int:
     ok_land, ok_land_med = (-5.0 <= x <= 0.0 for x in (landing, landing_med))
     md = ["# MobileNetV2 on this host: the default build against the dense model, measured interleaved", "",
           f"LiteRT 1 thread, {args.rounds} shuffled rounds, per visit the p10 of 40 invokes; fastest visit (and the "
-          "median visit). Dense = torchvision MobileNetV2 1.0/224. Builds: `build --model mobilenet_v2 --target host "
+          "median visit). Dense = torchvision MobileNetV2 1.0/224. Builds: "
+          f"`build --model mobilenet_v2 --target {args.target} "
           f"--data synthetic` at `--budget 100MFLOPs` and at `--budget {args.latency_ms}ms`, other options default.", "",
           f"- 100M MACs build over dense: **fp32 {fp32:.2f}x, int8 {int8:.2f}x** (goal ≥ 2.84x / ≥ 2.06x: "
           f"**{'met' if ok_speed else 'missed'}**).",
