@@ -206,6 +206,11 @@ def test_host_microbenchmark_calibration(tmp_path):
     t = load_target(str(out))
     assert t.device.cpu == cpu_name() and t.device.cpu_flags == tuple(cpu_signature()["speed_flags"].split())
     assert host_profile_note(t) is None
+    head = out.read_text().splitlines()[:3]  # the copied description names the original's CPU: the header says so
+    assert head[2] == f"# Measured on {cpu_name()} ({cpu_signature()['speed_flags']}); the comments and " \
+        "description below are the original profile's."
+    calibrate(str(out), None, out=out, quick=True)  # recalibrating the copy replaces its header, not stacks it
+    assert sum(line.startswith("# Measured on ") for line in out.read_text().splitlines()) == 1
 
 
 def test_bad_measurements_file_is_one_line_error(tmp_path, capsys):

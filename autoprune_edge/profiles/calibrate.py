@@ -339,7 +339,7 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
         raise CalibrationError(f"target {original.name} was not loaded from a file; cannot write a calibrated copy")
     text = Path(original.path).read_text(encoding="utf-8")
     lines = text.splitlines()
-    while lines and lines[0].startswith(("# calibrated from ", "# Fitted: ")):  # an earlier calibration's header
+    while lines and lines[0].startswith(("# calibrated from ", "# Fitted: ", "# Measured on ")):  # an earlier header
         lines.pop(0)
     how = (f"calibrated from {result.n} measurements on {result.date} ({result.source}; statistic "
            f"{result.statistic}) by autoprune-edge calibrate: least-squares fit on log latency")
@@ -372,6 +372,9 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
                 break
     header = [f"# {how}.", f"# Fitted: {', '.join(result.fitted)}; MAPE on those measurements "
               f"{result.mape('before'):.1f}% -> {result.mape('after'):.1f}%."]
+    if result.device.get("cpu_flags") is not None:  # the original's comments and description name its own CPU
+        header.append(f"# Measured on {result.device.get('cpu') or '?'} ({' '.join(result.device['cpu_flags'])}); "
+                      "the comments and description below are the original profile's.")
     new = "\n".join(header + lines) + "\n"
     parse_target(new, f"calibrated {original.name}")  # raises TargetProfileError if we broke it
     return new
