@@ -21,7 +21,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GP
 def test_cpu_fp32_is_the_plain_loop_in_channels_last():
     rt = resolve_runtime("cpu", "fp32")
     assert rt.autocast_dtype is None and not rt.grad_scaler and rt.scaler() is None
-    assert rt.channels_last  # measured faster on CPUs in fp32 too (1.15-1.6x, README)
+    assert rt.channels_last  # faster on CPUs in fp32 too (benchmarks/results/train_throughput_fp32.md)
     assert rt.memory_format(SmallCNN(w=4)) is torch.channels_last
     assert rt.memory_format(torch.nn.Sequential(torch.nn.Linear(4, 2))) is torch.contiguous_format
     assert CPU_FP32.precision == "fp32" and not CPU_FP32.channels_last  # the old loop, kept for comparisons
