@@ -90,7 +90,7 @@ class MaskRegrowth:
         magnitude = w.abs().reshape(-1).float()
         alive = torch.where(flat_k, magnitude, torch.full_like(magnitude, math.inf))
         drop = torch.unravel_index(torch.topk(alive, n_move, largest=False).indices, k.shape)
-        score = torch.where(flat_k, torch.full_like(magnitude, -math.inf), grad.reshape(-1).float())
+        score = torch.where(flat_k, torch.full_like(magnitude, -math.inf), grad.reshape(-1))
         grow = torch.unravel_index(torch.topk(score, n_move).indices, k.shape)  # never alive before: no undo
         k[drop] = False
         k[grow] = True
