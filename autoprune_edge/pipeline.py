@@ -36,7 +36,7 @@ from .modelcard import DataSource, ModelCard
 from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
-from .profiles.host import LatencyProbe, host_profile_note
+from .profiles.host import LatencyProbe, host_profile_note, measures_here
 from .pruning import FINETUNE_BATCH_SIZE, check_batch_size, prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
@@ -83,7 +83,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     raw 0..255 pixels in, the normalisation inside the model; int8; float32). ``qat_epochs`` > 0 fine-tunes
     the pruned model with int8 rounding simulated (qat.py) before anything is converted, at a tenth of ``lr``.
     ``land_measured`` lands a latency budget on the fp32 file's latency measured here (landing.py); by default
-    on when the target is ``host``, the machine running the build. ``task`` (classify, segment, detect;
+    on when the target is the machine running the build: ``host``, or a profile ``calibrate`` fitted on this CPU
+    (profiles.host.measures_here). ``task`` (classify, segment, detect;
     default: what the data holds) picks the loss and metric (tasks.py); segmenters and detectors are pruned
     with the loop-agnostic Pruner (task_prune.py) and their files carry no classifier metadata. ``ignore``:
     module names (as in ``model.named_modules()``) whose layers keep all their channels, e.g. "backbone".
@@ -137,7 +138,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
     if host_note:
         progress.log(host_note)
     if land_measured is None:
-        land_measured = tgt.name == "host"
+        land_measured = measures_here(tgt)
     land = land_measured and any(b.kind == "latency_ms" for b in budgets) and the_task is CLASSIFY
     # the probe converts the dense model now, before prune() compacts it in place
     with LatencyProbe(work.model, input_shape, threads=tgt.runtime.threads) if land else nullcontext() as probe:

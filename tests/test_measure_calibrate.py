@@ -15,7 +15,7 @@ from autoprune_edge.cli import main
 from autoprune_edge.errors import AutoPruneEdgeError
 from autoprune_edge.cpu import cpu_name, cpu_signature
 from autoprune_edge.profiles.calibrate import calibrate, fit, render_toml
-from autoprune_edge.profiles.host import host_profile_note
+from autoprune_edge.profiles.host import host_profile_note, measures_here
 from autoprune_edge.profiles.kernels import estimate
 from autoprune_edge.profiles.measure import (
     MeasurementsError,
@@ -211,6 +211,18 @@ def test_host_microbenchmark_calibration(tmp_path):
         "description below are the original profile's."
     calibrate(str(out), None, out=out, quick=True)  # recalibrating the copy replaces its header, not stacks it
     assert sum(line.startswith("# Measured on ") for line in out.read_text().splitlines()) == 1
+
+
+def test_a_profile_calibrated_here_is_measured_here_whatever_its_name(tmp_path):
+    # the default --out is host-calibrated.toml: its builds must still land latency budgets on measurements here
+    calibrate("host", None, out=tmp_path / "host-calibrated.toml", quick=True)
+    mine = load_target(str(tmp_path / "host-calibrated.toml"))
+    assert mine.name == "host-calibrated" and measures_here(mine)
+    assert measures_here(load_target("host"))
+    assert not measures_here(load_target("raspberrypi4")) and not measures_here(load_target("pixel-7"))
+    other_cpu = dataclasses.replace(mine, device=dataclasses.replace(mine.device, cpu="Some Other CPU"))
+    fewer_flags = dataclasses.replace(mine, device=dataclasses.replace(mine.device, cpu_flags=mine.device.cpu_flags[:1]))
+    assert not measures_here(other_cpu) and not measures_here(fewer_flags)
 
 
 def test_bad_measurements_file_is_one_line_error(tmp_path, capsys):

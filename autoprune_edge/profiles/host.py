@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cpu import mismatch
+from ..cpu import cpu_name, mismatch, speed_flags
 
 
 def _interpreter_module():
@@ -172,6 +172,17 @@ class LatencyProbe:
         ref_p10, cand_p10 = (_p10(np.concatenate(t)) for t in (ref_ms, cand_ms))
         self.ref_block_ms += [_p10(t) for t in ref_ms]
         return cand_p10 / ref_p10 * self.anchor_ms
+
+
+def measures_here(target) -> bool:
+    """Whether timing a file on this machine times it on `target`: the `host` profile, or a profile that
+    `calibrate` fitted on this CPU (same name and speed extensions, a LiteRT runtime), whatever its file
+    is called. A latency budget against such a target lands on measured latency (landing.py)."""
+    if target.name == "host":
+        return True
+    dev = target.device
+    return (bool(dev.cpu_flags) and dev.cpu == cpu_name() and tuple(dev.cpu_flags) == speed_flags()
+            and "litert" in target.runtime.name.lower())
 
 
 def host_profile_note(target) -> str | None:
