@@ -149,6 +149,35 @@ def test_mnist_loads_fake_idx_gz(mnist_root):
     assert not any(p.suffix != ".gz" for p in (mnist_root / "MNIST" / "raw").iterdir())  # nothing extracted
 
 
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x moved down dy and right dx pixels, zeros where nothing moved in."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[..., max(-dy, 0):h - max(dy, 0),
+                                                                        max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_mnist_augment_shifts_training_digits_only(mnist_root):
+    d = load_data(f"mnist:{mnist_root}?augment=1")
+    plain = load_data(f"mnist:{mnist_root}")
+    assert d.train.augment and not d.val.augment and "shift augmentation" in d.description
+    assert not plain.train.augment and d.options["augment"] and not plain.options["augment"]
+    torch.manual_seed(0)
+    seen = set()
+    for i in (0, 3, 7) * 10:
+        a, y = d.train[i]
+        assert y == plain.train[i][1]
+        a_px, p_px = _pixel(a, d.mean, d.std), _pixel(plain.train[i][0], d.mean, d.std)
+        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.allclose(a_px, _shifted(p_px, dy, dx), atol=1e-3)]
+        assert len(match) == 1, "an augmented digit is its image shifted by at most 2 px, zero-filled"
+        seen.add(match[0])
+    assert len(seen) > 5  # 25 shifts are possible: random ones are drawn, (0, 0) among them is no exception
+    assert torch.equal(d.val[1][0], plain.val[1][0])
+    assert torch.equal(calibration_batch(d, 4, seed=0), calibration_batch(plain, 4, seed=0))  # never augmented
+
+
 def test_mnist_resize_and_channel_repeat(mnist_root):
     d = load_data(f"mnist:{mnist_root}", input_size=32, channels=3)
     x, _ = d.train[0]

@@ -6,7 +6,8 @@ bundle's ``mean``/``std`` and ``label`` an int. Nothing is downloaded and nothin
 Options may follow the root as a query string, e.g. ``cifar10:data/cifar?normalization=imagenet&augment=1``:
 
 - ``synthetic[?train=512&val=256&classes=10]``
-- ``mnist:ROOT`` - ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (torchvision layout)
+- ``mnist:ROOT[?augment=1]`` - ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (torchvision
+  layout; augment: random shifts of up to 2 px)
 - ``cifar10:ROOT[?normalization=cifar|imagenet&augment=1&trust_pickle=1]`` - either the ConvNetJS PNG sprites
   (cifar10_batch_0..49.png train, cifar10_batch_50.png test, cifar10_labels.json) or the torchvision
   pickles ROOT/cifar-10-batches-py/ (only with ``trust_pickle=1``: pickles can run code when loaded).

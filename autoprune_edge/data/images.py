@@ -15,7 +15,7 @@ class ImageDataset(Dataset):
         self.channels = channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.augment = False  # only cifar10 and folder datasets augment; elsewhere it has no effect
+        self.augment = False  # cifar10, folder and mnist datasets augment when set; elsewhere it has no effect
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Bring a [0,1] float CHW image to the bundle's size, channels and normalisation."""
@@ -28,16 +28,22 @@ class ImageDataset(Dataset):
 
 
 class ArrayImages(ImageDataset):
-    """Images held in memory as uint8 N x H x W (grey) or N x H x W x C."""
+    """Images held in memory as uint8 N x H x W (grey) or N x H x W x C; ``augment`` shifts each image by up
+    to ``shift`` pixels each way (zero fill), the usual augmentation for digits, which must not be flipped."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, size, channels, mean, std):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size, channels, mean, std, shift: int = 0):
         super().__init__(size, channels, mean, std)
         self.images, self.labels = images, labels
+        self.shift = shift
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = torch.from_numpy(np.array(self.images[index], dtype=np.uint8))
-        x = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
-        return self.finish(x.float().div_(255.0)), int(self.labels[index])
+        x = (img[None] if img.ndim == 2 else img.permute(2, 0, 1)).float().div_(255.0)
+        if self.augment and self.shift > 0:
+            s = self.shift
+            i, j = torch.randint(0, 2 * s + 1, (2,)).tolist()  # the input pipeline seeds this per sample
+            x = F.pad(x, (s, s, s, s))[:, i : i + x.shape[1], j : j + x.shape[2]]
+        return self.finish(x), int(self.labels[index])

@@ -1,4 +1,5 @@
-"""``mnist:ROOT``: the idx files of the torchvision layout, ROOT/MNIST/raw/{train,t10k}-*-ubyte[.gz]."""
+"""``mnist:ROOT[?augment=1]``: the idx files of the torchvision layout, ROOT/MNIST/raw/{train,t10k}-*-ubyte[.gz]
+(``augment``: training images shifted by up to SHIFT pixels each way)."""
 from __future__ import annotations
 
 import gzip
@@ -13,7 +14,9 @@ from .bundle import DataBundle
 from .images import ArrayImages
 from .normalization import MNIST_MEAN, MNIST_STD
 from .registry import LoadOptions, register_source
-from .spec import check_channels, check_query, root_dir, size_note
+from .spec import check_channels, check_query, flag, root_dir, size_note
+
+SHIFT = 2  # pixels each way: the shift range of the classic MNIST augmentation (digits are about 20 px in 28)
 
 _MNIST_FILES = {
     "train_images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
@@ -73,7 +76,8 @@ def _find_mnist(root: Path) -> dict[str, Path]:
 def load_mnist(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> DataBundle:
     assert root_s is not None  # parse_spec guarantees it for sources that need a root
     input_size, channels = opts.input_size, opts.channels
-    check_query("mnist", query, ())
+    check_query("mnist", query, ("augment",))
+    augment = flag(query.get("augment"), opts.augment, "augment")
     root = root_dir("mnist", root_s, "ROOT/MNIST/raw/*-ubyte.gz")
     files = _find_mnist(root)
     arrays = {k: read_idx(p) for k, p in files.items()}
@@ -97,11 +101,13 @@ def load_mnist(root_s: str | None, query: dict[str, str], opts: LoadOptions) -> 
     check_channels("mnist", channels, (1, 3))
     ch = 1 if channels is None else channels
     mean, std = MNIST_MEAN * ch, MNIST_STD * ch
-    train = ArrayImages(arrays["train_images"], arrays["train_labels"].astype(np.int64), size, ch, mean, std)
+    train = ArrayImages(arrays["train_images"], arrays["train_labels"].astype(np.int64), size, ch, mean, std,
+                        shift=SHIFT)
+    train.augment = augment
     val = ArrayImages(arrays["test_images"], arrays["test_labels"].astype(np.int64), size, ch, mean, std)
     desc = (
         f"MNIST handwritten digits from {root}: {len(train):,} train / {len(val):,} test images"
-        + size_note(h, size[0], ch, 1)
+        + (f", shift augmentation (up to {SHIFT} px)" if augment else "") + size_note(h, size[0], ch, 1)
     )
     return DataBundle("mnist", train, val, (ch, *size), mean, std, [str(i) for i in range(10)], False, desc,
-                      str(root), {})
+                      str(root), {"augment": augment})
