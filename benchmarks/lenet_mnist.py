@@ -51,7 +51,8 @@ def unstructured_cli(name: str, budget: int, args: argparse.Namespace) -> str:
     """The `prune` command that runs this row's recipe on the dense net written by --save-dense."""
     distill = (f" --distill --distill-alpha {args.distill_alpha:g} --distill-temperature {args.distill_temperature:g}"
                if args.distill else "")
-    return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data mnist:ROOT "
+    data = "'mnist:ROOT?augment=1'" if args.augment else "mnist:ROOT"
+    return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data {data} "
             f"--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
             f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr {UNSTRUCTURED_LR:g} --batch-size {BATCH} "
             f"--seed {args.seed}{distill}{' --regrow' if args.regrow else ''} --out {name}-unstructured")
@@ -81,6 +82,9 @@ def main() -> None:
     ap.add_argument("--distill-temperature", type=float, default=2.0)
     ap.add_argument("--regrow", action="store_true",
                     help="unstructured rows: fine-tune with drop-and-grow inside each layer (prune --regrow)")
+    ap.add_argument("--augment", action="store_true",
+                    help="unstructured rows: gate training and fine-tuning see digits shifted by up to 2 px "
+                         "(mnist:ROOT?augment=1); the dense net is trained on plain images as always")
     ap.add_argument("--results", default=None, metavar="NAME",
                     help="results file name (default lenet_mnist[_<--only>]), so that a variant keeps the recipe's file")
     ap.add_argument("--save-dense", type=Path, default=None, metavar="DIR",
@@ -93,6 +97,7 @@ def main() -> None:
     compression = {k: float(v) for k, v in (kv.split("=") for kv in args.compression.split(","))}
     torch.manual_seed(args.seed)
     data = load_data(f"mnist:{shared('mnist')}")
+    pdata = load_data(f"mnist:{shared('mnist')}?augment=1") if args.augment else data  # the unstructured rows'
     rows = []
     for name in args.models.split(","):
         dense, _ = build_model(name)
@@ -138,7 +143,7 @@ def main() -> None:
             target_nonzero = math.floor(gated / compression[name])
             # prune()'s own lr and batch size for both phases: what `prune --lr --batch-size` runs
             with Timer() as t:
-                r = prune(copy.deepcopy(dense), data, f"{target_nonzero + other}params", method="autoprune",
+                r = prune(copy.deepcopy(dense), pdata, f"{target_nonzero + other}params", method="autoprune",
                           epochs=args.unstructured_gate_epochs, granularity="unstructured",
                           finetune_epochs=args.unstructured_finetune_epochs, lr=UNSTRUCTURED_LR,
                           batch_size=BATCH, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
@@ -160,6 +165,7 @@ def main() -> None:
                          "gate_epochs": args.unstructured_gate_epochs,
                          "finetune_epochs": args.unstructured_finetune_epochs,
                          "regrow": regrow_text(args), "notes": r.notes,
+                         "augment": "shift 2 px" if args.augment else "no",
                          "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
                                      if args.distill else "no")})
             print(rows[-1], flush=True)
@@ -169,6 +175,8 @@ def main() -> None:
             "compression", "gate_epochs", "finetune_epochs", "distill", "tflite_fp32_rel", "seconds"]
     if args.regrow:
         cols.insert(cols.index("distill"), "regrow")
+    if args.augment:
+        cols.insert(cols.index("distill"), "augment")
     md = ["# LeNet on MNIST (10,000 test images)", "",
           "Goals: structured LeNet-5 <= 7% of dense MACs at <= 0.2 pt drop; unstructured LeNet-5 >= 310x fewer "
           "non-zero weights at <= 0.2 pt drop. Dense nets trained by this script "
