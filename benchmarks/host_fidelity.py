@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks.common
 WORK = ROOT / "benchmarks" / "_work" / "host_fidelity"
 RESULTS = ROOT / "benchmarks" / "results"
 REF = "mbv2_w1.0_r224"
@@ -454,12 +455,17 @@ def _cell(m: dict, key: str) -> str:
     return f"{x['tau']:.3f} / {x['mape']:.1f}%" if x else "–"
 
 
-def write_results(result: dict, meas: dict, command: str) -> None:
+def write_results(result: dict, meas: dict, command: str, name: str = "host_fidelity") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     import importlib.metadata as md
 
+    from autoprune_edge.cpu import cpu_signature
+    from benchmarks.common import code_commit
+
+    cpu = cpu_signature()
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-           "ai_edge_litert": md.version("ai-edge-litert"), "onnx2tf": md.version("onnx2tf")}
+           "ai_edge_litert": md.version("ai-edge-litert"), "onnx2tf": md.version("onnx2tf"), "cpu": cpu,
+           "commit": code_commit()}
     out = {"command": command, "date": meas.get("date"), "environment": env,
            "method": {"threads": 1, "rounds": meas["rounds"], "runs_per_visit": meas["runs"],
                       "warmup": meas["warmup"], "measured_ms": "minimum over visits of the per-visit p10",
@@ -467,7 +473,7 @@ def write_results(result: dict, meas: dict, command: str) -> None:
            **result,
            "microbenchmark": [{k: v for k, v in m.items() if k != "kernels"} for m in meas["microbenchmark"]],
            "visits": meas["visits"]}
-    (RESULTS / "host_fidelity.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     s = result["summary"]
     head = s["all"][HEADLINE]
 
@@ -489,7 +495,8 @@ def write_results(result: dict, meas: dict, command: str) -> None:
         + (f"; re-analysed with `{command}`" if command != meas.get("command") else "")
         + " (the default `--stage all` builds, measures and analyses).  ",
         f"Date: {meas.get('date')}; ai-edge-litert {env['ai_edge_litert']}, onnx2tf {env['onnx2tf']}, "
-        f"{env['cpus']} CPUs.",
+        f"{env['cpus']} CPUs: {cpu['name']} (family/model {cpu['family_model']}; {cpu['speed_flags']}); code "
+        f"{env['commit']}.",
         "",
         f"**Goal (issue 16): for each set τ ≥ 0.90, scaled MAPE ≤ 10 %, unscaled MAPE ≤ 20 %. Headline predictor — "
         f"the `host` target calibrated in this session by its suite alone (`measure --suite` + `calibrate`: "
@@ -553,7 +560,7 @@ def write_results(result: dict, meas: dict, command: str) -> None:
     if failed:
         lines += ["", "Models that failed to build or convert (not measured): " + ", ".join(
             f"{n} ({(WORK / n / 'FAILED').read_text().strip()[:120]})" for n in failed)]
-    (RESULTS / "host_fidelity.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:24]))
 
 
@@ -566,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma list of model names")
     ap.add_argument("--set", choices=["all", "imagenet", "nb201"], default="all",
                     help="imagenet: the 27 models of five families; nb201: NAS-Bench-201 cells at 32x32")
+    ap.add_argument("--results", default="host_fidelity", metavar="NAME",
+                    help="results file name (another CPU: another name; the measurements cache is shared)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     specs = {"all": SPECS + nb201_specs(), "imagenet": SPECS, "nb201": [SPECS[0]] + nb201_specs()}[args.set]
@@ -583,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         meas_path.write_text(json.dumps(meas))
     if args.stage in ("all", "analyze", "measure"):
         meas = json.loads(meas_path.read_text())
-        write_results(stage_analyze(specs, meas), meas, command.strip())
+        write_results(stage_analyze(specs, meas), meas, command.strip(), args.results)
     return 0
 
 
