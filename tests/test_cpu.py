@@ -49,3 +49,23 @@ def test_mismatch_within_a_vector_class(fake) -> None:
     assert cpu.mismatch("Xeon", ("avx2", "avx512f", "avx512_bf16")) is None  # more here than there is fine
     fake(X86.replace(" avx512_vnni", ""))
     assert "no avx512_vnni" in cpu.mismatch("Zen 4", ("avx2", "avx512f", "avx512_vnni"))
+
+
+def test_host_note_names_another_cpu_of_the_same_class(fake) -> None:
+    # the same vector class and extensions but another CPU: timings still differ (1.9x between an AVX-512 Xeon
+    # and an AVX-512 Zen 5 on the same files), so `build --target host` says to calibrate
+    import dataclasses
+
+    from autoprune_edge.profiles.host import host_profile_note
+    from autoprune_edge.targets import load_target
+
+    host = load_target("host")
+    fake(X86)
+    xeon = dataclasses.replace(host, device=dataclasses.replace(host.device, cpu="Intel Xeon",
+                                                                cpu_flags=("avx2", "fma", "avx512f", "avx512_bf16")))
+    note = host_profile_note(xeon)
+    assert note and "AMD EPYC 9B14" in note and "Intel Xeon" in note and "calibrate --target host" in note
+    same = dataclasses.replace(xeon, device=dataclasses.replace(xeon.device, cpu="AMD EPYC 9B14"))
+    assert host_profile_note(same) is None
+    unrecorded = dataclasses.replace(xeon, device=dataclasses.replace(xeon.device, cpu_flags=()))
+    assert host_profile_note(unrecorded) is None  # nothing recorded to compare with

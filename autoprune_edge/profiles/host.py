@@ -187,10 +187,15 @@ def measures_here(target) -> bool:
 
 def host_profile_note(target) -> str | None:
     """For the `host` target: a one-line warning when this machine's CPU is not the one its profile was
-    measured on (int8 kernels alone run 1x to 2.3x faster than fp32 depending on AVX-512 VNNI)."""
+    measured on (int8 kernels alone run 1x to 2.3x faster than fp32 depending on AVX-512 VNNI, and two
+    AVX-512 CPUs of different makers ran the same files 1.9x apart)."""
     if target.name != "host":
         return None
     why = mismatch(target.device.cpu, target.device.cpu_flags)
+    if why is None and target.device.cpu_flags and target.device.cpu != cpu_name():
+        # same vector class and extensions, another CPU: the shipped profile (an AVX-512 Xeon's fit) was 89 % off
+        # on an AVX-512 Zen 5 (benchmarks/results/host_fidelity_zen5.md), though it ranked models as well
+        why = f"this CPU ({cpu_name()}) is not the one the profile was measured on ({target.device.cpu})"
     if why is None:
         return None
     return (f"the host profile may not fit this machine: {why}; its latency predictions can be further off than "
