@@ -195,7 +195,7 @@ def host_profile_note(target) -> str | None:
     if why is None and target.device.cpu_flags and target.device.cpu != cpu_name():
         # same vector class and extensions, another CPU: the shipped profile (an AVX-512 Xeon's fit) was 89 % off
         # on an AVX-512 Zen 5 (benchmarks/results/host_fidelity_zen5.md), though it ranked models as well
-        why = f"this CPU ({cpu_name()}) is not the one the profile was measured on ({target.device.cpu})"
+        why = f"this CPU ({cpu_name()}) is not the one recorded as measured ({target.device.cpu})"
     if why is None:
         return None
     return (f"the host profile may not fit this machine: {why}; its latency predictions can be further off than "
