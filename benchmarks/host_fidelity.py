@@ -45,6 +45,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks.common
+
+from autoprune_edge.cpu import cpu_signature  # noqa: E402  (torch-free)
+from benchmarks.common import code_commit  # noqa: E402  (torch-free)
 WORK = ROOT / "benchmarks" / "_work" / "host_fidelity"
 RESULTS = ROOT / "benchmarks" / "results"
 REF = "mbv2_w1.0_r224"
@@ -458,9 +461,6 @@ def _cell(m: dict, key: str) -> str:
 def write_results(result: dict, meas: dict, command: str, name: str = "host_fidelity") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     import importlib.metadata as md
-
-    from autoprune_edge.cpu import cpu_signature
-    from benchmarks.common import code_commit
 
     cpu = cpu_signature()
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -212,7 +212,8 @@ def main(argv=None) -> int:
           f"- `--budget {args.latency_ms}ms`: the fp32 file measures **{landed:.3f} ms ({landing:+.1f} %)** in its fastest "
           f"visit and **{landed_med:.3f} ms ({landing_med:+.1f} %)** in its median visit (goal: within 5 % below: "
           f"fastest **{'met' if ok_land else 'missed'}**, median **{'met' if ok_land_med else 'missed'}**). The build's "
-          "own probe, before fine-tuning: " + "; ".join(lat_info.get("landing_steps", [])) + ".", "",
+          "own probe, before fine-tuning: " + ("; ".join(lat_info.get("landing_steps", []))
+                                               or "none (the target was not recognised as this machine)") + ".", "",
           md_table(rows, ["file", "fastest_ms", "median_visit_ms", "speedup_fastest", "speedup_median"]), ""]
     write_results(args.results, {"summary": summary, "rows": rows, "visits": visits}, "\n".join(md))
     print("\n".join(md))

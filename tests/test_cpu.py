@@ -1,9 +1,13 @@
 """cpu.py reads /proc/cpuinfo of x86 and Arm machines alike."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from autoprune_edge import cpu
+from autoprune_edge.profiles.host import host_profile_note
+from autoprune_edge.targets import load_target
 
 X86 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n"
        "flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B14\n")
@@ -54,11 +58,6 @@ def test_mismatch_within_a_vector_class(fake) -> None:
 def test_host_note_names_another_cpu_of_the_same_class(fake) -> None:
     # the same vector class and extensions but another CPU: timings still differ (1.9x between an AVX-512 Xeon
     # and an AVX-512 Zen 5 on the same files), so `build --target host` says to calibrate
-    import dataclasses
-
-    from autoprune_edge.profiles.host import host_profile_note
-    from autoprune_edge.targets import load_target
-
     host = load_target("host")
     fake(X86)
     xeon = dataclasses.replace(host, device=dataclasses.replace(host.device, cpu="Intel Xeon",

@@ -176,6 +176,8 @@ def test_mnist_augment_shifts_training_digits_only(mnist_root):
     assert len(seen) > 5  # 25 shifts are possible: random ones are drawn, (0, 0) among them is no exception
     assert torch.equal(d.val[1][0], plain.val[1][0])
     assert torch.equal(calibration_batch(d, 4, seed=0), calibration_batch(plain, 4, seed=0))  # never augmented
+    with pytest.raises(DataError, match=r"augment='maybe' must be 1 or 0"):
+        load_data(f"mnist:{mnist_root}?augment=maybe")
 
 
 def test_mnist_resize_and_channel_repeat(mnist_root):
