@@ -47,6 +47,11 @@ def speed_flags() -> tuple[str, ...]:
     return tuple(f for f in SPEED_FLAGS if f in here)
 
 
+def is_this_cpu(name: str, flags: tuple[str, ...] | list[str]) -> bool:
+    """Whether a CPU recorded as (`name`, speed `flags`) is this one as far as kernel speed goes."""
+    return bool(flags) and name == cpu_name() and tuple(flags) == speed_flags()
+
+
 def cpu_signature() -> dict[str, str]:
     """Name, family/model where reported, and the speed-relevant extensions present, for results files."""
     fam, model = _field("cpu family"), _field("model\t", "model ")

@@ -37,6 +37,7 @@ from .outputs import check_writable, staged_dir
 from .plan import save_pruned
 from .profiles.compare import predict_targets
 from .profiles.host import LatencyProbe, host_profile_note, measures_here
+from .profiles.host_calibration import calibration_note
 from .pruning import FINETUNE_BATCH_SIZE, check_batch_size, prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
@@ -147,8 +148,7 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                        granularity=granularity, distill=distill, distill_alpha=distill_alpha,
                        distill_temperature=distill_temperature, autoprune=autoprune, device=device,
                        precision=precision, seed=seed, latency_probe=probe, ignore=ignore, task=the_task.name)
-    if host_note:
-        result.notes.append(host_note)
+    result.notes += [n for n in (host_note, calibration_note(tgt)) if n]
     qat = None
     if qat_epochs > 0:
         before_qat = result.accuracy_after

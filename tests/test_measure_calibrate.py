@@ -23,7 +23,7 @@ from autoprune_edge.profiles.measure import (
     new_document,
 )
 from autoprune_edge.profiles.microbench import suite, write_suite
-from autoprune_edge.profiles.tflite_ops import read_kernels
+from autoprune_edge.profiles.tflite_ops import precision_of, read_kernels
 from autoprune_edge.targets import load_target
 from autoprune_edge.targets.schema import parse_target
 
@@ -199,7 +199,13 @@ def test_calibrate_cli_writes_a_valid_profile(tmp_path, capsys):
 def test_host_microbenchmark_calibration(tmp_path):
     out = tmp_path / "host.toml"
     res = calibrate("host", None, out=out, quick=True)
-    assert res.n == 6 and res.statistic == "p10_ms" and "microbenchmark" in res.source
+    # fp32 and int8 (host has both): the quick set's 6 networks, and in int8 the 5 with a conv (the
+    # element-wise-only ones run on the interpreter's own int8 kernels: see microbench.write_suite)
+    assert res.n == 11 and res.statistic == "p10_ms" and "microbenchmark" in res.source
+    assert sorted(r["precision"] for r in res.rows) == ["fp32"] * 6 + ["int8"] * 5
+    # the suite tells each precision's efficiencies apart (int8 depthwise is no faster than fp32's on some CPUs)
+    assert {"compute.int8.gmacs_per_core", "compute.fp32.gmacs_per_core", "compute.fp32.ops.depthwise",
+            "compute.int8.ops.depthwise"} <= set(res.fitted)
     assert load_target(str(out)).name == "host"
     assert res.mape("after") < res.mape("before") or res.mape("before") < 15
     # the profile now says which CPU it describes, so `build --target host.toml` here has nothing to warn about
@@ -251,6 +257,14 @@ def test_measurements_of_an_unsupported_precision_are_skipped(tmp_path):
         m["precision"] = "int8"
     with pytest.raises(AutoPruneEdgeError, match="none of the measurements can calibrate jetson-nano"):
         fit("jetson-nano", doc)
+
+
+def test_an_int8_network_without_a_conv_is_int8():
+    # a pool or add network of int8 activations was recorded as fp32 before, so calibrate fitted int8 timings to fp32
+    assert precision_of([("QUANTIZE", ["FLOAT32"]), ("AVERAGE_POOL_2D", ["INT8"]), ("ADD", ["INT8", "INT8"])]) == "int8"
+    assert precision_of([("AVERAGE_POOL_2D", ["FLOAT32"]), ("ADD", ["FLOAT32", "FLOAT32"])]) == "fp32"
+    assert precision_of([("QUANTIZE", ["FLOAT32"]), ("DEQUANTIZE", ["INT8"])]) == "fp32"
+    assert precision_of([("DEQUANTIZE", ["FLOAT16"]), ("CONV_2D", ["FLOAT32"])]) == "fp16"
 
 
 def test_measure_missing_file_is_one_line_error(tmp_path, capsys):

@@ -197,10 +197,12 @@ def _class_shares(t: Target, cases: list[_Case]) -> dict[str, float]:
     return best
 
 
-def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
+def choose_parameters(target: Target, cases: list[_Case], *, per_precision: bool = False) -> list[str]:
     """Which numbers the measurements can identify. Op-class efficiencies go to ``[ops]`` when every
     precision of the target was measured, else to ``[compute.<p>.ops]`` of the measured ones only, so
-    an fp32-only calibration leaves int8 as it was."""
+    an fp32-only calibration leaves int8 as it was. ``per_precision`` gives every measured precision its
+    own efficiencies even then: the calibration suite times each network in each precision, enough to
+    tell int8's depthwise and pools (on a Zen 4: 1.1-1.2x and 10x fp32's time) from fp32's."""
     measured = sorted({c.precision for c in cases})
     keys = [f"compute.{p}.gmacs_per_core" for p in measured]
     if any(c.precision == "int8" for c in cases):
@@ -208,7 +210,7 @@ def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
     shares = _class_shares(target, cases)
     present = [cls for cls in EFFICIENCY_CLASSES if shares.get(cls, 0.0) >= MIN_SHARE]
     anchor = "conv1x1" if "conv1x1" in present else max(present, key=lambda c: shares[c], default=None)
-    if set(measured) == set(target.precisions):
+    if set(measured) == set(target.precisions) and not per_precision:
         keys += [f"ops.{cls}" for cls in present if cls != anchor]
     else:
         keys += [f"compute.{p}.ops.{cls}" for p in measured for cls in present if cls != anchor]
@@ -234,12 +236,13 @@ def choose_parameters(target: Target, cases: list[_Case]) -> list[str]:
 def fit(target: Target | str, doc: dict, *, statistic: str = "median_ms", keys: list[str] | None = None,
         prior: float = 1e-3, source: str = "", iterations: int = 60) -> CalibrationResult:
     """Refit ``target`` to the measurements document ``doc`` (see measure.py). Returns the refitted
-    profile (in memory) and a before/after table; :func:`render_toml` turns it into a file."""
+    profile (in memory) and a before/after table; :func:`render_toml` turns it into a file. A calibration
+    suite's document (``measure --suite``) fits each precision's op-class efficiencies on their own."""
     t0 = resolve_target(target)
     cases, skipped = _cases(t0, doc, statistic)
     if not cases:
         raise CalibrationError(f"none of the measurements can calibrate {t0.name}: " + "; ".join(skipped[:3]))
-    keys = keys or choose_parameters(t0, cases)
+    keys = keys or choose_parameters(t0, cases, per_precision=bool(doc.get("suite")))
     theta0 = np.array([_to_theta(k, _get(t0, k)) for k in keys])
     y = np.log([c.measured_ms for c in cases])
 

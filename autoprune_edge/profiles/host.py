@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cpu import cpu_name, mismatch, speed_flags
+from ..cpu import cpu_name, is_this_cpu, mismatch
 
 
 def _interpreter_module():
@@ -180,9 +180,7 @@ def measures_here(target) -> bool:
     is called. A latency budget against such a target lands on measured latency (landing.py)."""
     if target.name == "host":
         return True
-    dev = target.device
-    return (bool(dev.cpu_flags) and dev.cpu == cpu_name() and tuple(dev.cpu_flags) == speed_flags()
-            and "litert" in target.runtime.name.lower())
+    return is_this_cpu(target.device.cpu, target.device.cpu_flags) and "litert" in target.runtime.name.lower()
 
 
 def host_profile_note(target) -> str | None:

@@ -42,7 +42,8 @@ class MeasurementsError(AutoPruneEdgeError):
     """A measurements file is missing, malformed, or has no usable measurement."""
 
 
-def _runtime_version() -> str:
+def runtime_version() -> str:
+    """The TFLite runtime package installed here and its version (what a timing depends on)."""
     for dist in ("ai-edge-litert", "tflite-runtime", "tensorflow"):
         try:
             return f"{dist} {md.version(dist)}"
@@ -59,7 +60,7 @@ def device_info() -> dict:
         "cpu": cpu_name(),
         "cpu_flags": list(speed_flags()),
         "cpu_count": os.cpu_count(),
-        "runtime": _runtime_version(),
+        "runtime": runtime_version(),
         "python": platform.python_version(),
     }
 

@@ -37,13 +37,17 @@ def _pool_filter(s, op) -> tuple[int, int]:
 
 def precision_of(types: list[tuple[str, list[str]]]) -> str:
     """``int8`` when a conv/fc reads int8 activations, ``fp16`` when float16 weights are dequantised,
-    else ``fp32``. ``types`` = [(op name, input tensor types)]."""
+    ``int8`` when a network without conv/fc computes on int8 activations, else ``fp32``. ``types`` = [(op name, input tensor types)]."""
     for name, ins in types:
         if name in _WEIGHTED and ins and ins[0] in ("INT8", "UINT8"):
             return "int8"
     for name, ins in types:
         if name == "DEQUANTIZE" and ins and ins[0] == "FLOAT16":
             return "fp16"
+    # no conv/fc (a pool, add or activation network): int8 when its arithmetic reads int8 activations
+    for name, ins in types:
+        if name not in ("QUANTIZE", "DEQUANTIZE") and ins and ins[0] in ("INT8", "UINT8"):
+            return "int8"
     return "fp32"
 
 

@@ -68,7 +68,10 @@ def _load_packaged(name: str) -> Target:
 
 
 def load_target(name_or_path: str | Path) -> Target:
-    """Load a target profile by shipped name (``"raspberrypi4"``) or from a ``.toml`` file path."""
+    """Load a target profile by shipped name (``"raspberrypi4"``) or from a ``.toml`` file path.
+
+    ``host`` is this machine: on a CPU its shipped profile was not measured on, the profile calibrated
+    here (once, cached; see profiles/host_calibration.py)."""
     s = str(name_or_path)
     if s.endswith(".toml") or isinstance(name_or_path, Path):
         return load_target_file(Path(s))
@@ -78,6 +81,12 @@ def load_target(name_or_path: str | Path) -> Target:
         raise UnknownTargetError(
             f"unknown target {s!r}; available: {', '.join(names)} (or pass a path to a .toml file)"
         )
+    if key == "host":
+        # lazy: calibration code (suite writer, LiteRT) loads only for `host`, and only off its own CPU
+        from ..profiles.host_calibration import host_profile
+        from ..progress import log
+
+        return host_profile(_load_packaged(key), log=log)
     return _load_packaged(key)
 
 
