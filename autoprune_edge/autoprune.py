@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from .budget import Budget
 from .cost import GroupCostModel
+from .speed import bend
 from .gates import ChannelGates, GateConfig, WeightGates
 from .checkpoint import NONE, Checkpointer
 from .device import CPU_FP32, Runtime, placed
@@ -81,6 +82,9 @@ class AutoPruneConfig:
     # the CIFAR ResNets at 2x (benchmarks/results/cifar_compare_*). Chains (LeNet: k = 1) are unaffected.
     cost_exponent: float = 1.0
     coupling_exponent: float = 0.75
+    # Under a MACs or parameter budget with a target: the share of each gate's push that comes from the
+    # target's predicted latency (all its precisions) instead of the budget's quantity (speed.py); 0 off.
+    speed_weight: float = 0.0
     seed: int = 0
     log_every: int = 20
     # Unstructured only: during masked fine-tuning, move weights within each layer (drop the smallest,
@@ -136,11 +140,17 @@ class Controller:
         return total
 
 
-def structured_costs(cost: GroupCostModel, kinds: set[str], latency_weights: Any = None) -> CostFn:
+def structured_costs(cost: GroupCostModel, kinds: set[str], latency_weights: Any = None, speed: Any = None,
+                     speed_weight: float = 0.0) -> CostFn:
     """Cost functions of per-channel keep vectors for the budget kinds that can be differentiated.
 
+    ``speed`` (a relative predicted latency, speed.relative_latency) tilts the MACs and parameter costs'
+    gradients toward it by ``speed_weight`` (speed.bend; their values stay exact).
     The cost model's sparse float64 arithmetic runs on the CPU wherever the gates live (the keep vectors
     are small; `.cpu()` is differentiable, so gradients flow back to gates on a GPU)."""
+    tilt = speed is not None and speed_weight > 0.0
+    full = [torch.ones(int(n), dtype=torch.float64) for n in cost.sizes.tolist()]
+    dense = {"macs": float(cost.macs(full)), "params": float(cost.params(full))} if tilt else {}
 
     def fn(keep: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         keep = [k.cpu() for k in keep]
@@ -149,6 +159,9 @@ def structured_costs(cost: GroupCostModel, kinds: set[str], latency_weights: Any
             out["macs"] = cost.macs(keep)
         if "params" in kinds:
             out["params"] = cost.params(keep)
+        if tilt and out:
+            rel = speed(keep)
+            out = {k: bend(v, rel, dense[k], speed_weight) for k, v in out.items()}
         if "latency_ms" in kinds and latency_weights is not None:
             out["latency_ms"] = latency_weights(keep)
         return out

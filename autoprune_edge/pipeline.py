@@ -38,7 +38,7 @@ from .plan import save_pruned
 from .profiles.compare import predict_targets
 from .profiles.host import LatencyProbe, host_profile_note, measures_here
 from .profiles.host_calibration import calibration_note
-from .pruning import FINETUNE_BATCH_SIZE, check_batch_size, prune
+from .pruning import FINETUNE_BATCH_SIZE, check_autoprune_config, check_batch_size, prune
 from .qat import quantisation_aware_finetune
 from .report import write_report
 from .report_html import write_html_report
@@ -109,6 +109,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                                  f"({', '.join(fmts)}); add it with --formats or drop --qat-epochs")
     if task is not None:
         get_task(task)  # a typo fails before any work
+    if autoprune is not None:
+        check_autoprune_config(autoprune)  # prune() checks it too, after the data load and pretraining
     name = name or f"{model.replace(':', '_').replace('.', '_')}-{tgt.name}"
     dest = check_writable(Path(out_dir) / name)
 

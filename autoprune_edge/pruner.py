@@ -40,9 +40,9 @@ from .graph import PruningGraph, ignored_layer_names
 from .methods.selection import select
 from .profiles.counting import count_macs
 from .projection import project_to_target
-from .profiles.latency import kernel_fixed_ms
-from .profiles.profile import profile
-from .pruning import EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence
+from .pruning import (EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence,
+                      speed_tilt)
+from .speed import latency_model
 from .targets import load_target
 
 
@@ -102,12 +102,12 @@ class Pruner:
         learnable = [b for b in self.budgets if b.kind in FAST_KINDS]
         latency = None
         if any(b.kind == "latency_ms" for b in self.budgets):
-            dense = profile(model, self.input_shape, self.target)
-            latency = self.cost.latency_model({x.name: x.latency_ms for x in dense.layers}, dense.latency_ms,
-                                              kernel_fixed_ms(self.target, dense.threads))
+            latency = latency_model(self.cost, model, self.input_shape, self.target)
             learnable += [b for b in self.budgets if b.kind == "latency_ms"]
         self.learnable = learnable
-        self.cost_fn: CostFn = structured_costs(self.cost, {b.kind for b in learnable}, latency)
+        self.cost_fn: CostFn = structured_costs(self.cost, {b.kind for b in learnable}, latency,
+                                                *speed_tilt(self.cost, model, self.input_shape, self.target,
+                                                            learnable, self.cfg))
         self.params = list(self.gates.m)
         self.world = world()  # under torchrun: gates start equal on every rank and step on averaged gradients
         broadcast_(self.params, self.world)

@@ -24,9 +24,9 @@ from .landing import Probe, land
 from .methods import AutoPrune, CriterionLike, get_criterion
 from .methods.selection import select
 from .profiles.counting import count_macs
-from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 from .prune_result import PruneResult
+from .speed import latency_model, relative_latency
 from .targets import load_target
 from .tasks import CLASSIFY, get_task, task_for
 from .train import TrainConfig, evaluate, recalibrate_bn, train
@@ -168,7 +168,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
                               finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, rt=rt,
                               autoprune=autoprune, ignore=ignore)
     if learned:
-        _check_autoprune_config(cfg)
+        check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
     if granularity == "unstructured":
         if not learned:
@@ -270,9 +270,7 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
     notes = [f"channel group at {graph.groups[i].root} left dense: {why}" for i, why in sorted(gates.ungated.items())]
     latency = None
     if target is not None and any(b.kind == "latency_ms" for b in budgets):
-        dense = profile(graph.model, input_shape, target)
-        latency = cost.latency_model({layer.name: layer.latency_ms for layer in dense.layers}, dense.latency_ms,
-                                     kernel_fixed_ms(target, dense.threads))
+        latency = latency_model(cost, graph.model, input_shape, target)
     learnable = [b for b in budgets if b.kind in FAST_KINDS or (b.kind == "latency_ms" and latency is not None)]
     if cfg.epochs <= 0 or data is None:
         return gates.scores(), [], notes
@@ -281,11 +279,22 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
                      "MACs, parameters and latency)")
     gates.attach()
     try:
-        costs = structured_costs(cost, {b.kind for b in learnable}, latency)
+        costs = structured_costs(cost, {b.kind for b in learnable}, latency,
+                                 *speed_tilt(cost, graph.model, input_shape, target, learnable, cfg))
         log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt, rt=rt)
     finally:
         gates.detach()
     return gates.scores(), log.steps, notes
+
+
+def speed_tilt(cost: GroupCostModel, model: nn.Module, input_shape: tuple[int, ...] | None, target: Any,
+               learnable: list[Budget], cfg: Any) -> tuple[Any, float]:
+    """(relative latency, weight) for structured_costs: the target's speed as the gates' second objective
+    under a MACs or parameter budget (speed.py), or (None, 0) where there is nothing to tilt."""
+    weight = float(getattr(cfg, "speed_weight", 0.0))
+    if target is None or input_shape is None or weight <= 0.0 or not any(b.kind in FAST_KINDS for b in learnable):
+        return None, 0.0
+    return relative_latency(cost, model, input_shape, target, tuple(target.precisions)), weight
 
 
 def check_batch_size(batch_size: int | None) -> None:
@@ -293,11 +302,14 @@ def check_batch_size(batch_size: int | None) -> None:
         raise ConfigError(f"batch size must be a positive number of images, got {batch_size}")
 
 
-def _check_autoprune_config(cfg: AutoPruneConfig) -> None:
+def check_autoprune_config(cfg: AutoPruneConfig) -> None:
     """Catch settings the gate trainer would misread, before any training time is spent."""
     if not 0.0 <= cfg.cost_exponent <= 1.0:
         raise ConfigError(f"cost exponent must be between 0 (every gate alike) and 1 (importance per MAC), "
                           f"got {cfg.cost_exponent}")
+    if not 0.0 <= cfg.speed_weight <= 1.0:
+        raise ConfigError(f"speed weight must be between 0 (MACs or params alone) and 1 (predicted latency alone), "
+                          f"got {cfg.speed_weight}")
     if not 0.0 <= cfg.coupling_exponent <= 1.0:
         raise ConfigError(f"coupling exponent must be between 0 and 1, got {cfg.coupling_exponent}")
     if cfg.regrow is not None and not (cfg.regrow.every >= 0 and 0.0 <= cfg.regrow.fraction < 1.0

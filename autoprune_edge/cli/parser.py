@@ -93,6 +93,10 @@ def training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cost-exponent", type=float,
                    help="the budget penalty pushes each gate by (its cost)^this: 1 = importance per MAC, "
                         "0 = all gates alike (default 1)")
+    g.add_argument("--speed-weight", type=float,
+                   help="under a MACs or params budget: the share of each gate's push that comes from the target's "
+                        "predicted latency (all its precisions) instead of MACs/params, so channels that are slow "
+                        "on the target go first; 0 = MACs alone (default 0)")
     g.add_argument("--regrow", action="store_true",
                    help="unstructured only: while fine-tuning, every 100 steps swap each layer's smallest weights "
                         "for the pruned ones with the largest gradient (RigL-style; counts per layer stay)")

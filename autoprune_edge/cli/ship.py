@@ -52,7 +52,8 @@ class TrainingArgs:
                                   "--granularity unstructured")
             return cls(epochs, None)
         tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent),
-                                   ("batch_size", args.batch_size)) if v is not None}
+                                   ("speed_weight", args.speed_weight), ("batch_size", args.batch_size))
+                 if v is not None}
         regrow = RegrowConfig() if args.regrow else None
         return cls(epochs, AutoPruneConfig(epochs=epochs, lr=args.lr, ste=args.ste, seed=args.seed, regrow=regrow,
                                            **tuned))
