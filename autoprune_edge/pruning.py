@@ -279,8 +279,11 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
                      "MACs, parameters and latency)")
     gates.attach()
     try:
-        costs = structured_costs(cost, {b.kind for b in learnable}, latency,
-                                 *speed_tilt(cost, graph.model, input_shape, target, learnable, cfg))
+        speed, weight = speed_tilt(cost, graph.model, input_shape, target, learnable, cfg)
+        if speed is not None:
+            notes.append(f"speed tilt {weight:g}: each gate was pushed {weight:.0%} by {target.name}'s predicted "
+                         f"latency ({', '.join(target.precisions)}) and {1 - weight:.0%} by the budget's own cost")
+        costs = structured_costs(cost, {b.kind for b in learnable}, latency, speed, weight)
         log = train_gates(graph.model, gates, data.train, learnable, costs, cfg, ckpt=ckpt, rt=rt)
     finally:
         gates.detach()

@@ -70,6 +70,7 @@ def test_prune_with_the_tilt_meets_the_macs_budget():
     r = prune(model, data, f"{budget / 1e6:.6f}MFLOPs", target="host", method="autoprune", autoprune=cfg,
               finetune_epochs=0, input_shape=(1, 3, 32, 32))
     assert r.macs_after <= budget
+    assert any(n.startswith("speed tilt 0.5: each gate was pushed 50% by host's predicted latency") for n in r.notes)
 
 
 def test_a_speed_weight_out_of_range_is_a_one_line_error(capsys, tmp_path):
