@@ -285,6 +285,62 @@ def clip_ranges(model: nn.Module, calib: torch.Tensor, percentile: float = 99.99
     return clipped
 
 
+class FinitePadMaxPool(nn.Module):
+    """A padded max-pool that pads with a finite value instead of -inf.
+
+    The converter writes MaxPool2d(padding=p) as PADV2 with the float minimum, then MAX_POOL_2D; PADV2 shares
+    its input's quantisation, so the TFLite quantiser stretches the producer's int8 range down to -3.4e38:
+    ResNet-18's stem conv got scale 1.3e36 (every activation 0) and XNNPACK refused to load the file. Padding
+    with the least value the pool's input takes over the calibration images gives the same maxima on them
+    (0 after a ReLU, exact for any input), and the range stays the activations' own."""
+
+    def __init__(self, pool: nn.MaxPool2d, value: float) -> None:
+        super().__init__()
+        self.pool, self.value = pool, float(value)
+        p = pool.padding if isinstance(pool.padding, tuple) else (pool.padding, pool.padding)
+        self.pad = (p[1], p[1], p[0], p[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # borders concatenated, not F.pad: onnx2tf fuses a Pad in front of a MaxPool back into a -inf PADV2
+        left, right, top, bottom = self.pad
+        n, c, h, w = x.shape
+        x = torch.cat([x.new_full((n, c, h, left), self.value), x, x.new_full((n, c, h, right), self.value)], 3)
+        x = torch.cat([x.new_full((n, c, top, x.shape[3]), self.value), x,
+                       x.new_full((n, c, bottom, x.shape[3]), self.value)], 2)
+        return F.max_pool2d(x, self.pool.kernel_size, self.pool.stride, 0, self.pool.dilation, self.pool.ceil_mode)
+
+
+@torch.no_grad()
+def finite_pool_padding(model: nn.Module, calib: torch.Tensor, batch_size: int = 32) -> int:
+    """Replace every padded MaxPool2d (ceil_mode off) by a FinitePadMaxPool (in place); how many were."""
+    pools = {name: m for name, m in model.named_modules() if isinstance(m, nn.MaxPool2d) and not m.ceil_mode
+             and m.padding not in (0, (0, 0))}
+    if not pools:
+        return 0
+    low = {name: float("inf") for name in pools}
+
+    def hook(name):
+        def record(_m, inputs, _out):
+            low[name] = min(low[name], float(inputs[0].min()))
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in pools.items()]
+    try:
+        was = model.training
+        model.eval()
+        for i in range(0, calib.shape[0], batch_size):
+            model(calib[i:i + batch_size])
+        model.train(was)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, pool in pools.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, FinitePadMaxPool(pool, low[name]))
+    return len(pools)
+
+
 @dataclass
 class PreparedModel:
     model: nn.Module
@@ -292,12 +348,14 @@ class PreparedModel:
     corrected_layers: int
     equalised_pairs: int = 0
     clipped_activations: int = 0
+    finite_pools: int = 0
 
 
 def prepare_for_int8(model: nn.Module, recipe: Int8Recipe, calib: torch.Tensor) -> PreparedModel:
     """The model a recipe quantises (``calib`` in the model's own input units)."""
     folded, n_folded = fold_batchnorm(model)
+    pools = finite_pool_padding(folded, calib)
     pairs = equalise(folded, calib) if recipe.equalisation else 0
     clipped = clip_ranges(folded, calib, recipe.clip_percentile) if recipe.clip_percentile else 0
     corrected = correct_biases(folded, calib) if recipe.bias_correction else 0
-    return PreparedModel(folded, n_folded, corrected, pairs, clipped)
+    return PreparedModel(folded, n_folded, corrected, pairs, clipped, pools)
