@@ -9,7 +9,7 @@ from autoprune_edge.cpu import cpu_name, speed_flags
 from autoprune_edge.errors import TargetProfileError
 from autoprune_edge.profiles import host_calibration as hc
 from autoprune_edge.profiles.host import host_profile_note
-from autoprune_edge.targets import load_target
+from autoprune_edge.targets import load_target, shipped_target
 
 
 @pytest.fixture()
@@ -25,14 +25,7 @@ def _elsewhere(t):
 
 
 def _shipped():
-    import os
-
-    saved = os.environ.get(hc.MODE_ENV)
-    os.environ[hc.MODE_ENV] = "shipped"
-    try:
-        return load_target("host")
-    finally:
-        os.environ[hc.MODE_ENV] = saved
+    return shipped_target("host")
 
 
 def test_off_its_cpu_host_is_calibrated_once_and_cached(auto, monkeypatch):
@@ -105,3 +98,15 @@ def test_the_card_note_names_the_calibration(auto):
     note = hc.calibration_note(t)
     assert note and cpu_name() in note and t.path in note
     assert hc.calibration_note(_shipped()) is None and hc.calibration_note(load_target("pixel-7")) is None
+
+
+def test_calibrate_host_starts_from_the_shipped_file_and_runs_the_suite_once(auto, monkeypatch, tmp_path):
+    from autoprune_edge.profiles import calibrate as cal
+
+    runs = []
+    real = cal.host_microbenchmark
+    monkeypatch.setattr(cal, "host_microbenchmark", lambda *a, **k: runs.append(1) or real(*a, **k))
+    monkeypatch.setattr(hc, "measured_on_this_cpu", lambda t: False)  # as on a CPU host.toml was not measured on
+    res = cal.calibrate("host", None, out=tmp_path / "h.toml", quick=True)
+    assert len(runs) == 1 and not hc.cached_path().exists()
+    assert res.fitted["compute.fp32.gmacs_per_core"][0] == _shipped().precision("fp32").gmacs_per_core

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AutoPruneEdgeError
-from ..targets import Target, resolve_target
+from ..targets import Target, resolve_target, shipped_target
 from ..targets.schema import EFFICIENCY_CLASSES, efficiency_class, parse_target
 from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
 from .latency import layer_work, memory_seconds
@@ -403,8 +403,10 @@ def _write_atomic(path: Path, text: str) -> None:
 def calibrate(target: Target | str, measurements: str | Path | dict | None = None, out: str | Path | None = None,
               *, statistic: str | None = None, quick: bool = False, write: bool = True) -> CalibrationResult:
     """Refit ``target`` to a measurements file (or, for ``host`` with none, to a microbenchmark run
-    here) and write the calibrated profile to ``out`` (default ``<name>-calibrated.toml``)."""
-    t = resolve_target(target)
+    here) and write the calibrated profile to ``out`` (default ``<name>-calibrated.toml``). ``"host"`` starts
+    from the shipped file, not from this CPU's cached calibration (which would run the suite twice)."""
+    is_host = isinstance(target, str) and target.strip().lower() == "host"
+    t = shipped_target("host") if is_host else resolve_target(target)
     if measurements is None:
         if t.name != "host":
             raise CalibrationError(f"calibrating {t.name} needs --measurements: run 'autoprune-edge measure "

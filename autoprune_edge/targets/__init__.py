@@ -49,6 +49,7 @@ __all__ = [
     "load_target",
     "parse_target",
     "resolve_target",
+    "shipped_target",
 ]
 
 
@@ -87,6 +88,14 @@ def load_target(name_or_path: str | Path) -> Target:
         from ..progress import log
 
         return host_profile(_load_packaged(key), log=log)
+    return _load_packaged(key)
+
+
+def shipped_target(name: str) -> Target:
+    """A shipped profile exactly as packaged (for `host`: without this CPU's calibration)."""
+    key = name.strip().lower()
+    if key not in available_targets():
+        raise UnknownTargetError(f"unknown target {name!r}; available: {', '.join(available_targets())}")
     return _load_packaged(key)
 
 
