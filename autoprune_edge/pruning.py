@@ -291,10 +291,10 @@ def _learn_gates(graph: PruningGraph, cost: GroupCostModel, data: Any, budgets: 
 
 
 def speed_tilt(cost: GroupCostModel, model: nn.Module, input_shape: tuple[int, ...] | None, target: Any,
-               learnable: list[Budget], cfg: Any) -> tuple[Any, float]:
+               learnable: list[Budget], cfg: AutoPruneConfig) -> tuple[Any, float]:
     """(relative latency, weight) for structured_costs: the target's speed as the gates' second objective
     under a MACs or parameter budget (speed.py), or (None, 0) where there is nothing to tilt."""
-    weight = float(getattr(cfg, "speed_weight", 0.0))
+    weight = cfg.speed_weight
     if target is None or input_shape is None or weight <= 0.0 or not any(b.kind in FAST_KINDS for b in learnable):
         return None, 0.0
     return relative_latency(cost, model, input_shape, target, tuple(target.precisions)), weight

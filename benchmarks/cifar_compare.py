@@ -39,20 +39,13 @@ from autoprune_edge.models import build_model, load_weights  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
-from benchmarks.common import RESULTS, Timer, code_commit, md_table, shared, tflite_fp32_parity, write_results  # noqa: E402
+from benchmarks.common import (RESULTS, BundleView, Timer, code_commit, md_table, shared, std_err,  # noqa: E402
+                               tflite_fp32_parity, write_results)
 
 WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
            "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
 TP_METHODS = {"tp-magnitude": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), local, iterative",
               "tp-taylor": "Torch-Pruning MetaPruner, GroupTaylorImportance, global, iterative"}
-
-
-class _Bundle:
-    """A DataBundle view with other train/val datasets."""
-
-    def __init__(self, base, train_ds, val_ds):
-        self.__dict__.update(base.__dict__)
-        self.train, self.val = train_ds, val_ds
 
 
 def tp_prune(model: torch.nn.Module, method: str, budget_macs: float, data, example: torch.Tensor) -> torch.nn.Module:
@@ -103,10 +96,6 @@ def _overrides(text: str) -> dict:
 
 def _key(row: dict) -> tuple:
     return row["model"], row["reduction"], row["method"]
-
-
-def std_err(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
 def schedule_of(args: argparse.Namespace) -> dict:
@@ -173,7 +162,7 @@ def main() -> None:
         pool = sorted(pool[i] for i in pick.tolist())
     train_set = Subset(base.train, pool)
     holdout = Subset(base.train, list(range(n_train - 5000, n_train)))
-    data = _Bundle(base, train_set, base.val)
+    data = BundleView(base, train_set, base.val)
     probe = None
     for model_name in args.models.split(","):
         dense, _ = build_model(model_name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -78,6 +79,19 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+class BundleView:
+    """A DataBundle with other train/val datasets (a holdout split off, a subset of the training images)."""
+
+    def __init__(self, base: Any, train_ds: Any, val_ds: Any) -> None:
+        self.__dict__.update(base.__dict__)
+        self.train, self.val = train_ds, val_ds
+
+
+def std_err(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n images."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
 
 
 class Timer:

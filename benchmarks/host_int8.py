@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["AUTOPRUNE_EDGE_HOST_PROFILE"] = "shipped"  # the shipped row is host.toml as committed
 
 from benchmarks.common import md_table, write_results  # noqa: E402
-from benchmarks.host_speed import _calibrated, _convert, tp_files  # noqa: E402
+from benchmarks.host_speed import _calibrated, _convert, tp_model, visit  # noqa: E402
 
 
 def models():
@@ -34,7 +34,8 @@ def models():
     return {"mbv2_w1.0": lambda: torchvision.models.mobilenet_v2(),
             "mbv2_w0.5": lambda: torchvision.models.mobilenet_v2(width_mult=0.5),
             "resnet18": lambda: torchvision.models.resnet18(),
-            "mnasnet0_5": lambda: torchvision.models.mnasnet0_5()}
+            "mnasnet0_5": lambda: torchvision.models.mnasnet0_5(),
+            "mbv2_tp100M": lambda: tp_model()[0]}
 
 
 def main() -> int:
@@ -42,12 +43,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--results", default="host_int8")
     args = ap.parse_args()
-    import numpy as np
     import torch
 
     from autoprune_edge.data import load_data
     from autoprune_edge.profiles.calibrate import calibrate
-    from autoprune_edge.profiles.host import LiveInterpreter
     from autoprune_edge.profiles.profile import profile
     from autoprune_edge.targets import load_target
 
@@ -60,14 +59,6 @@ def main() -> int:
         nets[name] = _calibrated(make().eval(), data)
         files[name] = _convert(nets[name], data, work / name)
         print(f"[convert] {name} ({time.time() - t0:.0f} s)", flush=True)
-    files["mbv2_tp100M"], info = tp_files(work / "tp")
-    import torch_pruning as tp
-    import torchvision
-
-    m = torchvision.models.mobilenet_v2().eval()  # the same pruning again, for its prediction
-    tp.pruner.MagnitudePruner(m, torch.zeros(1, 3, 224, 224), importance=tp.importance.MagnitudeImportance(p=1),
-                              pruning_ratio=info["ratio"], ignored_layers=[m.classifier[1]], round_to=8).step()
-    nets["mbv2_tp100M"] = m
     shipped = load_target("host")
     cal = calibrate(shipped, None, out=work / "host.toml").target
     print(f"[calibrate] done ({time.time() - t0:.0f} s)", flush=True)
@@ -78,9 +69,7 @@ def main() -> int:
     for r in range(args.rounds):
         rng.shuffle(keys)
         for n, p in keys:
-            live = LiveInterpreter(files[n][p], threads=1)
-            live.times_ms(0, warmup=3)
-            best[(n, p)] = min(best[(n, p)], float(np.percentile(live.times_ms(30), 10)))
+            best[(n, p)] = min(best[(n, p)], visit(files[n][p], runs=30, warmup=3))
         print(f"[measure] round {r + 1}/{args.rounds} ({time.time() - t0:.0f} s)", flush=True)
 
     rows = []

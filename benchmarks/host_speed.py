@@ -80,15 +80,22 @@ def _convert(model, data, out: Path) -> dict[str, Path]:
 
 
 def tp_files(out: Path, macs: float = 100e6) -> tuple[dict[str, Path], dict]:
-    """Torch-Pruning MagnitudePruner (p=1, uniform, round_to=8), ratio bisected to ``macs``."""
+    """Torch-Pruning's model (tp_model) converted to fp32 and int8, and its ratio and MACs."""
+    from autoprune_edge.data import load_data
+
+    model, info = tp_model(macs)
+    data = load_data("synthetic", input_size=224)
+    return _convert(_calibrated(model, data), data, out), info
+
+
+def tp_model(macs: float = 100e6):
+    """Torch-Pruning MagnitudePruner (p=1, uniform, round_to=8), ratio bisected to ``macs``; (model, info)."""
     import torch
     import torch_pruning as tp
     import torchvision
 
-    from autoprune_edge.data import load_data
     from autoprune_edge.profiles.counting import count_macs
 
-    data = load_data("synthetic", input_size=224)
     x = torch.zeros(1, 3, 224, 224)
 
     def pruned(ratio: float):
@@ -104,7 +111,7 @@ def tp_files(out: Path, macs: float = 100e6) -> tuple[dict[str, Path], dict]:
         _, n = pruned(mid)
         lo, hi = (mid, hi) if n > macs else (lo, mid)
     model, n = pruned(hi)
-    return _convert(_calibrated(model, data), data, out), {"ratio": round(hi, 4), "macs": n}
+    return model, {"ratio": round(hi, 4), "macs": n}
 
 
 def landing_steps(card: dict) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import md_table, shared, write_results  # noqa: E402
-
-
-class _Bundle:
-    def __init__(self, base, train_ds, val_ds):
-        self.__dict__.update(base.__dict__)
-        self.train, self.val = train_ds, val_ds
+from benchmarks.common import BundleView, md_table, shared, std_err, write_results  # noqa: E402
 
 
 def _se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 1e-12) / n) * 100
+    return 100 * std_err(p, n)
 
 
 def main() -> int:
@@ -66,7 +59,7 @@ def main() -> int:
     base = load_data(f"cifar10:{shared('cifar10_convnetjs')}", normalization="imagenet", augment=True)
     n = len(base.train)
     train_set, holdout = Subset(base.train, list(range(n - 5000))), Subset(base.train, list(range(n - 5000, n)))
-    data = _Bundle(base, train_set, base.val)
+    data = BundleView(base, train_set, base.val)
     host = load_target("host")
     shape = (1, 3, 32, 32)
 

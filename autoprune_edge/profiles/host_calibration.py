@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from ..cpu import cpu_name, cpu_signature, is_this_cpu, speed_flags
+from ..errors import TargetProfileError
 from ..targets import Target
 from ..targets.schema import load_target_file
+from . import calibrate as calibration
 from .measure import runtime_version
 
 MODE_ENV = "AUTOPRUNE_EDGE_HOST_PROFILE"  # "auto" (default) or "shipped"
@@ -54,8 +56,6 @@ def measured_on_this_cpu(target: Target) -> bool:
 def auto_enabled() -> bool:
     mode = os.environ.get(MODE_ENV, "auto").strip().lower()
     if mode not in ("auto", "shipped"):
-        from ..errors import TargetProfileError
-
         raise TargetProfileError(f"{MODE_ENV}={mode!r} must be 'auto' or 'shipped'")
     return mode == "auto"
 
@@ -76,13 +76,11 @@ def host_profile(shipped: Target, *, quick: bool = False, log=None) -> Target:
                 return cached
         except Exception as e:  # noqa: BLE001 - a damaged cache file is recalibrated, not fatal
             say(f"ignoring the cached host profile {path} ({str(e).splitlines()[0][:200]}); calibrating again")
-    from .calibrate import calibrate  # noqa: PLC0415 - lazy: the suite writer and LiteRT load only when needed
-
     say(f"calibrating the host profile for this CPU ({cpu_name()}, {' '.join(speed_flags())}): the shipped one "
         f"was measured on {shipped.device.cpu}; ≈5 s, once, kept in {path.parent}")
     t0 = time.perf_counter()
     try:
-        res = calibrate(shipped, None, out=path, quick=quick)
+        res = calibration.calibrate(shipped, None, out=path, quick=quick)
     except Exception as e:  # noqa: BLE001 - no LiteRT, a read-only cache...: the shipped profile still predicts
         say(f"could not calibrate the host profile here ({str(e).splitlines()[0][:200]}); using the shipped one")
         return shipped
