@@ -110,3 +110,12 @@ def test_calibrate_host_starts_from_the_shipped_file_and_runs_the_suite_once(aut
     res = cal.calibrate("host", None, out=tmp_path / "h.toml", quick=True)
     assert len(runs) == 1 and not hc.cached_path().exists()
     assert res.fitted["compute.fp32.gmacs_per_core"][0] == _shipped().precision("fp32").gmacs_per_core
+
+
+def test_a_bad_host_profile_mode_is_a_one_line_error(monkeypatch, capsys):
+    from autoprune_edge.cli import main
+
+    monkeypatch.setenv(hc.MODE_ENV, "sometimes")
+    assert main(["targets", "show", "host"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "autoprune-edge: error: AUTOPRUNE_EDGE_HOST_PROFILE='sometimes' must be 'auto' or 'shipped'"
