@@ -202,3 +202,37 @@ def test_resnet_stem_int8_file_loads_and_passes_parity(tmp_path):
     assert int8.parity_ok and int8.int8.recipe == "ptq", [(t.recipe, t.cosine) for t in int8.int8.tried]
     assert int8.int8.tried[0].cosine > 0.999  # 0.9886 before: every stem activation quantised to 0
     tflite_io_details(tmp_path / int8.path)  # LiteRT with XNNPACK loads it
+
+
+class TwoUses(nn.Module):
+    """The input feeds a conv and a skip: normalisation cannot be folded into the conv alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + x
+
+
+def test_pixel_input_folds_normalisation_into_the_first_conv():
+    """Raw pixels into the folded network give the normalised network's output, borders included (the padding
+    is each channel's mean pixel), and no full-resolution normalisation op is left; otherwise it wraps."""
+    from autoprune_edge.converters.int8_prep import PixelConv, PixelInput, pixel_input, to_pixels
+
+    torch.manual_seed(0)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    folded, _ = fold_batchnorm(Chain().eval())
+    x = torch.randn(4, 3, 12, 10)
+    px = to_pixels(x, mean, std)
+    net = pixel_input(folded, mean, std)
+    assert isinstance(net.a, PixelConv) and not isinstance(net, PixelInput)
+    assert not any(m.groups == 3 for m in net.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        ref = folded(x)
+        assert torch.allclose(net(px), ref, atol=1e-4 * float(ref.abs().max()))
+        # zero padding of the pixels would be wrong at the borders: the fill matters
+        zero_pad = nn.functional.conv2d(px, net.a.conv.weight, net.a.conv.bias, padding=1)
+        assert not torch.allclose(zero_pad, folded.a(x), atol=1e-3)
+    assert isinstance(pixel_input(fold_batchnorm(TwoUses())[0], mean, std), PixelInput)
+    assert isinstance(pixel_input(Chain().eval(), mean, std), PixelInput)  # not a GraphModule: wrapped

@@ -132,3 +132,26 @@ def test_host_probe_reads_the_block_p10_ratio_against_the_typical_reference(monk
         assert probe.anchor_ms == 4.5  # timed on entry, before any candidate
         assert probe("a") == pytest.approx(3.2 / 8.0 * 6.5)  # slow phase: ratio 0.4, anchor median(4, 5, 8, 9)
         assert probe("b") == pytest.approx(2.0 / 4.0 * 4.5)  # anchor median(4, 5, 8, 9, 4, 4)
+
+
+def test_landing_does_not_stop_at_the_bottom_of_the_band(monkeypatch):
+    """A first candidate read at -4 % is inside the promised band but the probe reads slower than the file
+    timed alone (landing.STOP): the search moves on and lands in the top 2.5 %."""
+    import autoprune_edge.landing as landing
+
+    class Trial:  # graph.copy() stand-in: the "model" of a selection is its channel count
+        def compact(self, keep):
+            self.model = int(keep[0])
+
+    class Graph:
+        def copy(self):
+            return Trial()
+
+    # a selection keeps 96 channels per ms of limit (it undershoots its limit by 4 %); each channel 0.01 ms
+    monkeypatch.setattr(landing, "select", lambda graph, scores, budgets, evaluate, fill: [
+        torch.tensor(round(96 * next(b.value for b in budgets if b.kind == "latency_ms")))])
+    budgets = parse_budgets("1ms")
+    keep, steps = land(Graph(), [], budgets, lambda keep: {"latency_ms": 0.0096 * int(keep[0])},
+                       [torch.tensor(96)], lambda n: 0.01 * n)
+    assert steps[0].measured_ms == pytest.approx(0.96) and len(steps) >= 2
+    assert landing.STOP <= 0.01 * int(keep[0]) <= 1.0

@@ -86,6 +86,11 @@ def test_every_format_ships_and_passes(shipped):
     assert (io["input"]["scale"], io["input"]["zero_point"]) == (1.0, 0)
     assert q.pixel_input and q.recipe == "ptq" and q.tried[0].passed and q.batchnorms_folded >= 1
     assert arts["tflite-int8"].metadata["normalization_std_255"] == [1.0, 1.0, 1.0]
+    # the normalisation is folded into the first conv (int8_prep.PixelConv), not a full-resolution op of its own
+    from autoprune_edge.converters.tflite_graph import read_tflite_ops
+
+    ops = read_tflite_ops(shipped["out"] / "model_int8.tflite")
+    assert ops[:4] == ["QUANTIZE", "CONCATENATION", "CONCATENATION", "CONV_2D"], ops[:6]
 
 
 def test_uint8_file_takes_camera_bytes(shipped):

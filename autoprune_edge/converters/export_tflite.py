@@ -19,7 +19,7 @@ from .artifact import Artifact, Int8Info, RecipeTrial
 from .divergence import Divergence, best_effort, locate_onnx_vs_tflite
 from .edgetpu import EDGETPU_PARAM_SRAM_BYTES, check_edgetpu
 from .formats import Format
-from .int8_prep import RECIPES, Int8Recipe, PixelInput, PreparedModel, prepare_for_int8, to_pixels
+from .int8_prep import RECIPES, Int8Recipe, PixelInput, PreparedModel, pixel_input, prepare_for_int8, to_pixels
 from .job import ExportJob
 from .onnx_export import export_onnx
 from .litert import run_tflite, tflite_io_details
@@ -57,18 +57,20 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
     held_in = (to_pixels(held, job.mean, job.std) if pixel else held).numpy()
     calib_in = to_pixels(job.calib, job.mean, job.std) if pixel else job.calib
     tried: list[RecipeTrial] = []
-    best: tuple[tuple[bool, float, float], Path, Path, Int8Recipe, PreparedModel] | None = None
+    best: tuple[tuple[bool, float, float], Path, Path, Int8Recipe, PreparedModel, int] | None = None
     with tempfile.TemporaryDirectory(prefix="ape_int8_") as tmp:
         for recipe in RECIPES:
             with progress.task(f"int8 ({recipe.name}, {job.int8_io} I/O): prepare, export, quantise", total=None):
                 prep = prepare_for_int8(job.model, recipe, job.calib)
-                net = PixelInput(prep.model, job.mean, job.std) if pixel else prep.model
+                net = pixel_input(prep.model, job.mean, job.std) if pixel else prep.model
                 rdir = Path(tmp) / recipe.name
                 src = export_onnx(net, torch.zeros_like(job.example), rdir / "model.onnx")
                 path = onnx_to_tflite(src, rdir, precisions=["int8"], calib=calib_in.numpy(),
                                       int8_io=job.int8_io, test_data=calib_in.numpy())["int8"]
                 if pixel:
                     set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
+                # a PixelInput wrapper (normalisation not foldable) is a 1x1 depthwise conv: 1 MAC per input value
+                added = int(np.prod(job.example.shape[1:])) if isinstance(net, PixelInput) else 0
             try:
                 p = job.parity(run_tflite(path, held_in), output_step(tflite_io_details(path)))
             except ParityError:  # an output came back in another layout: this recipe's file cannot ship
@@ -79,16 +81,16 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                                      None if p.top1_decided is None else round(p.top1_decided, 4), p.decided))
             key = (not fails, p.top1_agreement, p.cosine)
             if best is None or key > best[0]:
-                best = (key, path, src, recipe, prep)
+                best = (key, path, src, recipe, prep, added)
             if not fails:
                 break
         if best is None:
             raise ConversionError("no int8 file could be compared with torch (an output changed layout in every "
                                   "recipe); ship fp32/fp16 instead")
-        _, path, src, recipe, prep = best
+        _, path, src, recipe, prep, added = best
         dst = job.out_dir / fmt.suffix
         shutil.copyfile(path, dst)
-        art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel)
+        art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel, added_macs=added)
     art.int8 = Int8Info(job.int8_io, pixel, recipe.name, tried, prep.folded_batchnorms, prep.equalised_pairs,
                         prep.corrected_layers, _how_to_feed(job.int8_io, pixel), prep.clipped_activations)
     return art
@@ -113,7 +115,7 @@ def _how_to_feed(io: str, pixel: bool) -> str:
 
 
 def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: Path, done: list[Artifact], *,
-            pixel: bool = False) -> Artifact:
+            pixel: bool = False, added_macs: int = 0) -> Artifact:
     """Metadata, parity on ``x`` (in the file's own input units), MACs, Edge TPU check, blame, timing."""
     prec = fmt.precision
     io = tflite_io_details(path)
@@ -123,8 +125,7 @@ def _finish(job: ExportJob, fmt: Format, path: Path, x: np.ndarray, onnx_path: P
     art.bytes = path.stat().st_size
     job.judge(art, run_tflite(path, x), output_step(io) if prec == "int8" else 0.0)
     art.macs_counted = count_tflite_macs(path).macs
-    if pixel:  # the input normalisation this toolkit adds (a 1x1 depthwise conv): one MAC per input element
-        art.macs_counted -= int(np.prod(x.shape[1:]))  # per image (x is a batch)
+    art.macs_counted -= added_macs  # an input normalisation op this toolkit added, not the user's network
     if prec == "int8":
         art.edgetpu = check_edgetpu(path, sram_bytes=job.edgetpu_sram_bytes or EDGETPU_PARAM_SRAM_BYTES)
     if art.failures and job.localize:
