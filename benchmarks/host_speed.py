@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import md_table, write_results  # noqa: E402
 
 
-def dense_files(out: Path) -> dict[str, Path]:
+def dense_files(out: Path, int8_io: str = "uint8") -> dict[str, Path]:
     import torch
     import torchvision
 
@@ -47,7 +47,7 @@ def dense_files(out: Path) -> dict[str, Path]:
 
     torch.manual_seed(0)
     data = load_data("synthetic", input_size=224)
-    return _convert(_calibrated(torchvision.models.mobilenet_v2().eval(), data), data, out)
+    return _convert(_calibrated(torchvision.models.mobilenet_v2().eval(), data), data, out, int8_io)
 
 
 def _calibrated(model, data):
@@ -66,7 +66,7 @@ def _calibrated(model, data):
     return model.eval()
 
 
-def _convert(model, data, out: Path) -> dict[str, Path]:
+def _convert(model, data, out: Path, int8_io: str = "uint8") -> dict[str, Path]:
     import torch
 
     from autoprune_edge.converters.convert import convert
@@ -75,17 +75,17 @@ def _convert(model, data, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     arts = convert(model, torch.zeros(1, 3, 224, 224), out, formats="tflite-fp32,tflite-int8",
                    calib=calibration_batch(data, 100, seed=0), heldout=heldout_batch(data, 16), measure=False,
-                   mean=list(data.mean), std=list(data.std), labels=list(data.class_names))
+                   mean=list(data.mean), std=list(data.std), labels=list(data.class_names), int8_io=int8_io)
     return {a.format.replace("tflite-", ""): Path(out) / Path(a.path).name for a in arts if a.format.startswith("tflite-")}
 
 
-def tp_files(out: Path, macs: float = 100e6) -> tuple[dict[str, Path], dict]:
+def tp_files(out: Path, macs: float = 100e6, int8_io: str = "uint8") -> tuple[dict[str, Path], dict]:
     """Torch-Pruning's model (tp_model) converted to fp32 and int8, and its ratio and MACs."""
     from autoprune_edge.data import load_data
 
     model, info = tp_model(macs)
     data = load_data("synthetic", input_size=224)
-    return _convert(_calibrated(model, data), data, out), info
+    return _convert(_calibrated(model, data), data, out, int8_io), info
 
 
 def tp_model(macs: float = 100e6):
@@ -119,8 +119,8 @@ def landing_steps(card: dict) -> list[str]:
     return [n for n in card["notes"] if n.startswith("latency budget landed")]
 
 
-def build_files(out: Path, budget: str, target: str = "host", speed_weight: float | None = None
-                ) -> tuple[dict[str, Path], dict]:
+def build_files(out: Path, budget: str, target: str = "host", speed_weight: float | None = None,
+                int8_io: str = "uint8") -> tuple[dict[str, Path], dict]:
     import autoprune_edge as ape
     from autoprune_edge.autoprune import AutoPruneConfig
     from autoprune_edge.errors import PartialBuildError
@@ -129,7 +129,7 @@ def build_files(out: Path, budget: str, target: str = "host", speed_weight: floa
     cfg = None if speed_weight is None else AutoPruneConfig(epochs=1.0, lr=0.01, seed=0, speed_weight=speed_weight)
     try:
         rep = ape.build(model="mobilenet_v2", data="synthetic", target=target, budget=budget, out_dir=out,
-                        name="build", allow_parity_failure=True, html_report=False, autoprune=cfg)
+                        name="build", allow_parity_failure=True, html_report=False, autoprune=cfg, int8_io=int8_io)
     except PartialBuildError as e:  # not raised with allow_parity_failure, kept for safety
         rep = e.report
     card = rep.card
@@ -153,6 +153,8 @@ def main(argv=None) -> int:
                     help="the builds' target: host, or a profile this CPU was calibrated into (calibrate --out)")
     ap.add_argument("--results", default="host_speed", help="results file name (another CPU: another name)")
     ap.add_argument("--reuse", help="a work dir of an earlier run: time its files again, build nothing")
+    ap.add_argument("--int8-io", default="uint8", choices=("uint8", "int8", "float32"),
+                    help="every int8 file's I/O type (research/host-speed.md timed int8-I/O files)")
     ap.add_argument("--speed-weights", default="",
                     help="comma list: also build the 100M model at these --speed-weight values (files 100M_swW_*)")
     args = ap.parse_args(argv)
@@ -171,16 +173,17 @@ def main(argv=None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="ape_host_speed_"))
         print(f"[build] work dir {work}", flush=True)
-        files = {f"dense_{p}": f for p, f in dense_files(work / "dense").items()}
-        macs_files, macs_info = build_files(work / "macs", "100MFLOPs", args.target)
+        io = args.int8_io
+        files = {f"dense_{p}": f for p, f in dense_files(work / "dense", io).items()}
+        macs_files, macs_info = build_files(work / "macs", "100MFLOPs", args.target, int8_io=io)
         files.update({f"100M_{p}": f for p, f in macs_files.items()})
-        lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms", args.target)
+        lat_files, lat_info = build_files(work / "lat", f"{args.latency_ms}ms", args.target, int8_io=io)
         files.update({f"{args.latency_ms}ms_{p}": f for p, f in lat_files.items() if p == "fp32"})
         for w in [float(x) for x in args.speed_weights.split(",") if x.strip()]:
-            sw_files, sw_info = build_files(work / f"sw{w:g}", "100MFLOPs", args.target, speed_weight=w)
+            sw_files, sw_info = build_files(work / f"sw{w:g}", "100MFLOPs", args.target, speed_weight=w, int8_io=io)
             files.update({f"100M_sw{w:g}_{p}": f for p, f in sw_files.items()})
             extra_info[f"100M_sw{w:g}"] = sw_info
-        tp_f, tp_info = tp_files(work / "tp")
+        tp_f, tp_info = tp_files(work / "tp", int8_io=io)
         (work / "tp" / "tp_info.json").write_text(json.dumps(tp_info))
         files.update({f"tp100M_{p}": f for p, f in tp_f.items()})
     build_s = time.time() - t0
@@ -224,7 +227,9 @@ def main(argv=None) -> int:
           f"LiteRT 1 thread, {args.rounds} shuffled rounds, per visit the p10 of 40 invokes; fastest visit (and the "
           "median visit). Dense = torchvision MobileNetV2 1.0/224. Builds: "
           f"`build --model mobilenet_v2 --target {args.target} "
-          f"--data synthetic` at `--budget 100MFLOPs` and at `--budget {args.latency_ms}ms`, other options default.", "",
+          f"--data synthetic` at `--budget 100MFLOPs` and at `--budget {args.latency_ms}ms`, other options default; "
+          f"every int8 file has {args.int8_io} I/O" + (" (the default: raw camera pixels in)" if args.int8_io == "uint8"
+                                                      else f" (`--int8-io {args.int8_io}`)") + ".", "",
           f"- 100M MACs build over dense: **fp32 {fp32:.2f}x, int8 {int8:.2f}x** (goal ≥ 2.84x / ≥ 2.06x: "
           f"**{'met' if ok_speed else 'missed'}**).",
           f"- Torch-Pruning MagnitudePruner (L1, uniform, round_to=8) at {tp_info['macs'] / 1e6:.1f}M MACs, measured "
