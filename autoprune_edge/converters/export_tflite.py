@@ -24,7 +24,7 @@ from .job import ExportJob
 from .onnx_export import export_onnx
 from .litert import run_tflite, tflite_io_details
 from .tflite import onnx_to_tflite
-from .tflite_graph import count_tflite_macs, set_input_quantization
+from .tflite_graph import count_tflite_macs, drop_identity_clamps, set_input_quantization
 from .tflite_metadata import embed_metadata
 
 
@@ -69,6 +69,7 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
                                       int8_io=job.int8_io, test_data=calib_in.numpy())["int8"]
                 if pixel:
                     set_input_quantization(path, 1.0, 0)  # raw camera bytes go straight in
+                drop_identity_clamps(path)
                 # a PixelInput wrapper (normalisation not foldable) is a 1x1 depthwise conv: 1 MAC per input value
                 added = int(np.prod(job.example.shape[1:])) if isinstance(net, PixelInput) else 0
             try:
