@@ -230,7 +230,7 @@ def drop_identity_clamps(path: Path) -> int:
     output have the same scale and zero point and its bounds lie outside the input's representable range."""
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
-    names, _ = schema_names()
+    names, types = schema_names()
     model = fu.read_model(str(path))
     g = model.subgraphs[0]
     keep, dropped = [], 0
@@ -238,7 +238,7 @@ def drop_identity_clamps(path: Path) -> int:
     for op in g.operators:
         code = model.operatorCodes[op.opcodeIndex]
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
-        src = _identity_clamp_input(model, g, op, name) if name in _CLAMPS else None
+        src = _identity_clamp_input(model, g, op, name, types) if name in _CLAMPS else None
         if src is None:
             keep.append(op)
             continue
@@ -254,13 +254,16 @@ def drop_identity_clamps(path: Path) -> int:
     return dropped
 
 
-def _identity_clamp_input(model, g, op, name: str) -> int | None:
+_QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255)}
+
+
+def _identity_clamp_input(model, g, op, name: str, types: dict[int, str]) -> int | None:
     """The input tensor of a clamp op that leaves every representable value unchanged, else None."""
     def params(t):
         q = t.quantization
-        if q is None or q.scale is None or len(q.scale) != 1 or t.type not in (9, 3):  # INT8, UINT8
+        if q is None or q.scale is None or len(q.scale) != 1 or types.get(t.type) not in _QRANGE:
             return None
-        return float(q.scale[0]), int(q.zeroPoint[0]), (-128, 127) if t.type == 9 else (0, 255)
+        return float(q.scale[0]), int(q.zeroPoint[0]), _QRANGE[types[t.type]]
 
     ins = [int(i) for i in op.inputs]
     live = [i for i in ins if model.buffers[g.tensors[i].buffer].data is None]
@@ -280,7 +283,7 @@ def _identity_clamp_input(model, g, op, name: str) -> int | None:
         pc = params(c)
         if pc is None:
             return None
-        raw = np.frombuffer(bytes(model.buffers[c.buffer].data), dtype=np.int8 if c.type == 9 else np.uint8)
+        raw = np.frombuffer(bytes(model.buffers[c.buffer].data), dtype=np.int8 if pc[2][0] < 0 else np.uint8)
         vals = (raw.astype(np.float64) - pc[1]) * pc[0]
         ok = bool(vals.min() >= hi - half) if name == "MINIMUM" else bool(vals.max() <= lo + half)
     return live[0] if ok else None
