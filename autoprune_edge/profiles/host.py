@@ -133,14 +133,11 @@ class LatencyProbe:
     ratio holds where a bare timing swings by tens of per cent. Measured here on one pruned MobileNetV2
     with the other core busy (6 repeats each): the ratio from 6 fresh-interpreter visits of 40 invokes
     spread 0.461-0.498, from 15 alternating blocks of 20 0.478-0.490, at the same level (timing the two
-    files invoke by invoke instead reads 9 % slower: each evicts the other's weights). 48 blocks, not 24: a
-    100M-MAC MobileNetV2 against the dense one on the Zen 4 host, 5 probes each, interleaved: ratio s.d. 0.31 %
-    with 48 blocks against 1.25 % with 24 (readings of landing candidates 1 % apart had spread ±3 %); it costs
-    ~4 s more per candidate.
+    files invoke by invoke instead reads 9 % slower: each evicts the other's weights).
     Use as a context manager: it converts and loads the reference on entry and deletes its files on exit."""
 
     def __init__(self, reference, input_shape: tuple[int, ...], *, threads: int = 1, block: int = 20,
-                 blocks: int = 48, skip: int = 3) -> None:
+                 blocks: int = 24, skip: int = 3) -> None:
         self.reference, self.input_shape = reference, input_shape
         self.threads, self.block, self.blocks, self.skip = threads, block, blocks, skip
         self.ref_block_ms: list[float] = []  # p10 of each reference block timed so far
