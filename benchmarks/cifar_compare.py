@@ -35,15 +35,12 @@ from autoprune_edge.autoprune import AutoPruneConfig  # noqa: E402
 from autoprune_edge.data import load_data  # noqa: E402
 from autoprune_edge.device import resolve_runtime  # noqa: E402
 from autoprune_edge.layers import custom_pruners_for  # noqa: E402
-from autoprune_edge.models import build_model, load_weights  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, evaluate, train  # noqa: E402
-from benchmarks.common import (RESULTS, BundleView, Timer, code_commit, md_table, shared, std_err,  # noqa: E402
-                               tflite_fp32_parity, write_results)
+from benchmarks.common import (RESULTS, BundleView, Timer, code_commit, md_table, pretrained_cifar_resnet, shared,  # noqa: E402
+                               std_err, tflite_fp32_parity, write_results)
 
-WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
-           "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
 TP_METHODS = {"tp-magnitude": "Torch-Pruning MetaPruner, GroupMagnitudeImportance(p=2), local, iterative",
               "tp-taylor": "Torch-Pruning MetaPruner, GroupTaylorImportance, global, iterative"}
 
@@ -165,8 +162,7 @@ def main() -> None:
     data = BundleView(base, train_set, base.val)
     probe = None
     for model_name in args.models.split(","):
-        dense, _ = build_model(model_name)
-        load_weights(dense, str(shared(f"resnet_cifar10_akamaster/{WEIGHTS[model_name]}")), model_name=model_name)
+        dense = pretrained_cifar_resnet(model_name)
         dense.eval()
         example = torch.zeros(1, 3, 32, 32)
         dense_macs = count_macs(dense, example).macs

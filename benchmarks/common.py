@@ -89,6 +89,20 @@ class BundleView:
         self.train, self.val = train_ds, val_ds
 
 
+# The pretrained CIFAR-10 ResNets in shared data (data/README.md: resnet_cifar10_akamaster).
+CIFAR_WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet32": "resnet32-d509ac18.th",
+                 "cifar_resnet44": "resnet44-014dd654.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
+
+
+def pretrained_cifar_resnet(name: str) -> Any:
+    """A built-in cifar_resnetN with its pretrained CIFAR-10 weights (an nn.Module)."""
+    from autoprune_edge.models import build_model, load_weights  # lazy: this module stays torch-free
+
+    model, _ = build_model(name)
+    load_weights(model, str(shared(f"resnet_cifar10_akamaster/{CIFAR_WEIGHTS[name]}")), model_name=name)
+    return model
+
+
 def std_err(p: float, n: int) -> float:
     """Standard error of an accuracy p measured on n images."""
     return math.sqrt(max(p * (1 - p), 0.0) / n)

@@ -37,13 +37,12 @@ from autoprune_edge.converters.convert import convert  # noqa: E402
 from autoprune_edge.converters.int8_prep import to_pixels  # noqa: E402
 from autoprune_edge.converters.litert import run_tflite  # noqa: E402
 from autoprune_edge.data import calibration_batch, heldout_batch, load_data  # noqa: E402
-from autoprune_edge.models import build_model, load_weights  # noqa: E402
+from autoprune_edge.models import build_model  # noqa: E402
 from autoprune_edge.profiles.counting import count_macs  # noqa: E402
 from autoprune_edge.pruning import prune  # noqa: E402
 from autoprune_edge.train import TrainConfig, train  # noqa: E402
-from benchmarks.common import Timer, md_table, shared, write_results  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS, Timer, md_table, pretrained_cifar_resnet, shared, write_results  # noqa: E402
 
-WEIGHTS = {"cifar_resnet20": "resnet20-12fca82f.th", "cifar_resnet56": "resnet56-4bfd9763.th"}
 ALL_ROWS = "cifar_resnet20,cifar_resnet56,lenet5,mobilenet_v2@100M,mobilenet_v2@200M"
 
 
@@ -95,8 +94,7 @@ def cifar_row(name: str, args) -> dict[str, Any]:
     pick = torch.randperm(len(base.train) - 5000, generator=torch.Generator().manual_seed(0))[: args.train_images]
     data = copy.copy(base)
     data.train = Subset(base.train, sorted(pick.tolist()))
-    dense, _ = build_model(name)
-    load_weights(dense, str(shared(f"resnet_cifar10_akamaster/{WEIGHTS[name]}")), model_name=name)
+    dense = pretrained_cifar_resnet(name)
     example = torch.zeros(1, 3, 32, 32)
     budget = count_macs(dense, example).macs / 2
     cfg = AutoPruneConfig(epochs=args.gate_epochs, lr=0.02, batch_size=128, seed=0)
@@ -158,7 +156,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for row in args.rows.split(","):
         with Timer() as t:
-            if row in WEIGHTS:
+            if row in CIFAR_WEIGHTS:
                 r = cifar_row(row, args)
             elif row == "lenet5":
                 r = lenet_row(args)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import BundleView, md_table, shared, std_err, write_results  # noqa: E402
+from benchmarks.common import BundleView, md_table, pretrained_cifar_resnet, shared, std_err, write_results  # noqa: E402
 
 
 def _se(p: float, n: int) -> float:
@@ -75,11 +75,7 @@ def main() -> int:
         train(dense, train_set, TrainConfig(epochs=args.dense_epochs, lr=0.05, batch_size=128, weight_decay=4e-5,
                                             seed=0), desc="train dense", rt=rt)
     else:
-        from autoprune_edge.models import build_model, load_weights
-        from benchmarks.cifar_compare import WEIGHTS
-
-        dense, _ = build_model(args.model)
-        load_weights(dense, str(shared(f"resnet_cifar10_akamaster/{WEIGHTS[args.model]}")), model_name=args.model)
+        dense = pretrained_cifar_resnet(args.model)
     dense.eval()
     base.train.augment = False
     acc = {"test": evaluate(dense, base.val, rt=rt), "holdout": evaluate(dense, holdout, rt=rt)}

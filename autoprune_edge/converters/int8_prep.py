@@ -74,6 +74,21 @@ class PixelInput(nn.Module):
         return self.model(F.conv2d(x, self.scale, self.shift, groups=self.scale.shape[0]))
 
 
+def pad_with(x: torch.Tensor, fill: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """``x`` (NCHW) padded by ``width`` columns each side and ``height`` rows each side of ``fill`` (broadcast to
+    (1, C, 1, 1)), as concatenated borders: a Pad op has one value for every channel, and onnx2tf fuses a Pad in
+    front of a MaxPool back into a -inf PADV2."""
+    n, c, h, _ = x.shape
+    fill = fill.to(x.dtype).reshape(1, -1, 1, 1)
+    if width:
+        side = fill.expand(n, c, h, width)
+        x = torch.cat([side, x, side], 3)
+    if height:
+        side = fill.expand(n, c, height, x.shape[3])
+        x = torch.cat([side, x, side], 2)
+    return x
+
+
 class PixelConv(nn.Module):
     """The network's first conv taking raw pixels: the normalisation folded into its weights and bias, and its
     zero padding done with each channel's mean pixel (what normalises to 0), so the function is unchanged.
@@ -98,15 +113,7 @@ class PixelConv(nn.Module):
         self.register_buffer("fill", (255.0 * m).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # borders concatenated: a Pad op pads with one value for every channel
-        (pw, ph), (n, c, h, _) = self.pad, x.shape
-        if pw:
-            side = self.fill.expand(n, c, h, pw)
-            x = torch.cat([side, x, side], 3)
-        if ph:
-            side = self.fill.expand(n, c, ph, x.shape[3])
-            x = torch.cat([side, x, side], 2)
-        return self.conv(x)
+        return self.conv(pad_with(x, self.fill, *self.pad))
 
 
 def pixel_input(model: nn.Module, mean: list[float], std: list[float]) -> nn.Module:
@@ -363,15 +370,10 @@ class FinitePadMaxPool(nn.Module):
         super().__init__()
         self.pool, self.value = pool, float(value)
         p = pool.padding if isinstance(pool.padding, tuple) else (pool.padding, pool.padding)
-        self.pad = (p[1], p[1], p[0], p[0])
+        self.pad = (int(p[1]), int(p[0]))  # (left/right, top/bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # borders concatenated, not F.pad: onnx2tf fuses a Pad in front of a MaxPool back into a -inf PADV2
-        left, right, top, bottom = self.pad
-        n, c, h, w = x.shape
-        x = torch.cat([x.new_full((n, c, h, left), self.value), x, x.new_full((n, c, h, right), self.value)], 3)
-        x = torch.cat([x.new_full((n, c, top, x.shape[3]), self.value), x,
-                       x.new_full((n, c, bottom, x.shape[3]), self.value)], 2)
+        x = pad_with(x, x.new_full((1,), self.value), *self.pad)
         return F.max_pool2d(x, self.pool.kernel_size, self.pool.stride, 0, self.pool.dilation, self.pool.ceil_mode)
 
 
