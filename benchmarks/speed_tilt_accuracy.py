@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import BundleView, md_table, pretrained_cifar_resnet, shared, std_err, write_results  # noqa: E402
+from benchmarks.common import CIFAR_WEIGHTS, BundleView, md_table, pretrained_cifar_resnet, shared, std_err, write_results  # noqa: E402
 
 
 def _se(p: float, n: int) -> float:
@@ -42,8 +42,8 @@ def main() -> int:
     ap.add_argument("--reduction", type=float, default=2.0)
     ap.add_argument("--speed-weights", default="0,1")
     ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--model", default="mobilenet_v2",
-                    help="mobilenet_v2 (trained here) or a pretrained cifar_resnet20/32/44/56")
+    ap.add_argument("--model", default="mobilenet_v2", choices=("mobilenet_v2", *CIFAR_WEIGHTS),
+                    help="mobilenet_v2 (trained here) or a pretrained CIFAR ResNet")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--results", default="speed_tilt_accuracy")
     args = ap.parse_args()
