@@ -9,13 +9,13 @@ aiming at the middle of the promised band. The scores (the gates, or a criterion
 only how many channels each group keeps moves.
 
 Why stop only in [STOP_LOW, STOP_HIGH] x budget, not anywhere in the promised [LOW x budget, budget]: a
-reading is off by a per cent or two either way (benchmarks/results/probe_vs_visits.md), so a candidate read at
+reading is off by a per cent or two either way (benchmarks/results/probe_vs_visits*.md), so a candidate read at
 -4.9 % or -0.2 % is as likely out of the band as in it once timed alone. Stopping near the middle leaves that
 error room on both sides. Simulated (benchmarks/results/landing_noise.md: a stand-in device and selection, a
 probe with bias and uniform noise of ±1-3 %), the centred band keeps 95-100 % of landings in the promised band when
 the probe reads without bias and 86-100 % when it reads 1 % fast, against 83-99 % and 60-68 % for a band at the top;
 a probe reading 1 % slow or more favours the top band, which is where the landing stopped while its probe anchored
-on blocks and read 1-4 % slow. Since profiles.host.LatencyProbe anchors on visits it reads -0.6 % (median).
+on blocks and read 1-4 % slow. Anchored on visits (profiles.host.LatencyProbe) it read -1.4 % (median of 5).
 """
 from __future__ import annotations
 

@@ -135,10 +135,12 @@ class LatencyProbe:
 
     The anchor: the median of every *visit* of the reference this build has made (``visits`` on entry, before
     training, and ``side_visits`` beside each candidate), a visit being what `measure_tflite` and the
-    benchmarks time: a fresh interpreter, p10 of 40 invokes after 5. The blocks themselves read both files about
-    2 % slow (the other file's weights evicted; benchmarks/results/probe_vs_visits.md: ratio -0.6 %, reference
-    blocks +2.0 % against visits of the same files), so anchoring on them read every candidate 2 % slower than
-    it runs alone, and the landing put builds 2 % further under their budget than it meant to.
+    benchmarks time: a fresh interpreter, p10 of 40 invokes after 5. The blocks themselves read the reference
+    about 2 % slower than visits do (the other file's weights evicted): a probe anchored on them read a candidate
+    +2.1 % over visits of the same files made right after it (median of 4 probes; ratio -0.6 %, anchor +2.0 %;
+    benchmarks/results/probe_vs_visits_diag.md), and the landing put builds further under their budget than it
+    meant to; anchored on visits it read -1.4 % (median of 5; ratio +0.3 %, anchor -1.7 %; probe_vs_visits.md),
+    within the VM's drift over a minute.
     Use as a context manager: it converts and loads the reference on entry and deletes its files on exit."""
 
     def __init__(self, reference, input_shape: tuple[int, ...], *, threads: int = 1, block: int = 20,
