@@ -141,9 +141,9 @@ def test_host_probe_reads_the_block_ratio_against_the_reference_visits(monkeypat
     assert made.count("ref") == 8
 
 
-def test_landing_stops_near_the_middle_of_the_band(monkeypatch):
-    """A first candidate read at -4.5 % is inside the promised band but a reading is off by a per cent or
-    two either way (landing.STOP_LOW): the search moves on and lands within [STOP_LOW, STOP_HIGH]."""
+def test_landing_does_not_stop_at_the_bottom_of_the_band(monkeypatch):
+    """A first candidate read at -4.5 % is inside the promised band, but in builds the probe has read files
+    slower than they ran minutes later (landing.STOP_LOW): the search moves on and lands in [STOP_LOW, STOP_HIGH]."""
     import autoprune_edge.landing as landing
 
     class Trial:  # graph.copy() stand-in: the "model" of a selection is its channel count
@@ -161,25 +161,4 @@ def test_landing_stops_near_the_middle_of_the_band(monkeypatch):
     keep, steps = land(Graph(), [], budgets, lambda keep: {"latency_ms": 0.005 * int(keep[0])},
                        [torch.tensor(191)], lambda n: 0.005 * n)
     assert steps[0].measured_ms == pytest.approx(0.955) and len(steps) >= 2
-    assert landing.STOP_LOW <= 0.005 * int(keep[0]) <= landing.STOP_HIGH
-
-
-def test_landing_moves_off_the_top_of_the_band(monkeypatch):
-    """A first candidate read at -0.5 % is under the budget, but a reading a per cent fast would put the file
-    over it: the search moves down into [STOP_LOW, STOP_HIGH] and keeps that candidate."""
-    import autoprune_edge.landing as landing
-
-    class Trial:
-        def compact(self, keep):
-            self.model = int(keep[0])
-
-    class Graph:
-        def copy(self):
-            return Trial()
-
-    monkeypatch.setattr(landing, "select", lambda graph, scores, budgets, evaluate, fill: [
-        torch.tensor(round(199 * next(b.value for b in budgets if b.kind == "latency_ms")))])
-    keep, steps = land(Graph(), [], parse_budgets("1ms"), lambda keep: {"latency_ms": 0.005 * int(keep[0])},
-                       [torch.tensor(199)], lambda n: 0.005 * n)
-    assert steps[0].measured_ms == pytest.approx(0.995) and len(steps) >= 2
     assert landing.STOP_LOW <= 0.005 * int(keep[0]) <= landing.STOP_HIGH
