@@ -167,7 +167,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                        measure_runs=measure_runs, thresholds=th,
                        labels=list(bundle.class_names) if the_task is CLASSIFY else None,
                        mean=list(bundle.mean), std=list(bundle.std), name=name,
-                       edgetpu_sram_bytes=edgetpu_sram_bytes(tgt), int8_io=int8_io)
+                       edgetpu_sram_bytes=edgetpu_sram_bytes(tgt), int8_io=int8_io,
+                       time_pixel_step=measures_here(tgt))
         (tmp / "labels.txt").write_text("\n".join(bundle.class_names) + "\n")
         write_decoding(result.model, input_shape, tmp)
         withheld = [] if allow_parity_failure else withhold_failures(arts, tmp)

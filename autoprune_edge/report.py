@@ -100,6 +100,8 @@ def render_report(card: ModelCard) -> str:
                           f"{r.batchnorms_folded} BatchNorms folded, {r.equalised_pairs} conv pairs equalised, "
                           f"{r.bias_corrected_layers} biases corrected, {r.clipped_activations} activations clamped to "
                           f"percentile ranges. Feed it: {q.how_to_feed}."]
+            if r.input_step:
+                lines += ["", f"int8 {r.input_step}."]
     qat = card.training.quantisation_aware
     if qat:
         acc = "" if qat.get("accuracy_before") is None or qat.get("accuracy_after") is None else (

@@ -75,7 +75,8 @@ def _convert(model, data, out: Path, int8_io: str = "uint8") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     arts = convert(model, torch.zeros(1, 3, 224, 224), out, formats="tflite-fp32,tflite-int8",
                    calib=calibration_batch(data, 100, seed=0), heldout=heldout_batch(data, 16), measure=False,
-                   mean=list(data.mean), std=list(data.std), labels=list(data.class_names), int8_io=int8_io)
+                   mean=list(data.mean), std=list(data.std), labels=list(data.class_names), int8_io=int8_io,
+                   time_pixel_step=True)  # as a build for this host does (converters/pixel_path.py)
     return {a.format.replace("tflite-", ""): Path(out) / Path(a.path).name for a in arts if a.format.startswith("tflite-")}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,56 @@ def test_int8_activation_clamps_are_not_left_as_ops(trained, tmp_path):
     arts = convert(clipped, torch.zeros(1, 3, 16, 16), tmp_path / "out", formats="tflite-int8", calib=calib,
                    heldout=held, measure=False, localize=False, int8_io="int8")
     assert arts[-1].ok and "MINIMUM" not in read_tflite_ops(tmp_path / "out" / "model_int8.tflite")
+
+
+def test_uint8_input_step_can_run_as_dequantize_then_quantize(shipped, tmp_path):
+    """XNNPACK runs no uint8 -> int8 QUANTIZE; the twin file widens the pixels to float first (DEQUANTIZE, then
+    QUANTIZE to int8, both delegated): same input contract, bit-identical outputs on camera bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from autoprune_edge.converters.int8_prep import to_pixels
+    from autoprune_edge.converters.tflite_graph import dequantize_pixel_input
+
+    src, twin = shipped["out"] / "model_int8.tflite", tmp_path / "twin.tflite"
+    assert dequantize_pixel_input(src, twin)
+    assert read_tflite_ops(twin)[:3] == ["DEQUANTIZE", "QUANTIZE", "CONCATENATION"]
+    a, b = (Interpreter(model_path=str(p)).get_input_details()[0] for p in (src, twin))
+    assert b["dtype"] == np.uint8 and b["quantization"] == a["quantization"] == (1.0, 0)
+    pixels = to_pixels(shipped["held"], MEAN, STD).round().clamp(0, 255).numpy()
+    assert np.array_equal(run_tflite(src, pixels), run_tflite(twin, pixels))
+    assert not dequantize_pixel_input(shipped["out"] / "model_fp32.tflite", tmp_path / "no.tflite")
+    assert not (tmp_path / "no.tflite").exists()
+
+
+def test_faster_uint8_input_step_ships_only_when_timed_faster(shipped, tmp_path, monkeypatch):
+    """pixel_path.faster_pixel_path keeps whichever form measured faster here (the timings are scripted)."""
+    import autoprune_edge.converters.pixel_path as pp
+    from autoprune_edge.converters.int8_prep import to_pixels
+    from autoprune_edge.profiles.host import Measurement
+
+    src = shipped["out"] / "model_int8.tflite"
+    pixels = to_pixels(shipped["held"][:8], MEAN, STD).round().clamp(0, 255).numpy()
+    for twin_ms, chosen in ((0.9, "dequantize+quantize"), (1.1, "quantize")):
+        monkeypatch.setattr(pp, "measure_tflite", lambda p, **kw: Measurement(
+            0, twin_ms if "dequantize" in Path(p).name else 1.0, 0, 1, kw["runs"]))
+        work = tmp_path / chosen
+        work.mkdir()
+        path, step = pp.faster_pixel_path(src, pixels, work)
+        assert step.chosen == chosen and (step.quantize_ms, step.dequantize_ms) == (1.0, twin_ms)
+        assert read_tflite_ops(path)[0] == ("DEQUANTIZE" if chosen != "quantize" else "QUANTIZE")
+    assert pp.faster_pixel_path(shipped["out"] / "model_fp32.tflite", pixels, tmp_path) == (
+        shipped["out"] / "model_fp32.tflite", None)
+
+
+def test_convert_times_the_uint8_input_step_when_the_target_is_here(trained, tmp_path):
+    calib, _ = _data(64, 2)
+    held, _ = _data(16, 3)
+    arts = convert(trained, torch.zeros(1, 3, 16, 16), tmp_path, formats="tflite-int8", calib=calib, heldout=held,
+                   measure=False, localize=False, mean=MEAN, std=STD, time_pixel_step=True)
+    a = arts[-1]
+    assert a.ok and a.int8.pixel_input and a.int8.input_step.startswith("uint8 input step: ")
+    first = read_tflite_ops(tmp_path / "model_int8.tflite")[0]
+    assert first == ("DEQUANTIZE" if "step: dequantize" in a.int8.input_step else "QUANTIZE")
 
 
 def test_coreml_spec_is_verified(shipped):

@@ -35,6 +35,7 @@ class Int8Info:
     bias_corrected_layers: int = 0
     how_to_feed: str = ""
     clipped_activations: int = 0
+    input_step: str | None = None  # uint8 files timed here: which input step shipped, both timings (pixel_path.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Int8Info:

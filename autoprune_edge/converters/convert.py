@@ -27,7 +27,7 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
             measure_runs: int = 30, thresholds: ParityThresholds | dict | None = None,
             labels: list[str] | None = None, mean: list[float] | None = None, std: list[float] | None = None,
             name: str = "model", localize: bool = True, edgetpu_sram_bytes: int | None = None,
-            int8_io: str = "uint8") -> list[Artifact]:
+            int8_io: str = "uint8", time_pixel_step: bool = False) -> list[Artifact]:
     """Write the requested artifacts into `out_dir` (which must exist) and check each against torch.
 
     ``heldout`` (NCHW, normalised) are the parity inputs; they must not overlap ``calib`` (the int8
@@ -35,7 +35,9 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
     Core ML package gets the labels as user metadata. Every int8 .tflite gets an Edge TPU readiness
     check against ``edgetpu_sram_bytes`` of parameter cache (default ~7 MiB). ``int8_io`` is the int8
     file's input/output type: uint8 (default; for image models with mean/std the file then takes raw
-    0..255 pixels, normalisation inside), int8, or float32.
+    0..255 pixels, normalisation inside), int8, or float32. ``time_pixel_step`` (the target is this
+    machine): the uint8-pixel int8 file ships with whichever of two equivalent input steps runs faster here
+    (converters/pixel_path.py).
     """
     fmts = parse_formats(formats)
     if int8_io not in INT8_IO:
@@ -49,7 +51,8 @@ def convert(model: nn.Module, example: torch.Tensor, out_dir: Path, *, formats: 
     job = ExportJob(model=model, example=example, out_dir=Path(out_dir), heldout=heldout.detach().float().numpy(),
                     reference=ref, thresholds=ParityThresholds.coerce(thresholds), calib=calib, labels=labels,
                     mean=mean, std=std, name=name, measure=measure, measure_runs=measure_runs, localize=localize,
-                    edgetpu_sram_bytes=edgetpu_sram_bytes, int8_io=int8_io)
+                    edgetpu_sram_bytes=edgetpu_sram_bytes, int8_io=int8_io,
+                    time_pixel_step=time_pixel_step)
     if isinstance(ref, list):
         job.localize = False  # the layer-by-layer search compares one output tensor
         if "coreml" in fmts:

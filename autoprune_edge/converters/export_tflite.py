@@ -24,6 +24,7 @@ from .job import ExportJob
 from .onnx_export import export_onnx
 from .litert import run_tflite, tflite_io_details
 from .tflite import onnx_to_tflite
+from .pixel_path import faster_pixel_path
 from .tflite_graph import count_tflite_macs, drop_identity_clamps, set_input_quantization
 from .tflite_metadata import embed_metadata
 
@@ -89,11 +90,15 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
             raise ConversionError("no int8 file could be compared with torch (an output changed layout in every "
                                   "recipe); ship fp32/fp16 instead")
         _, path, src, recipe, prep, added = best
+        step = None
+        if pixel and job.time_pixel_step:  # the target is this machine: ship the faster uint8 input step
+            path, step = faster_pixel_path(path, held_in, Path(tmp))
         dst = job.out_dir / fmt.suffix
         shutil.copyfile(path, dst)
         art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel, added_macs=added)
     art.int8 = Int8Info(job.int8_io, pixel, recipe.name, tried, prep.folded_batchnorms, prep.equalised_pairs,
-                        prep.corrected_layers, _how_to_feed(job.int8_io, pixel), prep.clipped_activations)
+                        prep.corrected_layers, _how_to_feed(job.int8_io, pixel), prep.clipped_activations,
+                        step.text() if step else None)
     return art
 
 

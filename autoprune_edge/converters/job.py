@@ -33,6 +33,7 @@ class ExportJob:
     localize: bool = True  # find the first diverging layer of a failing artifact
     edgetpu_sram_bytes: int | None = None
     int8_io: str = "uint8"  # tensor type of the int8 file's input/output (uint8: raw pixels for image models)
+    time_pixel_step: bool = False  # the target is this machine: time the uint8 input's two forms (pixel_path.py)
     done: list[Artifact] = field(default_factory=list)  # artifacts written so far, in table order
 
     def judge(self, art: Artifact, got: np.ndarray, step: float = 0.0) -> None:
