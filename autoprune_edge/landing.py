@@ -59,9 +59,9 @@ class _Tried:
 
 def land(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget], evaluate: Evaluator,
          keep: list[torch.Tensor], probe: Probe) -> tuple[list[torch.Tensor], list[LandingStep]]:
-    """The measured candidate in the promised band nearest the middle of the stop band (or, if none is in it, the slowest under
-    the tightest latency budget, else the fastest), and every candidate's numbers. ``keep`` is the selection
-    made on predictions.
+    """The measured candidate in the promised band nearest the middle of the stop band (or, if none is in
+    it, the slowest under the tightest latency budget, else the fastest), and every candidate's numbers.
+    ``keep`` is the selection made on predictions.
 
     A probe with an ``anchor_ms`` attribute (profiles.host.LatencyProbe: a reading is a ratio to the dense
     reference times that reference's typical timing so far) has its earlier readings re-scaled as the anchor

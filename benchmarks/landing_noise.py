@@ -70,8 +70,8 @@ def main() -> int:
     for noise in (0.01, 0.02, 0.03):
         for bias in (-0.01, 0.0, 0.01, 0.02, 0.035):
             for stop in ((0.95, 1.0), (0.975, 1.0), (0.96, 0.99)):
-                rows.append({"noise_±%": noise * 100, "probe_bias_%": bias * 100, "stop_band": f"[{stop[0]}, {stop[1]}]",
-                             **landings(stop, noise, bias)})
+                rows.append({"noise_±%": noise * 100, "probe_bias_%": bias * 100,
+                             "stop_band": f"[{stop[0]}, {stop[1]}]", **landings(stop, noise, bias)})
     cols = list(rows[0])
     md = ["# Landing a latency budget with a noisy, slow-reading probe (simulation)", "",
           __doc__.split("\n\n", 2)[2].strip(), "", md_table(rows, cols), ""]

@@ -97,7 +97,8 @@ def main() -> int:
     md = ["# The landing probe's spread: one pruned MobileNetV2 read repeatedly", "",
           __doc__.split("\n\n", 2)[2].strip(), "", md_table(rows, list(rows[0])), ""]
     if against:
-        md += ["Each probe against host_speed-style visits of the same two files right after it (% = probe over visits):",
+        md += ["Each probe against host_speed-style visits of the same two files right after it "
+               "(% = probe over visits):",
                "", md_table(against, list(against[0])), "",
                f"Median over probes: reading {statistics.median(a['reading_%'] for a in against):+.2f} %, ratio "
                f"{statistics.median(a['ratio_%'] for a in against):+.2f} %, anchor "

@@ -98,7 +98,8 @@ def test_prune_with_a_probe_notes_the_landing():
 
 
 def test_host_probe_times_candidates_against_the_dense_reference():
-    """The real probe: converts the reference on entry, returns ratio x fastest reference visit, cleans up."""
+    """The real probe: converts the reference on entry, visits it (6 fresh interpreters, 2 more beside each
+    candidate), returns ratio x the median visit, cleans up."""
     from autoprune_edge.profiles.host import LatencyProbe
     from toy_models import SmallCNN
 
@@ -108,6 +109,7 @@ def test_host_probe_times_candidates_against_the_dense_reference():
         folder = Path(probe._dir.name)
         ms = probe(dense)
         assert 0 < probe.anchor_ms < float("inf") and 0 < ms < 100 * probe.anchor_ms
+        assert len(probe.ref_visit_ms) == 8 and probe.anchor_ms == np.median(probe.ref_visit_ms)
         assert [p.name for p in folder.iterdir()] and not list(folder.glob("ape_probe_*"))  # candidates removed
     assert not folder.exists()
 
