@@ -92,7 +92,9 @@ def _export_int8(job: ExportJob, fmt: Format, done: list[Artifact]) -> Artifact:
         _, path, src, recipe, prep, added = best
         step = None
         if pixel and job.time_pixel_step:  # the target is this machine: ship the faster uint8 input step
-            path, step = faster_pixel_path(path, held_in, Path(tmp))
+            with progress.task("int8: time the uint8 input step two ways (QUANTIZE or DEQUANTIZE + QUANTIZE)",
+                               total=None):
+                path, step = faster_pixel_path(path, held_in, Path(tmp))
         dst = job.out_dir / fmt.suffix
         shutil.copyfile(path, dst)
         art = _finish(job, fmt, dst, held_in, src, done, pixel=pixel, added_macs=added)
