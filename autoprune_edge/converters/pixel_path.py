@@ -3,12 +3,12 @@
 The converter writes the uint8 -> int8 step as one QUANTIZE. XNNPACK does not run that op (it runs
 uint8 -> float DEQUANTIZE and float -> int8 QUANTIZE), so on this kind of CPU it falls back to the
 interpreter's own kernel: about 0.12 ms of a 1.65 ms pruned MobileNetV2 on a Zen 4, and the file with the
-delegated pair instead (tflite_graph.dequantize_pixel_input) ran 1.555 ms against 1.648. Whether that holds on an ARM core was not measured, so the
-rewrite is never applied blind: only when the build's target is the machine running it (the exporter is told
-so), both files are timed interleaved here and the twin ships if it is at least 1 % faster, with both timings
-in the model card.
-The two files must give identical outputs on the parity inputs, else the plain one ships. The twin holds a
-float copy of the input in its tensor arena (588 KiB at 224x224x3), which the memory prediction leaves out.
+delegated pair instead (tflite_graph.dequantize_pixel_input) ran 1.555 ms against 1.648. Whether that holds on
+an ARM core was not measured, so the rewrite is never applied blind: only when the build's target is the
+machine running it (the exporter is told so), both files are timed interleaved here and the twin ships if it
+is at least 1 % faster, with both timings in the model card. The two files must give identical outputs on the
+parity inputs, else the plain one ships. The twin holds a float copy of the input in its tensor arena
+(588 KiB at 224x224x3), which the memory prediction leaves out.
 """
 from __future__ import annotations
 
