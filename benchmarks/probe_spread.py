@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import md_table, write_results  # noqa: E402
 
 
-def _against_visits(probe, pruned, reading: float, blocks: int, rounds: int, rng: random.Random, visit) -> dict:
+def _against_visits(probe, pruned, reading: float, blocks: int, rounds: int, rng: random.Random) -> dict:
     """The probe's files (re-made in a fresh dir) timed as host_speed times them, right after the probe."""
     from autoprune_edge.profiles.host import timing_tflite
+    from benchmarks.host_speed import visit
 
     with tempfile.TemporaryDirectory(prefix="ape_probe_visits_") as d:
         files = {k: timing_tflite(m, (1, 3, 224, 224), Path(d) / k) for k, m in
@@ -66,7 +67,7 @@ def main() -> int:
 
     from autoprune_edge.data import load_data
     from autoprune_edge.profiles.host import LatencyProbe
-    from benchmarks.host_speed import _calibrated, tp_model, visit
+    from benchmarks.host_speed import _calibrated, tp_model
 
     torch.manual_seed(0)
     data = load_data("synthetic", input_size=224)
@@ -84,7 +85,7 @@ def main() -> int:
                 ratio[b].append(reading / probe.anchor_ms)
                 ms[b].append(reading)
                 if args.visits:
-                    against.append(_against_visits(probe, pruned, reading, b, args.visits, rng, visit))
+                    against.append(_against_visits(probe, pruned, reading, b, args.visits, rng))
             print(f"repeat {rep + 1}: {b} blocks -> {reading:.3f} ms (ratio {ratio[b][-1]:.4f})", flush=True)
 
     def spread(v: list[float]) -> float:

@@ -125,7 +125,7 @@ def test_host_probe_reads_the_block_ratio_against_the_reference_visits(monkeypat
     made: list[str] = []
 
     class Scripted:
-        def __init__(self, path, threads=1):
+        def __init__(self, path, threads=1, **_):
             self.name = Path(path).name
             made.append(self.name)
 

@@ -238,7 +238,7 @@ def drop_identity_clamps(path: Path) -> int:
     rename: dict[int, int] = {}
     for op in g.operators:
         code = model.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        name = names.get(_builtin(code), "?")
         src = _identity_clamp_input(model, g, op, name, types) if name in _CLAMPS else None
         if src is None:
             keep.append(op)
@@ -312,7 +312,7 @@ def dequantize_pixel_input(src: Path, dst: Path) -> bool:
         return False
     quant = readers[0]
     code = model.operatorCodes[quant.opcodeIndex]
-    if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "QUANTIZE":
+    if names.get(_builtin(code)) != "QUANTIZE":
         return False
     wide = copy.deepcopy(g.tensors[pixels])
     wide.type, wide.quantization, wide.name = s.TensorType.FLOAT32, None, b"pixels_float32"
@@ -332,10 +332,15 @@ def dequantize_pixel_input(src: Path, dst: Path) -> bool:
 def _opcode(model, s, builtin: int, *, version: int) -> int:
     """Index of the operator code for ``builtin`` (added, or raised to ``version`` if present)."""
     for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _builtin(code) == builtin:
             code.version = max(int(code.version), version)
             return i
     code = s.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
     model.operatorCodes.append(code)
     return len(model.operatorCodes) - 1
+
+
+def _builtin(code) -> int:
+    """An object-API operator code's builtin operator (newer files: builtinCode; older: deprecatedBuiltinCode)."""
+    return max(int(code.builtinCode), int(code.deprecatedBuiltinCode))

@@ -173,9 +173,8 @@ class LatencyProbe:
         return live
 
     def _visit_reference(self, n: int) -> None:
-        for _ in range(n):
-            fresh = LiveInterpreter(self._ref_path, threads=self.threads)
-            self.ref_visit_ms.append(_p10(fresh.times_ms(self.visit_runs, warmup=self.visit_warmup)))
+        self.ref_visit_ms += [measure_tflite(self._ref_path, threads=self.threads, runs=self.visit_runs,
+                                             warmup=self.visit_warmup).p10_ms for _ in range(n)]
 
     def __call__(self, model) -> float:
         with tempfile.TemporaryDirectory(prefix="ape_probe_", dir=self._dir.name) as d:
