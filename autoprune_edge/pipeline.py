@@ -73,7 +73,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
           calib_samples: int = 200, parity_samples: int = 64, compare_targets: tuple[str, ...] | None = None,
           parity: ParityThresholds | dict | None = None, allow_parity_failure: bool = False,
           html_report: bool = True, seed: int = 0, int8_io: str = "uint8", qat_epochs: float = 0.0,
-          land_measured: bool | None = None, task: str | None = None, ignore: Sequence[str] = ()) -> BuildReport:
+          land_measured: bool | None = None, task: str | None = None, ignore: Sequence[str] = (),
+          speed_exchange: bool = True) -> BuildReport:
     """Prune `model` for `target` under `budget`, convert it, verify every artifact, write out/<name>/.
 
     ``formats`` defaults to the target profile's ``default_formats``. ``parity`` sets the pass limits
@@ -149,7 +150,8 @@ def build(model: str = "mobilenet_v2", data: str = "synthetic", target: str = "r
                        epochs=epochs, finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size,
                        granularity=granularity, distill=distill, distill_alpha=distill_alpha,
                        distill_temperature=distill_temperature, autoprune=autoprune, device=device,
-                       precision=precision, seed=seed, latency_probe=probe, ignore=ignore, task=the_task.name)
+                       precision=precision, seed=seed, latency_probe=probe, ignore=ignore, task=the_task.name,
+                       speed_exchange=speed_exchange)
     result.notes += [n for n in (host_note, calibration_note(tgt)) if n]
     qat = None
     if qat_epochs > 0:

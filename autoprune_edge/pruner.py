@@ -42,7 +42,7 @@ from .profiles.counting import count_macs
 from .projection import project_to_target
 from .pruning import (EQUIVALENCE_REL_TOL, FAST_KINDS, budget_evaluator, channel_rounding, check_equivalence,
                       speed_tilt)
-from .speed import latency_model
+from .speed import Exchange, faster_selection, latency_model
 from .targets import load_target
 
 
@@ -61,6 +61,7 @@ class PrunerReport:
     left_dense: list[tuple[str, str]]
     history: list[list[Any]] = field(default_factory=list)
     steps: int = 0
+    exchange: Exchange | None = None  # blocks of channels traded between groups for the target's speed
 
 
 class Pruner:
@@ -70,12 +71,14 @@ class Pruner:
     every conv/linear inside; the layers producing the model's outputs are always kept (their channel
     counts are a contract: classes, box coordinates, anchors). ``total_steps``: how many times `step()`
     will be called; the budget target slides from the dense cost to the budget over ``config.ramp`` of them.
+    ``speed_exchange``: with a target and MACs/params budgets, `compact()` may trade blocks of channels between
+    groups for the target's predicted speed, never lowering the kept gate values' sum (speed.faster_selection).
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, budget: str | Sequence[str] | Sequence[Budget],
                  *, total_steps: int, target: Any = None, ignore: Iterable[nn.Module | str] = (),
                  config: AutoPruneConfig | None = None, round_to: int | None = None,
-                 max_prune_ratio: float = 0.9) -> None:
+                 max_prune_ratio: float = 0.9, speed_exchange: bool = True) -> None:
         if total_steps < 1:
             raise ConfigError("total_steps must be at least 1 (the number of times step() will be called)")
         self.budgets = as_budgets(budget)
@@ -85,6 +88,7 @@ class Pruner:
         if any(b.kind not in FAST_KINDS for b in self.budgets) and self.target is None:
             raise BudgetError("latency, memory and size budgets need a target device; pass target=")
         self.cfg = config or AutoPruneConfig()
+        self.speed_exchange = speed_exchange
         self.model = model
         self.example = example_inputs
         self.input_shape = tuple(example_inputs.shape)
@@ -174,7 +178,12 @@ class Pruner:
         device = self.example.device
         graph = self.graph
         evaluator, cheap = budget_evaluator(graph, self.cost, self.budgets, self.target, self.input_shape)
-        keep = select(graph, self.gates.scores(), self.budgets, evaluator, fill=cheap)
+        scores = self.gates.scores()
+        keep = select(graph, scores, self.budgets, evaluator, fill=cheap)
+        swap = None
+        if self.speed_exchange and cheap and self.target is not None:
+            keep, swap = faster_selection(graph, self.cost, scores, keep, self.budgets, evaluator, self.target,
+                                          self.input_shape)
         masked = graph.masked_copy(keep)
         history = graph.compact(keep)
         probe = check_inputs if check_inputs is not None else torch.cat(
@@ -187,7 +196,7 @@ class Pruner:
         after = count_macs(graph.model, self.example)
         self.report = PrunerReport(self.before.macs, after.macs, self.before.params, after.params, max_abs, rel,
                                    list(graph.output_layers), self.ignored, list(graph.left_dense), history,
-                                   self.steps)
+                                   self.steps, swap)
         return graph.model.eval()
 
     def _check_open(self) -> None:

@@ -26,7 +26,7 @@ from .methods.selection import select
 from .profiles.counting import count_macs
 from .profiles.profile import profile
 from .prune_result import PruneResult
-from .speed import latency_model, relative_latency
+from .speed import faster_selection, latency_model, relative_latency
 from .targets import load_target
 from .tasks import CLASSIFY, get_task, task_for
 from .train import TrainConfig, evaluate, recalibrate_bn, train
@@ -109,7 +109,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
           evaluate_accuracy: bool = True, seed: int = 0, granularity: str = "structured",
           autoprune: Any = None, checkpoint_dir: Any = None, resume: bool = False, device: str = "auto",
           precision: str = "fp32", latency_probe: Probe | None = None,
-          ignore: Iterable[nn.Module | str] = (), task: str | None = None) -> PruneResult:
+          ignore: Iterable[nn.Module | str] = (), task: str | None = None, speed_exchange: bool = True) -> PruneResult:
     """Prune `model` to every budget, compact it, verify it, fine-tune it on `data` (a DataBundle).
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
@@ -135,6 +135,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 
     latency_probe (a compacted model -> measured ms, e.g. profiles.host.LatencyProbe for the machine running
     this) lands a latency budget on measured latency instead of the profile's prediction (landing.py).
+
+    speed_exchange: with a target and only MACs/params budgets, trade blocks of channels between groups after
+    the selection where the target's profile predicts a faster model and the kept scores do not fall
+    (speed.faster_selection); False keeps the selection by scores alone.
     """
     criterion = get_criterion(method)
     learned = isinstance(criterion, AutoPrune)
@@ -166,7 +170,7 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
                               "checkpoints); start the run again without --resume")
         return prune_for_task(model, data, budgets, the_task, target=target, input_shape=input_shape, epochs=epochs,
                               finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, rt=rt,
-                              autoprune=autoprune, ignore=ignore)
+                              autoprune=autoprune, ignore=ignore, speed_exchange=speed_exchange)
     if learned:
         check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
@@ -207,6 +211,11 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
             scores = criterion.scores(graph, data=data, seed=seed)
     with progress.task("select channels to the budget", total=None):
         keep = select(graph, scores, budgets, evaluator, fill=cheap)
+    if speed_exchange and cheap and target is not None:
+        with progress.task(f"exchange channel blocks for {target.name}'s speed", total=None):
+            keep, swap = faster_selection(graph, cost, scores, keep, budgets, evaluator, target, input_shape)
+        if swap is not None:
+            notes.append(swap.text())
     if latency_probe is not None and any(b.kind == "latency_ms" for b in budgets):
         with progress.task("land the latency budget on measured latency (convert and time candidates)", total=None):
             keep, landing = land(graph, scores, budgets, evaluator, keep, latency_probe)

@@ -6,15 +6,23 @@ fast: on a Zen 4 with LiteRT, depthwise convolutions are 7 % of MobileNetV2's MA
 cost, not its value, toward the target's predicted latency: each gate is pushed by a blend of the MACs (or
 parameters) its channel saves and the milliseconds it saves, so channels that are slow per MAC close first,
 while the controller still steers the budget's own quantity to the budget.
+
+After the gates, `faster_selection` runs the selection's exchange (methods/selection.py) with the same
+relative latency, and keeps its result only if the full profile of the compacted model agrees it is faster.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .budget import Budget
 from .cost import GroupCostModel, LinearLatency
+from .graph import PruningGraph
+from .methods.selection import Evaluator, exchange
 from .profiles.latency import kernel_fixed_ms
 from .profiles.profile import profile
 
@@ -52,3 +60,43 @@ def bend(value: torch.Tensor, toward: torch.Tensor, dense_value: float, weight: 
         return value
     mixed = (1.0 - weight) * value + weight * dense_value * toward.to(value.dtype)
     return value.detach() + (mixed - mixed.detach())
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The selection's exchange as the target's full profile saw it (predicted ms per precision)."""
+
+    target: str
+    before_ms: dict[str, float]
+    after_ms: dict[str, float]
+    kept: bool
+
+    def text(self) -> str:
+        pairs = ", ".join(f"{p} {self.before_ms[p]:.3g} -> {self.after_ms[p]:.3g} ms" for p in self.before_ms)
+        if self.kept:
+            return (f"channels exchanged between groups for {self.target}'s speed (same budget, no less gate score): "
+                    f"predicted {pairs}")
+        return f"channel exchange for {self.target} not kept: its full profile predicted {pairs}"
+
+
+def faster_selection(graph: PruningGraph, cost: GroupCostModel, scores: list[torch.Tensor], keep: list[torch.Tensor],
+                     budgets: list[Budget], evaluate: Evaluator, target: Any, input_shape: tuple[int, ...]
+                     ) -> tuple[list[torch.Tensor], Exchange | None]:
+    """`keep`, or the exchange's faster selection when the target's profile of both compacted models says so."""
+    precisions = tuple(target.precisions)
+    if not precisions or all(bool(k.all()) for k in keep):
+        return keep, None
+    rel = relative_latency(cost, graph.model, input_shape, target, precisions)
+    new = exchange(graph, scores, keep, budgets, evaluate,
+                   lambda masks: float(rel([m.to(torch.float64) for m in masks])))
+    if all(bool(torch.equal(a, b)) for a, b in zip(keep, new)):
+        return keep, None
+
+    def predicted(masks: list[torch.Tensor]) -> dict[str, float]:
+        trial = graph.copy()
+        trial.compact(masks)
+        return {p: profile(trial.model, input_shape, target, precision=p).latency_ms for p in precisions}
+
+    before, after = predicted(keep), predicted(new)
+    kept = sum(after[p] / before[p] for p in precisions) < len(precisions)
+    return (new if kept else keep), Exchange(target.name, before, after, kept)

@@ -91,7 +91,7 @@ def check_task_options(task: Task, *, method: Any, granularity: str, distill: bo
 def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], task: Task, *, target,
                    input_shape: tuple[int, ...], epochs: float, finetune_epochs: float, lr: float, batch_size: int,
                    seed: int, rt: Runtime, autoprune: AutoPruneConfig | None = None,
-                   ignore: Iterable[nn.Module | str] = ()) -> PruneResult:
+                   ignore: Iterable[nn.Module | str] = (), speed_exchange: bool = True) -> PruneResult:
     torch.manual_seed(seed)
     per_epoch = math.ceil(len(bundle.train) / batch_size)  # type: ignore[arg-type]
     gate_steps = max(1, math.ceil(epochs * per_epoch))
@@ -101,7 +101,8 @@ def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], 
     model.to(rt.device)  # the gates are made where the model is
     example = torch.zeros(input_shape, device=rt.device)
     cfg = autoprune or AutoPruneConfig(seed=seed)
-    pruner = Pruner(model, example, budgets, total_steps=gate_steps, target=target, config=cfg, ignore=ignore)
+    pruner = Pruner(model, example, budgets, total_steps=gate_steps, target=target, config=cfg, ignore=ignore,
+                    speed_exchange=speed_exchange)
     widths_before = pruner.graph.widths()
     groups = len(pruner.graph.groups)
     gate_log = train_steps(model, task, shuffled_batches(bundle, task, batch_size, seed), gate_steps, lr, rt,

@@ -97,6 +97,10 @@ def training_flags(p: argparse.ArgumentParser) -> None:
                    help="under a MACs or params budget: the share of each gate's push that comes from the target's "
                         "predicted latency (all its precisions) instead of MACs/params, so channels that are slow "
                         "on the target go first; 0 = MACs alone (default 0)")
+    g.add_argument("--no-speed-exchange", dest="speed_exchange", action="store_false",
+                   help="under a MACs or params budget with a target, the final selection trades blocks of channels "
+                        "between layers when the target's profile predicts that faster and the kept channel scores "
+                        "do not fall; this keeps the selection by scores alone")
     g.add_argument("--regrow", action="store_true",
                    help="unstructured only: while fine-tuning, every 100 steps swap each layer's smallest weights "
                         "for the pruned ones with the largest gradient (RigL-style; counts per layer stay)")

@@ -103,7 +103,7 @@ def _run_build(args: argparse.Namespace, t: TrainingArgs) -> BuildReport:
                  allow_download=args.allow_download, compare_targets=tuple(args.compare or ()), seed=args.seed,
                  calib_samples=args.calib_samples, parity_samples=args.parity_samples, parity=parity_args(args),
                  allow_parity_failure=args.allow_parity_failure, int8_io=args.int8_io, qat_epochs=args.qat_epochs,
-                 task=args.task, ignore=tuple(args.ignore or ()))
+                 task=args.task, ignore=tuple(args.ignore or ()), speed_exchange=args.speed_exchange)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -124,7 +124,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 finetune_epochs=args.finetune_epochs if bundle is not None else 0, lr=args.lr,
                 batch_size=args.batch_size, device=args.device, precision=args.precision, seed=args.seed,
                 evaluate_accuracy=bundle is not None, checkpoint_dir=ckpt_dir, resume=args.resume,
-                ignore=tuple(args.ignore or ()), task=args.task)
+                ignore=tuple(args.ignore or ()), task=args.task, speed_exchange=args.speed_exchange)
     if not w.main:
         return 0  # under torchrun, rank 0 writes the result
     with staged_dir(dest) as tmp:

@@ -5,6 +5,11 @@ monotonically); each group then keeps its top channels, rounded down to a count 
 the target's channel tile, its narrow tile, or everything; `ChannelGroup.counts`) and never below its
 minimum. A greedy pass adds back channels up to each group's next allowed count, best scores first, while
 all budgets still hold, which closes most of the gap that rounding leaves.
+
+Rounding to tiles makes this a knapsack that the threshold solves only roughly, and many selections meet
+the budget about equally well. `exchange` then trades whole blocks of channels between groups where that
+makes the target faster (a predicted latency) without lowering the kept score mass, so the gates' own
+objective never gets worse and, of two near-equal structures, the faster one ships.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from ..errors import BudgetUnreachableError
 from ..graph import PruningGraph
 
 Evaluator = Callable[[list[torch.Tensor]], dict[str, float]]
+Speed = Callable[[list[torch.Tensor]], float]  # keep masks -> a predicted latency (any unit)
 
 
 def _counts_for(graph: PruningGraph, scores: list[torch.Tensor], t: float, floor: list[int]) -> list[int]:
@@ -89,3 +95,69 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
             counts = trial
         else:
             blocked.add(best)
+
+
+def _lower_count(group, n: int) -> int | None:
+    """The largest allowed count below n (None at the group's floor)."""
+    below = [c for c in group.counts if c < n]
+    return below[-1] if below else None
+
+
+def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.Tensor], budgets: list[Budget],
+             evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None) -> list[torch.Tensor]:
+    """Keep masks at least as good as `keep` by score mass and faster by `speed`, still meeting every budget.
+
+    A move takes one block of a group's lowest-scoring kept channels, optionally gives one block of another
+    group's best removed ones, and refills the budget it frees as `select` does. It is made only if, after
+    the refill, the kept scores' sum has not fallen and `speed` has (or has stayed while the sum rose);
+    of all such moves the fastest is taken, until none is left. `keep` must come from `select` on `scores`.
+    """
+    groups = graph.groups
+    scores = [g.protect(s) for g, s in zip(groups, scores)]
+    movable = [i for i, s in enumerate(scores) if not bool(torch.isinf(s).all())]
+    cache: dict[tuple[int, int], float] = {}
+
+    def group_mass(i: int, n: int) -> float:
+        if (i, n) not in cache:
+            s = scores[i][groups[i].keep_top(scores[i], n)]
+            cache[i, n] = float(s[torch.isfinite(s)].sum())
+        return cache[i, n]
+
+    def mass(counts: list[int]) -> float:
+        return sum(group_mass(i, counts[i]) for i in movable)
+
+    def masks(counts: list[int]) -> list[torch.Tensor]:
+        return [g.keep_top(s, n) for g, s, n in zip(groups, scores, counts)]
+
+    counts = [int(k.sum()) for k in keep]
+    tol = 1e-9 * max(1.0, abs(mass(counts)))
+    seen = {tuple(counts)}
+    for _ in range(max_moves if max_moves is not None else 2 * len(groups)):
+        lat, now = speed(masks(counts)), mass(counts)
+        pick: tuple[tuple[float, float], list[int]] | None = None
+        for i in movable:
+            lower = _lower_count(groups[i], counts[i])
+            if lower is None:
+                continue
+            for j in [None, *movable]:
+                trial = list(counts)
+                trial[i] = lower
+                if j is not None:
+                    higher = groups[j].next_count(counts[j]) if j != i else None
+                    if higher is None:
+                        continue
+                    trial[j] = higher
+                    if not _fits(evaluate(masks(trial)), budgets):
+                        continue
+                trial = _fill(graph, scores, trial, budgets, evaluate)
+                gain = mass(trial) - now
+                if tuple(trial) in seen or gain < -tol:
+                    continue
+                faster = speed(masks(trial)) - lat
+                if (faster < 0 or (faster <= 0 and gain > tol)) and (pick is None or (faster, -gain) < pick[0]):
+                    pick = ((faster, -gain), trial)
+        if pick is None:
+            break
+        counts = pick[1]
+        seen.add(tuple(counts))
+    return masks(counts)
