@@ -121,7 +121,7 @@ def landing_steps(card: dict) -> list[str]:
 
 
 def build_files(out: Path, budget: str, target: str = "host", speed_weight: float | None = None,
-                int8_io: str = "uint8") -> tuple[dict[str, Path], dict]:
+                int8_io: str = "uint8", speed_exchange: bool = True) -> tuple[dict[str, Path], dict]:
     import autoprune_edge as ape
     from autoprune_edge.autoprune import AutoPruneConfig
     from autoprune_edge.errors import PartialBuildError
@@ -130,14 +130,22 @@ def build_files(out: Path, budget: str, target: str = "host", speed_weight: floa
     cfg = None if speed_weight is None else AutoPruneConfig(epochs=1.0, lr=0.01, seed=0, speed_weight=speed_weight)
     try:
         rep = ape.build(model="mobilenet_v2", data="synthetic", target=target, budget=budget, out_dir=out,
-                        name="build", allow_parity_failure=True, html_report=False, autoprune=cfg, int8_io=int8_io)
+                        name="build", allow_parity_failure=True, html_report=False, autoprune=cfg, int8_io=int8_io,
+                        speed_exchange=speed_exchange)
     except PartialBuildError as e:  # not raised with allow_parity_failure, kept for safety
         rep = e.report
     card = rep.card
     files = {p: rep.out_dir / f"model_{p}.tflite" for p in ("fp32", "int8") if (rep.out_dir / f"model_{p}.tflite").is_file()}
     d = card.to_dict()
     return files, {"macs": d["macs"], "parity_ok": {a.format: a.parity_ok for a in card.artifacts},
-                   "landing_steps": landing_steps(d)}
+                   "landing_steps": landing_steps(d),
+                   "exchange": [n for n in d["notes"] if "exchange" in n]}
+
+
+def _extra_label(key: str) -> str:
+    if key.endswith("_noexch"):
+        return "`--no-speed-exchange` (the same build, channels selected by gate values alone)"
+    return f"`--speed-weight {key.split('_sw')[1]}` (the same build, gates pushed partly by predicted latency)"
 
 
 def visit(path: Path, runs: int = 40, warmup: int = 5) -> float:
@@ -158,6 +166,8 @@ def main(argv=None) -> int:
                     help="every int8 file's I/O type (research/host-speed.md timed int8-I/O files)")
     ap.add_argument("--speed-weights", default="",
                     help="comma list: also build the 100M model at these --speed-weight values (files 100M_swW_*)")
+    ap.add_argument("--no-exchange-row", action="store_true",
+                    help="also build the 100M model with --no-speed-exchange (files 100M_noexch_*), side by side")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     t0 = time.time()
@@ -184,6 +194,10 @@ def main(argv=None) -> int:
             sw_files, sw_info = build_files(work / f"sw{w:g}", "100MFLOPs", args.target, speed_weight=w, int8_io=io)
             files.update({f"100M_sw{w:g}_{p}": f for p, f in sw_files.items()})
             extra_info[f"100M_sw{w:g}"] = sw_info
+        if args.no_exchange_row:
+            ne_files, ne_info = build_files(work / "noexch", "100MFLOPs", args.target, int8_io=io, speed_exchange=False)
+            files.update({f"100M_noexch_{p}": f for p, f in ne_files.items()})
+            extra_info["100M_noexch"] = ne_info
         tp_f, tp_info = tp_files(work / "tp", int8_io=io)
         (work / "tp" / "tp_info.json").write_text(json.dumps(tp_info))
         files.update({f"tp100M_{p}": f for p, f in tp_f.items()})
@@ -241,9 +255,9 @@ def main(argv=None) -> int:
           f"fastest **{'met' if ok_land else 'missed'}**, median **{'met' if ok_land_med else 'missed'}**). The build's "
           "own probe, before fine-tuning: " + ("; ".join(lat_info.get("landing_steps", []))
                                                or "none (the target was not recognised as this machine)") + ".",
-          *(f"- 100M build with `--speed-weight {k.split('_sw')[1]}` (the same build, gates pushed partly by predicted "
-            f"latency): **fp32 {v['fp32_speedup']:.2f}x, int8 {v['int8_speedup']:.2f}x** ({v['macs']['after'] / 1e6:.1f}M "
-            "MACs)" for k, v in summary.get("speed_weight_builds", {}).items()), "",
+          *(f"- 100M build with {_extra_label(k)}: **fp32 {v['fp32_speedup']:.2f}x, int8 {v['int8_speedup']:.2f}x** "
+            f"({v['macs']['after'] / 1e6:.1f}M MACs)" for k, v in summary.get("speed_weight_builds", {}).items()),
+          *(f"- The 100M build's selection: {n}" for n in macs_info.get("exchange", [])), "",
           md_table(rows, ["file", "fastest_ms", "median_visit_ms", "speedup_fastest", "speedup_median"]), ""]
     write_results(args.results, {"summary": summary, "rows": rows, "visits": visits}, "\n".join(md))
     print("\n".join(md))

@@ -45,6 +45,9 @@ def main() -> int:
     ap.add_argument("--model", default="mobilenet_v2", choices=("mobilenet_v2", *CIFAR_WEIGHTS),
                     help="mobilenet_v2 (trained here) or a pretrained CIFAR ResNet")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--exchange", default="on",
+                    help="comma list of on/off: prune with and/or without the selection's speed exchange "
+                         "(speed.faster_selection), each at every speed weight")
     ap.add_argument("--results", default="speed_tilt_accuracy")
     args = ap.parse_args()
     import torch
@@ -82,26 +85,28 @@ def main() -> int:
     base.train.augment = True
     macs = count_macs(dense, torch.zeros(shape)).macs
     pred = {p: profile(dense, shape, host, precision=p).latency_ms for p in ("fp32", "int8")}
-    rows = [{"model": "dense", "speed_weight": "–", "macs_M": round(macs / 1e6, 2),
+    rows = [{"model": "dense", "speed_weight": "–", "exchange": "–", "macs_M": round(macs / 1e6, 2),
              "test_%": f"{acc['test'] * 100:.2f} ± {_se(acc['test'], len(base.val)):.2f}",
              "holdout_%": f"{acc['holdout'] * 100:.2f} ± {_se(acc['holdout'], len(holdout)):.2f}",
              "pred_fp32_ms": round(pred["fp32"], 4), "pred_int8_ms": round(pred["int8"], 4),
              "minutes": round((time.time() - t0) / 60, 1)}]
     print(rows[-1], flush=True)
     budget = macs / args.reduction
-    for w in [float(x) for x in args.speed_weights.split(",")]:
+    notes = {}
+    for w, ex in [(float(x), e) for x in args.speed_weights.split(",") for e in args.exchange.split(",")]:
         t1 = time.time()
         model = copy.deepcopy(dense)
         cfg = AutoPruneConfig(epochs=args.gate_epochs, lr=0.02, batch_size=128, seed=0, speed_weight=w)
         r = prune(model, data, f"{budget / 1e6:.6f}MFLOPs", target=host, method="autoprune", autoprune=cfg,
                   finetune_epochs=args.finetune_epochs, lr=0.02, batch_size=128, distill=True, input_shape=shape,
-                  precision=args.precision, device="cpu")
+                  precision=args.precision, device="cpu", speed_exchange=ex == "on")
+        notes[f"{w:g}/{ex}"] = [n for n in r.notes if "exchange" in n]
         m = r.model.eval()
         base.train.augment = False
         a_test, a_hold = evaluate(m, base.val, rt=rt), evaluate(m, holdout, rt=rt)
         base.train.augment = True
         p = {q: profile(m, shape, host, precision=q).latency_ms for q in ("fp32", "int8")}
-        rows.append({"model": f"{args.reduction:g}x fewer MACs", "speed_weight": w, "macs_M": round(r.macs_after / 1e6, 2),
+        rows.append({"model": f"{args.reduction:g}x fewer MACs", "speed_weight": w, "exchange": ex, "macs_M": round(r.macs_after / 1e6, 2),
                      "test_%": f"{a_test * 100:.2f} ± {_se(a_test, len(base.val)):.2f}",
                      "holdout_%": f"{a_hold * 100:.2f} ± {_se(a_hold, len(holdout)):.2f}",
                      "pred_fp32_ms": round(p["fp32"], 4), "pred_int8_ms": round(p["int8"], 4),
@@ -119,8 +124,11 @@ def main() -> int:
           f"{args.finetune_epochs:g} fine-tuning epochs, distillation from the dense model, seed 0) at each speed "
           f"weight. Accuracy ± one standard error on the 1,000 test images and on training images 45,000-49,999 "
           f"(held out of all training here). `pred_*_ms`: the `host` profile's prediction for the model at 32×32 "
-          f"({rt.precision} training on {rt.device}).", "", md_table(rows, cols), ""]
-    write_results(args.results, {"rows": rows, "args": vars(args), "minutes": round((time.time() - t0) / 60, 1)},
+          f"({rt.precision} training on {rt.device}). `exchange`: the selection's speed exchange on (the default) or "
+          "off (`--no-speed-exchange`).", "", md_table(rows, cols), "",
+          *(f"- speed weight {k.split('/')[0]}, exchange {k.split('/')[1]}: {'; '.join(v) or 'no exchange made'}"
+            for k, v in notes.items()), ""]
+    write_results(args.results, {"rows": rows, "notes": notes, "args": vars(args), "minutes": round((time.time() - t0) / 60, 1)},
                   "\n".join(md))
     print("\n".join(md))
     return 0
