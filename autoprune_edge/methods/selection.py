@@ -104,13 +104,17 @@ def _lower_count(group, n: int) -> int | None:
 
 
 def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.Tensor], budgets: list[Budget],
-             evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None) -> list[torch.Tensor]:
+             evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None,
+             give_up: float = 0.02) -> list[torch.Tensor]:
     """Keep masks at least as good as `keep` by score mass and faster by `speed`, still meeting every budget.
 
     A move takes one block of a group's lowest-scoring kept channels, optionally gives one block of another
     group's best removed ones, and refills the budget it frees as `select` does. It is made only if, after
-    the refill, the kept scores' sum has not fallen and `speed` has (or has stayed while the sum rose);
-    of all such moves the fastest is taken, until none is left. `keep` must come from `select` on `scores`.
+    the refill, the kept scores' sum has not fallen, every budgeted quantity is still within `give_up` of
+    what `keep` uses (the exchange rearranges the budget, it does not hand it back: per-channel scores that
+    ignore cost would otherwise trade one costly channel for two cheap ones and halve the model), and
+    `speed` has fallen (or stayed while the sum rose). Of all such moves the fastest is taken, until none is
+    left. `keep` must come from `select` on `scores`.
     """
     groups = graph.groups
     scores = [g.protect(s) for g, s in zip(groups, scores)]
@@ -131,6 +135,8 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
 
     counts = [int(k.sum()) for k in keep]
     tol = 1e-9 * max(1.0, abs(mass(counts)))
+    used = evaluate(keep)
+    floor = {b.kind: (1.0 - give_up) * used[b.kind] for b in budgets}
     seen = {tuple(counts)}
     for _ in range(max_moves if max_moves is not None else 2 * len(groups)):
         lat, now = speed(masks(counts)), mass(counts)
@@ -152,6 +158,9 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
                 trial = _fill(graph, scores, trial, budgets, evaluate)
                 gain = mass(trial) - now
                 if tuple(trial) in seen or gain < -tol:
+                    continue
+                metrics = evaluate(masks(trial))
+                if any(metrics[k] < v for k, v in floor.items()):
                     continue
                 faster = speed(masks(trial)) - lat
                 if (faster < 0 or (faster <= 0 and gain > tol)) and (pick is None or (faster, -gain) < pick[0]):
