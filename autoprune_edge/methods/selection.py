@@ -74,8 +74,9 @@ def select(graph: PruningGraph, scores: list[torch.Tensor], budgets: list[Budget
 
 
 def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], budgets: list[Budget],
-          evaluate: Evaluator) -> list[int]:
+          evaluate: Evaluator, masks: Callable[[list[int]], list[torch.Tensor]] | None = None) -> list[int]:
     """Greedily add back one block of channels at a time (best next score first) while budgets hold."""
+    masks = masks or (lambda c: [g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, c)])
     counts = list(counts)
     sorted_scores = [torch.sort(s, descending=True).values for s in scores]
     blocked: set[int] = set()
@@ -91,7 +92,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
             return counts
         trial = list(counts)
         trial[best] = graph.groups[best].next_count(trial[best])
-        if _fits(evaluate([g.keep_top(s, n) for g, s, n in zip(graph.groups, scores, trial)]), budgets):
+        if _fits(evaluate(masks(trial)), budgets):
             counts = trial
         else:
             blocked.add(best)
@@ -104,8 +105,8 @@ def _lower_count(group, n: int) -> int | None:
 
 
 def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.Tensor], budgets: list[Budget],
-             evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None,
-             give_up: float = 0.02) -> list[torch.Tensor]:
+             evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None, give_up: float = 0.02,
+             shortlist: int = 8, min_gain: float = 1e-3) -> list[torch.Tensor]:
     """Keep masks at least as good as `keep` by score mass and faster by `speed`, still meeting every budget.
 
     A move takes one block of a group's lowest-scoring kept channels, optionally gives one block of another
@@ -113,25 +114,29 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
     the refill, the kept scores' sum has not fallen, every budgeted quantity is still within `give_up` of
     what `keep` uses (the exchange rearranges the budget, it does not hand it back: per-channel scores that
     ignore cost would otherwise trade one costly channel for two cheap ones and halve the model), and
-    `speed` has fallen (or stayed while the sum rose). Of all such moves the fastest is taken, until none is
-    left. `keep` must come from `select` on `scores`.
+    `speed` has fallen by `min_gain` of itself (or has not risen while the sum rose). Each round refills the drop-only moves and the
+    `shortlist` two-group moves that are fastest before refilling, takes the fastest acceptable one, and
+    stops when none is left. `keep` must come from `select` on `scores`.
     """
     groups = graph.groups
     scores = [g.protect(s) for g, s in zip(groups, scores)]
     movable = [i for i, s in enumerate(scores) if not bool(torch.isinf(s).all())]
-    cache: dict[tuple[int, int], float] = {}
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    sums: dict[tuple[int, int], float] = {}
 
-    def group_mass(i: int, n: int) -> float:
-        if (i, n) not in cache:
-            s = scores[i][groups[i].keep_top(scores[i], n)]
-            cache[i, n] = float(s[torch.isfinite(s)].sum())
-        return cache[i, n]
-
-    def mass(counts: list[int]) -> float:
-        return sum(group_mass(i, counts[i]) for i in movable)
+    def group_mask(i: int, n: int) -> torch.Tensor:
+        if (i, n) not in kept:
+            kept[i, n] = groups[i].keep_top(scores[i], n)
+            s = scores[i][kept[i, n]]
+            sums[i, n] = float(s[torch.isfinite(s)].sum())
+        return kept[i, n]
 
     def masks(counts: list[int]) -> list[torch.Tensor]:
-        return [g.keep_top(s, n) for g, s, n in zip(groups, scores, counts)]
+        return [group_mask(i, n) for i, n in enumerate(counts)]
+
+    def mass(counts: list[int]) -> float:
+        masks(counts)
+        return sum(sums[i, counts[i]] for i in movable)
 
     counts = [int(k.sum()) for k in keep]
     tol = 1e-9 * max(1.0, abs(mass(counts)))
@@ -140,31 +145,34 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
     seen = {tuple(counts)}
     for _ in range(max_moves if max_moves is not None else 2 * len(groups)):
         lat, now = speed(masks(counts)), mass(counts)
-        pick: tuple[tuple[float, float], list[int]] | None = None
-        for i in movable:
-            lower = _lower_count(groups[i], counts[i])
-            if lower is None:
-                continue
-            for j in [None, *movable]:
+        drops = {i: c for i in movable if (c := _lower_count(groups[i], counts[i])) is not None}
+        moves = [dict([(i, c)]) for i, c in drops.items()]
+        pairs = []
+        for i, c in drops.items():
+            for j in movable:
+                higher = groups[j].next_count(counts[j]) if j != i else None
+                if higher is None:
+                    continue
                 trial = list(counts)
-                trial[i] = lower
-                if j is not None:
-                    higher = groups[j].next_count(counts[j]) if j != i else None
-                    if higher is None:
-                        continue
-                    trial[j] = higher
-                    if not _fits(evaluate(masks(trial)), budgets):
-                        continue
-                trial = _fill(graph, scores, trial, budgets, evaluate)
-                gain = mass(trial) - now
-                if tuple(trial) in seen or gain < -tol:
-                    continue
-                metrics = evaluate(masks(trial))
-                if any(metrics[k] < v for k, v in floor.items()):
-                    continue
-                faster = speed(masks(trial)) - lat
-                if (faster < 0 or (faster <= 0 and gain > tol)) and (pick is None or (faster, -gain) < pick[0]):
-                    pick = ((faster, -gain), trial)
+                trial[i], trial[j] = c, higher
+                if _fits(evaluate(masks(trial)), budgets):
+                    pairs.append((speed(masks(trial)), {i: c, j: higher}))
+        moves += [m for _, m in sorted(pairs, key=lambda p: p[0])[:shortlist]]
+        pick: tuple[tuple[float, float], list[int]] | None = None
+        for move in moves:
+            trial = list(counts)
+            for k, c in move.items():
+                trial[k] = c
+            trial = _fill(graph, scores, trial, budgets, evaluate, masks)
+            gain = mass(trial) - now
+            if tuple(trial) in seen or gain < -tol:
+                continue
+            metrics = evaluate(masks(trial))
+            if any(metrics[k] < v for k, v in floor.items()):
+                continue
+            faster = speed(masks(trial)) - lat
+            if (faster < -min_gain * lat or (faster <= 0 and gain > tol)) and (pick is None or (faster, -gain) < pick[0]):
+                pick = ((faster, -gain), trial)
         if pick is None:
             break
         counts = pick[1]
