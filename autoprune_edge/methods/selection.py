@@ -106,7 +106,7 @@ def _lower_count(group, n: int) -> int | None:
 
 def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.Tensor], budgets: list[Budget],
              evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None, give_up: float = 0.02,
-             shortlist: int = 8, min_gain: float = 1e-3) -> list[torch.Tensor]:
+             shortlist: int = 8, min_gain: float = 1e-3, max_evaluations: int = 20_000) -> list[torch.Tensor]:
     """Keep masks at least as good as `keep` by score mass and faster by `speed`, still meeting every budget.
 
     A move takes one block of a group's lowest-scoring kept channels, optionally gives one block of another
@@ -116,7 +116,8 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
     ignore cost would otherwise trade one costly channel for two cheap ones and halve the model), and
     `speed` has fallen by `min_gain` of itself (or has not risen while the sum rose). Each round refills the drop-only moves and the
     `shortlist` two-group moves that are fastest before refilling, takes the fastest acceptable one, and
-    stops when none is left. `keep` must come from `select` on `scores`.
+    stops when none is left, or after the round in which `evaluate` was called `max_evaluations` times (a
+    bound on the time a graph of many groups can take). `keep` must come from `select` on `scores`.
     """
     groups = graph.groups
     scores = [g.protect(s) for g, s in zip(groups, scores)]
@@ -138,12 +139,21 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
         masks(counts)
         return sum(sums[i, counts[i]] for i in movable)
 
+    calls = 0
+
+    def counted(masks: list[torch.Tensor]) -> dict[str, float]:
+        nonlocal calls
+        calls += 1
+        return evaluate(masks)
+
     counts = [int(k.sum()) for k in keep]
     tol = 1e-9 * max(1.0, abs(mass(counts)))
     used = evaluate(keep)
     floor = {b.kind: (1.0 - give_up) * used[b.kind] for b in budgets}
     seen = {tuple(counts)}
     for _ in range(max_moves if max_moves is not None else 2 * len(groups)):
+        if calls >= max_evaluations:
+            break
         lat, now = speed(masks(counts)), mass(counts)
         drops = {i: c for i in movable if (c := _lower_count(groups[i], counts[i])) is not None}
         moves = [dict([(i, c)]) for i, c in drops.items()]
@@ -155,7 +165,7 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
                     continue
                 trial = list(counts)
                 trial[i], trial[j] = c, higher
-                if _fits(evaluate(masks(trial)), budgets):
+                if _fits(counted(masks(trial)), budgets):
                     pairs.append((speed(masks(trial)), {i: c, j: higher}))
         moves += [m for _, m in sorted(pairs, key=lambda p: p[0])[:shortlist]]
         pick: tuple[tuple[float, float], list[int]] | None = None
@@ -163,11 +173,11 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
             trial = list(counts)
             for k, c in move.items():
                 trial[k] = c
-            trial = _fill(graph, scores, trial, budgets, evaluate, masks)
+            trial = _fill(graph, scores, trial, budgets, counted, masks)
             gain = mass(trial) - now
             if tuple(trial) in seen or gain < -tol:
                 continue
-            metrics = evaluate(masks(trial))
+            metrics = counted(masks(trial))
             if any(metrics[k] < v for k, v in floor.items()):
                 continue
             faster = speed(masks(trial)) - lat
