@@ -9,6 +9,8 @@ once with torch's FLOP counter, so `macs(full)` equals the exact count of the de
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import torch
@@ -93,7 +95,11 @@ class GroupCostModel:
             else:
                 mat = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64),
                                               (n_rows, self._n), check_invariants=True)
-            return mat, torch.tensor(full_removed, dtype=torch.float64)
+            # CSR: a product is 12x faster than COO's on a ResNet-50 graph (0.06 vs 0.75 ms), and the
+            # selection's exchange evaluates thousands; the gradient to the keep vector is supported
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                return mat.to_sparse_csr(), torch.tensor(full_removed, dtype=torch.float64)
 
         L = self.layers
         self._out_mat, out_all = matrix([layer.out_terms for layer in L])
@@ -117,8 +123,8 @@ class GroupCostModel:
         return torch.cat(keep).double().view(-1, 1) if keep else torch.zeros(0, 1, dtype=torch.float64)
 
     def _widths(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._out_base + torch.sparse.mm(self._out_mat, k).view(-1)
-        inp = self._in_base + torch.sparse.mm(self._in_mat, k).view(-1)
+        out = self._out_base + (self._out_mat @ k).view(-1)
+        inp = self._in_base + (self._in_mat @ k).view(-1)
         return out, inp
 
     def _macs(self, k: torch.Tensor) -> torch.Tensor:
@@ -136,7 +142,7 @@ class GroupCostModel:
         out, inp = self._widths(k)
         total = (out * inp / self._groups * self._kernel + out * self._bias).sum()
         if self.norms:
-            norm = self._norm_base + torch.sparse.mm(self._norm_mat, k).view(-1)
+            norm = self._norm_base + (self._norm_mat @ k).view(-1)
             total = total + (self._norm_affine * norm).sum()
         return total
 
