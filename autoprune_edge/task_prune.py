@@ -122,6 +122,8 @@ def prune_for_task(model: nn.Module, bundle: DataBundle, budgets: list[Budget], 
     if rep.ignored_layers:
         notes.append(f"left whole as asked (ignore): {len(rep.ignored_layers)} layer(s): "
                      + ", ".join(rep.ignored_layers))
+    if rep.exchange is not None:
+        notes.append(rep.exchange.text())
     return PruneResult(
         model=small.cpu(), history=rep.history, method="autoprune", budgets=budgets, input_shape=input_shape,
         macs_before=rep.macs_before, macs_after=rep.macs_after, params_before=rep.params_before,

@@ -136,3 +136,20 @@ def test_cli_flag():
     args = ["build", "--model", "lenet5", "--target", "host", "--budget", "1MFLOPs"]
     assert p.parse_args(args).speed_exchange is True
     assert p.parse_args([*args, "--no-speed-exchange"]).speed_exchange is False
+
+
+def test_pruner_reports_its_exchange():
+    """The loop-agnostic Pruner (and so the segment/detect loop) exchanges too, and says so in its report."""
+    from autoprune_edge.pruner import Pruner
+
+    x = torch.zeros(1, 3, 64, 64)
+    budget = f"{count_macs(_mbv2(0.5), x).macs * 0.5 / 1e6:.4f}MFLOPs"
+    on = Pruner(_mbv2(0.5), x, budget, total_steps=1, target="host")
+    on.compact()
+    off = Pruner(_mbv2(0.5), x, budget, total_steps=1, target="host", speed_exchange=False)
+    off.compact()
+    assert off.report.exchange is None
+    ex = on.report.exchange
+    assert ex is not None and ex.kept and set(ex.before_ms) == {"fp32", "int8"}
+    assert sum(ex.after_ms[p] / ex.before_ms[p] for p in ex.before_ms) < 2
+    assert on.report.macs_after != off.report.macs_after

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from ..budget import Budget, format_budget_value, within
+from ..channel_group import ChannelGroup
 from ..errors import BudgetUnreachableError
 from ..graph import PruningGraph
 
@@ -98,7 +99,7 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
             blocked.add(best)
 
 
-def _lower_count(group, n: int) -> int | None:
+def _lower_count(group: ChannelGroup, n: int) -> int | None:
     """The largest allowed count below n (None at the group's floor)."""
     below = [c for c in group.counts if c < n]
     return below[-1] if below else None
@@ -114,10 +115,11 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
     the refill, the kept scores' sum has not fallen, every budgeted quantity is still within `give_up` of
     what `keep` uses (the exchange rearranges the budget, it does not hand it back: per-channel scores that
     ignore cost would otherwise trade one costly channel for two cheap ones and halve the model), and
-    `speed` has fallen by `min_gain` of itself (or has not risen while the sum rose). Each round refills the drop-only moves and the
-    `shortlist` two-group moves that are fastest before refilling, takes the fastest acceptable one, and
-    stops when none is left, or after the round in which `evaluate` was called `max_evaluations` times (a
-    bound on the time a graph of many groups can take). `keep` must come from `select` on `scores`.
+    `speed` has fallen by `min_gain` of itself (or has not risen while the sum rose). Each round refills
+    the drop-only moves and the `shortlist` two-group moves that are fastest before refilling, takes the
+    fastest acceptable one, and stops when none is left, or after the round in which `evaluate` was called
+    `max_evaluations` times (a bound on the time a graph of many groups can take). `keep` must come from
+    `select` on `scores`.
     """
     groups = graph.groups
     scores = [g.protect(s) for g, s in zip(groups, scores)]
@@ -181,7 +183,8 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
             if any(metrics[k] < v for k, v in floor.items()):
                 continue
             faster = speed(masks(trial)) - lat
-            if (faster < -min_gain * lat or (faster <= 0 and gain > tol)) and (pick is None or (faster, -gain) < pick[0]):
+            better = faster < -min_gain * lat or (faster <= 0 and gain > tol)
+            if better and (pick is None or (faster, -gain) < pick[0]):
                 pick = ((faster, -gain), trial)
         if pick is None:
             break
