@@ -61,6 +61,11 @@ class ChannelGroup:
         i = bisect.bisect_right(self.counts, n)
         return self.counts[i] if i < len(self.counts) else None
 
+    def lower_count(self, n: int) -> int | None:
+        """The largest allowed count < n, or None at the group's floor."""
+        i = bisect.bisect_left(self.counts, n)
+        return self.counts[i - 1] if i > 0 else None
+
     def keep_top(self, scores: torch.Tensor, n: int) -> torch.Tensor:
         """Keep mask of the `n` best channels (n a multiple of `ties`; tied channels ranked by their mean)."""
         if self.ties <= 1:

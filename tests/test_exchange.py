@@ -12,6 +12,7 @@ from autoprune_edge.methods import channel_scores
 from autoprune_edge.methods.selection import exchange, select
 from autoprune_edge.profiles.counting import count_macs
 from autoprune_edge.profiles.profile import profile
+from autoprune_edge.pruner import Pruner
 from autoprune_edge.pruning import prune
 from autoprune_edge.targets import load_target
 
@@ -140,8 +141,6 @@ def test_cli_flag():
 
 def test_pruner_reports_its_exchange():
     """The loop-agnostic Pruner (and so the segment/detect loop) exchanges too, and says so in its report."""
-    from autoprune_edge.pruner import Pruner
-
     x = torch.zeros(1, 3, 64, 64)
     budget = f"{count_macs(_mbv2(0.5), x).macs * 0.5 / 1e6:.4f}MFLOPs"
     on = Pruner(_mbv2(0.5), x, budget, total_steps=1, target="host")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 
 from ..budget import Budget, format_budget_value, within
-from ..channel_group import ChannelGroup
 from ..errors import BudgetUnreachableError
 from ..graph import PruningGraph
 
@@ -99,12 +98,6 @@ def _fill(graph: PruningGraph, scores: list[torch.Tensor], counts: list[int], bu
             blocked.add(best)
 
 
-def _lower_count(group: ChannelGroup, n: int) -> int | None:
-    """The largest allowed count below n (None at the group's floor)."""
-    below = [c for c in group.counts if c < n]
-    return below[-1] if below else None
-
-
 def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.Tensor], budgets: list[Budget],
              evaluate: Evaluator, speed: Speed, *, max_moves: int | None = None, give_up: float = 0.02,
              shortlist: int = 8, min_gain: float = 1e-3, max_evaluations: int = 20_000) -> list[torch.Tensor]:
@@ -137,16 +130,19 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
     def masks(counts: list[int]) -> list[torch.Tensor]:
         return [group_mask(i, n) for i, n in enumerate(counts)]
 
+    def group_mass(i: int, n: int) -> float:
+        group_mask(i, n)  # computes and caches the sum with the mask
+        return sums[i, n]
+
     def mass(counts: list[int]) -> float:
-        masks(counts)
-        return sum(sums[i, counts[i]] for i in movable)
+        return sum(group_mass(i, counts[i]) for i in movable)
 
     calls = 0
 
-    def counted(masks: list[torch.Tensor]) -> dict[str, float]:
+    def counted(keep_masks: list[torch.Tensor]) -> dict[str, float]:
         nonlocal calls
         calls += 1
-        return evaluate(masks)
+        return evaluate(keep_masks)
 
     counts = [int(k.sum()) for k in keep]
     tol = 1e-9 * max(1.0, abs(mass(counts)))
@@ -157,7 +153,7 @@ def exchange(graph: PruningGraph, scores: list[torch.Tensor], keep: list[torch.T
         if calls >= max_evaluations:
             break
         lat, now = speed(masks(counts)), mass(counts)
-        drops = {i: c for i in movable if (c := _lower_count(groups[i], counts[i])) is not None}
+        drops = {i: c for i in movable if (c := groups[i].lower_count(counts[i])) is not None}
         moves = [dict([(i, c)]) for i, c in drops.items()]
         pairs = []
         for i, c in drops.items():
