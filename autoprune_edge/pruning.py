@@ -116,8 +116,8 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
 
     method: "autoprune" (learned gates, `epochs` of joint training) or a one-shot scoring baseline; a name
     registered in methods.METHODS, or a methods.Criterion class or object. granularity "unstructured"
-    (AutoPrune only) prunes single weights instead of channels; the model then keeps its shape and the
-    budget counts non-zero weights / MACs.
+    prunes single weights instead of channels (autoprune's per-weight gates, or l1: gradual magnitude
+    pruning over `epochs`); the model then keeps its shape and the budget counts non-zero weights / MACs.
 
     task: classify, segment or detect (None: what ``data`` holds). Segment and detect data go to the task loop
     (task_prune.py: structured AutoPrune with the task's loss, scored by mIoU / mAP@0.5).
@@ -177,11 +177,13 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
     if granularity == "unstructured":
-        if not learned:
-            raise ConfigError("unstructured pruning is done by AutoPrune's per-weight gates: use --method autoprune")
+        if not learned and criterion.name != "l1":
+            raise ConfigError(f"unstructured pruning takes --method autoprune (per-weight gates) or l1 (gradual "
+                              f"magnitude pruning), not {criterion.name!r}")
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
                                   batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt,
-                                  distill=(distill_alpha, distill_temperature) if distill else None, rt=rt)
+                                  distill=(distill_alpha, distill_temperature) if distill else None, rt=rt,
+                                  method="autoprune" if learned else "l1")
     if granularity != "structured":
         raise ConfigError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)

@@ -2,6 +2,8 @@
 
 The model keeps its shape; pruned weights are zeros. Budgets count non-zero weights (`params`, plus
 every parameter that is not a gated weight: biases, norms) or the MACs of non-zero weights (`macs`).
+`method="l1"` replaces the gates by gradual magnitude pruning over the same epochs (magnitude.py), the
+baseline sparse-training papers use; selection by budget and masked fine-tuning are shared.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .distributed import steps_per_epoch
 from .errors import BudgetError, BudgetUnreachableError
 from .gates import WeightGates
 from .graph import trace_layers
+from .magnitude import GradualMagnitude, top_weights
 from .profiles.counting import count_macs
 from .prune_result import PruneResult
 from .regrow import MaskRegrowth, RegrowConfig
@@ -47,19 +50,6 @@ class WeightCost:
         return {"params": params, "macs": macs}
 
 
-def _threshold_keep(scores: list[torch.Tensor], n_keep: int) -> list[torch.Tensor]:
-    flat = torch.cat([s.flatten() for s in scores])
-    n_keep = max(0, min(flat.numel(), n_keep))
-    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
-    if n_keep:
-        keep_flat[torch.topk(flat, n_keep, sorted=False).indices] = True
-    out, i = [], 0
-    for s in scores:
-        out.append(keep_flat[i:i + s.numel()].view_as(s))
-        i += s.numel()
-    return out
-
-
 def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[Budget]) -> list[torch.Tensor]:
     """Keep the highest-scoring weights such that every budget holds (bisection on the count)."""
     total = sum(s.numel() for s in scores)
@@ -68,7 +58,7 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
         c = cost([k.float() for k in keep])
         return all(float(c[b.kind]) <= b.value for b in budgets)
 
-    if not fits(_threshold_keep(scores, 1)):
+    if not fits(top_weights(scores, 1)):
         b = budgets[0]
         floor = float(cost([torch.zeros_like(s) for s in scores])[b.kind])
         raise BudgetUnreachableError(f"budget {b.text} cannot be reached even with one weight left "
@@ -76,18 +66,22 @@ def select_weights(cost: WeightCost, scores: list[torch.Tensor], budgets: list[B
     lo, hi = 1, total
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(_threshold_keep(scores, mid)):
+        if fits(top_weights(scores, mid)):
             lo = mid
         else:
             hi = mid - 1
-    return _threshold_keep(scores, lo)
+    return top_weights(scores, lo)
 
 
 def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input_shape: tuple[int, ...],
                        cfg: AutoPruneConfig, *, finetune_epochs: float, lr: float, batch_size: int,
                        evaluate_accuracy: bool, seed: int, ckpt: Any = None,
-                       distill: tuple[float, float] | None = None, rt: Runtime = CPU_FP32) -> PruneResult:
+                       distill: tuple[float, float] | None = None, rt: Runtime = CPU_FP32,
+                       method: str = "autoprune") -> PruneResult:
+    """method: "autoprune" (per-weight gates trained with the weights) or "l1" (gradual magnitude pruning)."""
     ckpt = ckpt or NONE
+    if method not in ("autoprune", "l1"):
+        raise BudgetError(f"unstructured pruning takes --method autoprune or l1, not {method!r}")
     if any(b.kind not in WeightCost.KINDS for b in budgets):
         raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")
     torch.manual_seed(seed)
@@ -101,15 +95,18 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     cost = WeightCost(model, gates, example)
     dense_nonzero = int(sum(gates.m[i].numel() for i in range(len(gates.m))))
     gate_log = []
-    if cfg.epochs > 0:
-        gates.attach()
-        try:
-            gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)",
-                                   ckpt=ckpt, rt=rt).steps
-        finally:
-            gates.detach(bake=False)
-    keep = select_weights(cost, [m.detach() for m in gates.m], budgets)
     named = dict(model.named_modules())
+    if method == "l1":
+        keep = _gradual_magnitude(model, named, gates.names, data, budgets, cost, cfg, seed=seed, ckpt=ckpt, rt=rt)
+    else:
+        if cfg.epochs > 0:
+            gates.attach()
+            try:
+                gate_log = train_gates(model, gates, data.train, budgets, cost, cfg, desc="AutoPrune (weights)",
+                                       ckpt=ckpt, rt=rt).steps
+            finally:
+                gates.detach(bake=False)
+        keep = select_weights(cost, [m.detach() for m in gates.m], budgets)
     masks = {n: k for n, k in zip(gates.names, keep)}
     with torch.no_grad():
         for n, k in masks.items():
@@ -144,7 +141,7 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
     final = cost([k.float() for k in keep])
     model.eval()
     res = PruneResult(
-        model=model, history=[], method="autoprune", budgets=budgets, input_shape=tuple(input_shape),
+        model=model, history=[], method=method, budgets=budgets, input_shape=tuple(input_shape),
         macs_before=before.macs, macs_after=int(float(final["macs"])), params_before=before.params,
         params_after=int(float(final["params"])), equivalence_max_abs=0.0, equivalence_rel=0.0,
         widths_before=widths, widths_after=copy.deepcopy(widths), groups_total=0, groups_pruned=0,
@@ -155,3 +152,25 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
         granularity="unstructured", nonzero_before=dense_nonzero, nonzero_after=nonzero, device=str(rt.device),
         precision=rt.precision)
     return res
+
+
+def _gradual_magnitude(model: nn.Module, named: dict[str, nn.Module], names: list[str], data: Any,
+                       budgets: list[Budget], cost: WeightCost, cfg: AutoPruneConfig, *, seed: int, ckpt: Any,
+                       rt: Runtime) -> list[torch.Tensor]:
+    """Train the weights for cfg.epochs (the gate phase's optimiser settings) while the magnitude mask
+    shrinks to the budget; with no epochs (or no data) it is one-shot magnitude pruning."""
+    def final_keep(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+        return select_weights(cost, scores, budgets)
+
+    first = final_keep([named[n].weight.detach().abs().float().cpu() for n in names])
+    if data is None or cfg.epochs <= 0:
+        return first
+    total = math.ceil(cfg.epochs * steps_per_epoch(data.train, cfg.batch_size))
+    hook = GradualMagnitude(named, names, total, final_keep, int(sum(int(k.sum()) for k in first))).attach()
+    try:
+        train(model, data.train, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed),
+              desc="gradual magnitude pruning", ckpt=ckpt, phase="gates", rt=rt, step_hook=hook)
+    finally:
+        hook.detach()
+    return hook.finish()

@@ -47,13 +47,13 @@ def gated_weights(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
 
 
-def unstructured_cli(name: str, budget: int, args: argparse.Namespace) -> str:
+def unstructured_cli(name: str, budget: int, method: str, args: argparse.Namespace) -> str:
     """The `prune` command that runs this row's recipe on the dense net written by --save-dense."""
     distill = (f" --distill --distill-alpha {args.distill_alpha:g} --distill-temperature {args.distill_temperature:g}"
                if args.distill else "")
     data = "'mnist:ROOT?augment=1'" if args.augment else "mnist:ROOT"
     return (f"autoprune-edge prune --model {name} --weights DIR/{name}_dense.safetensors --data {data} "
-            f"--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
+            f"{'' if method == 'autoprune' else f'--method {method} '}--granularity unstructured --budget {budget}params --epochs {args.unstructured_gate_epochs:g} "
             f"--finetune-epochs {args.unstructured_finetune_epochs:g} --lr {UNSTRUCTURED_LR:g} --batch-size {BATCH} "
             f"--seed {args.seed}{distill}{' --regrow' if args.regrow else ''} --out {name}-unstructured")
 
@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--compression", default="lenet5=310,lenet300=60",
                     help="unstructured target per model: fewer non-zero conv/linear weights by this factor")
     ap.add_argument("--only", choices=["structured", "unstructured"], default=None)
+    ap.add_argument("--unstructured-methods", default="autoprune", metavar="M[,M]",
+                    help="unstructured rows: autoprune (per-weight gates) and/or l1 (gradual magnitude pruning, "
+                         "Zhu & Gupta's cubic schedule, over the same gate epochs); each row runs the same recipe")
     ap.add_argument("--models", default="lenet5,lenet300")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-distill", dest="distill", action="store_false",
@@ -92,6 +95,8 @@ def main() -> None:
     ap.add_argument("--dense-only", action="store_true",
                     help="only train, score and write the dense nets (needs --save-dense); no results file")
     args = ap.parse_args()
+    if set(args.unstructured_methods.split(",")) - {"autoprune", "l1"}:
+        ap.error("--unstructured-methods takes autoprune and/or l1, comma-separated")
     if args.dense_only and not args.save_dense:
         ap.error("--dense-only writes the dense nets: give --save-dense DIR")
     compression = {k: float(v) for k, v in (kv.split("=") for kv in args.compression.split(","))}
@@ -142,33 +147,34 @@ def main() -> None:
             other = sum(p.numel() for p in dense.parameters()) - gated
             target_nonzero = math.floor(gated / compression[name])
             # prune()'s own lr and batch size for both phases: what `prune --lr --batch-size` runs
-            with Timer() as t:
-                r = prune(copy.deepcopy(dense), pdata, f"{target_nonzero + other}params", method="autoprune",
-                          epochs=args.unstructured_gate_epochs, granularity="unstructured",
-                          finetune_epochs=args.unstructured_finetune_epochs, lr=UNSTRUCTURED_LR,
-                          batch_size=BATCH, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
-                          distill_temperature=args.distill_temperature,
-                          autoprune=AutoPruneConfig(epochs=args.unstructured_gate_epochs, lr=UNSTRUCTURED_LR,
-                                                    seed=args.seed, batch_size=BATCH,
-                                                    regrow=RegrowConfig() if args.regrow else None))
-            rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
-                         "method": "autoprune", "cli": unstructured_cli(name, target_nonzero + other, args),
-                         "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
-                         "nonzero_after": r.nonzero_after, "compression": r.nonzero_before / max(1, r.nonzero_after),
-                         "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
-                         "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
-                         "drop_pt": 100 * (acc_dense - r.accuracy_after), "seconds": t.seconds,
-                         "target_compression": compression[name],
-                         "ste": AutoPruneConfig().gate_config("unstructured").ste,
-                         "nonzero_per_layer": {n: int((m.weight != 0).sum()) for n, m in r.model.named_modules()
-                                               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))},
-                         "gate_epochs": args.unstructured_gate_epochs,
-                         "finetune_epochs": args.unstructured_finetune_epochs,
-                         "regrow": regrow_text(args), "notes": r.notes,
-                         "augment": "shift 2 px" if args.augment else "no",
-                         "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
-                                     if args.distill else "no")})
-            print(rows[-1], flush=True)
+            for method in args.unstructured_methods.split(","):
+                with Timer() as t:
+                    r = prune(copy.deepcopy(dense), pdata, f"{target_nonzero + other}params", method=method,
+                              epochs=args.unstructured_gate_epochs, granularity="unstructured",
+                              finetune_epochs=args.unstructured_finetune_epochs, lr=UNSTRUCTURED_LR,
+                              batch_size=BATCH, seed=args.seed, distill=args.distill, distill_alpha=args.distill_alpha,
+                              distill_temperature=args.distill_temperature,
+                              autoprune=AutoPruneConfig(epochs=args.unstructured_gate_epochs, lr=UNSTRUCTURED_LR,
+                                                        seed=args.seed, batch_size=BATCH,
+                                                        regrow=RegrowConfig() if args.regrow else None))
+                rows.append({**base, **tflite_fp32_parity(r.model, probe), "granularity": "unstructured",
+                             "method": method, "cli": unstructured_cli(name, target_nonzero + other, method, args),
+                             "budget": target_nonzero + other, "nonzero_before": r.nonzero_before,
+                             "nonzero_after": r.nonzero_after, "compression": r.nonzero_before / max(1, r.nonzero_after),
+                             "macs_after": r.macs_after, "macs_fraction": r.macs_after / dense_macs,
+                             "acc_after": r.accuracy_after, "acc_pruned_no_ft": r.accuracy_pruned,
+                             "drop_pt": 100 * (acc_dense - r.accuracy_after), "seconds": t.seconds,
+                             "target_compression": compression[name],
+                             "ste": AutoPruneConfig().gate_config("unstructured").ste if method == "autoprune" else "-",
+                             "nonzero_per_layer": {n: int((m.weight != 0).sum()) for n, m in r.model.named_modules()
+                                                   if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))},
+                             "gate_epochs": args.unstructured_gate_epochs,
+                             "finetune_epochs": args.unstructured_finetune_epochs,
+                             "regrow": regrow_text(args), "notes": r.notes,
+                             "augment": "shift 2 px" if args.augment else "no",
+                             "distill": (f"alpha {args.distill_alpha}, T {args.distill_temperature}"
+                                         if args.distill else "no")})
+                print(rows[-1], flush=True)
     if args.dense_only:
         return
     cols = ["model", "granularity", "method", "dense_acc", "acc_pruned_no_ft", "acc_after", "drop_pt", "macs_fraction",
@@ -184,7 +190,9 @@ def main() -> None:
           "model (structured) or counts only non-zero weights (unstructured). `acc_pruned_no_ft` is the "
           "accuracy right after selection (structured: after compaction and BatchNorm re-estimation). "
           "`tflite_fp32_rel`: the final model converted to fp32 TFLite, max |LiteRT - torch| / max |logit| on 16 "
-          "test images (ships if <= 0.001).", "",
+          "test images (ships if <= 0.001). Unstructured `l1` rows are gradual magnitude pruning (Zhu & Gupta 2017: "
+          "one global |w| ranking, the kept count falls to the budget on a cubic schedule over the first half of "
+          "`gate_epochs`, same optimiser as AutoPrune's gate phase), then the same masked fine-tuning.", "",
           md_table(rows, cols)]
     unst = [r for r in rows if r["granularity"] == "unstructured"]
     if unst:

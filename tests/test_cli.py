@@ -100,6 +100,15 @@ def test_prune_command_then_reload(tmp_path, capsys):
     assert "\x1b" not in out and err.strip() == ""  # --json: quiet, nothing but JSON on stdout
 
 
+def test_prune_l1_unstructured_is_gradual_magnitude_pruning_over_epochs(tmp_path, capsys):
+    rc, out, err = run(capsys, "prune", "--model", TOY, "--method", "l1", "--granularity", "unstructured", "--epochs",
+                       "1", "--finetune-epochs", "0", "--budget", "5kparams", "--data", "synthetic", "--input-size",
+                       "16", "--out", tmp_path / "p", "--json")
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["method"] == "l1" and s["params_after"] <= 5_000 and s["nonzero_after"] < s["nonzero_before"]
+
+
 def test_budget_above_cost_is_a_noop(tmp_path, capsys):
     rc, out, _ = run(capsys, "prune", "--model", TOY, "--method", "l1", "--budget", "1GFLOPs", "--input-size", "16",
                      "--out", tmp_path / "p", "--json")
@@ -182,7 +191,7 @@ ERRORS = [
     (lambda t: ["prune", "--model", TOY, "--budget", "1MFLOPs", "--data", "synthetic", "--regrow", "--out",
                 t / "o"], "--granularity unstructured"),
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1", "--epochs",
-                "0", "--regrow", "--out", t / "o"], "--method autoprune"),
+                "0", "--regrow", "--out", t / "o"], "--granularity unstructured with"),
 ]
 
 

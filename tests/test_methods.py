@@ -93,7 +93,7 @@ def test_channel_scores_takes_a_name_or_an_object():
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(method="l1", granularity="unstructured"), "use --method autoprune"),
+    (dict(method="taylor", granularity="unstructured"), "autoprune \\(per-weight gates\\) or l1"),
     (dict(method="l1", granularity="diagonal"), "granularity must be structured or unstructured"),
     (dict(method="autoprune", autoprune=AutoPruneConfig(cost_exponent=2.0)), "cost exponent"),
     (dict(method="autoprune", autoprune=AutoPruneConfig(coupling_exponent=-1.0)), "coupling exponent"),

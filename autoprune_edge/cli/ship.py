@@ -41,15 +41,17 @@ class TrainingArgs:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainingArgs:
-        learned = isinstance(get_criterion(args.method), AutoPrune)  # unknown names fail here, in one line
-        if args.epochs and not learned:
+        criterion = get_criterion(args.method)  # unknown names fail here, in one line
+        # l1 on single weights is gradual magnitude pruning: it trains over --epochs like AutoPrune
+        trains = isinstance(criterion, AutoPrune) or (criterion.name == "l1" and args.granularity == "unstructured")
+        if args.epochs and not trains:
             raise ConfigError(f"--epochs (gate-training epochs) applies to learned methods; method "
                               f"{args.method!r} selects channels in one shot: pass --epochs 0")
-        epochs = (1.0 if learned else 0.0) if args.epochs is None else args.epochs
-        if not learned:
+        epochs = (1.0 if trains else 0.0) if args.epochs is None else args.epochs
+        if not trains:
             if args.regrow:
-                raise ConfigError("--regrow fine-tunes AutoPrune's unstructured masks: use --method autoprune "
-                                  "--granularity unstructured")
+                raise ConfigError("--regrow fine-tunes unstructured masks: use --granularity unstructured with "
+                                  "--method autoprune or l1")
             return cls(epochs, None)
         tuned = {k: v for k, v in (("lr_gates", args.lr_gates), ("cost_exponent", args.cost_exponent),
                                    ("speed_weight", args.speed_weight), ("batch_size", args.batch_size))
