@@ -177,13 +177,10 @@ def prune(model: nn.Module, data: Any = None, budget: str | list[str] | list[Bud
         check_autoprune_config(cfg)
     ckpt = Checkpointer(checkpoint_dir, resume=resume, main=world().main)
     if granularity == "unstructured":
-        if not learned and criterion.name != "l1":
-            raise ConfigError(f"unstructured pruning takes --method autoprune (per-weight gates) or l1 (gradual "
-                              f"magnitude pruning), not {criterion.name!r}")
         return prune_unstructured(model, data, budgets, input_shape, cfg, finetune_epochs=finetune_epochs, lr=lr,
                                   batch_size=batch_size, evaluate_accuracy=evaluate_accuracy, seed=seed, ckpt=ckpt,
                                   distill=(distill_alpha, distill_temperature) if distill else None, rt=rt,
-                                  method="autoprune" if learned else "l1")
+                                  method=criterion.name)
     if granularity != "structured":
         raise ConfigError(f"granularity must be structured or unstructured, not {granularity!r}")
     torch.manual_seed(seed)

@@ -19,7 +19,7 @@ from .budget import Budget, format_budget_value
 from .checkpoint import NONE
 from .device import CPU_FP32, Runtime
 from .distributed import steps_per_epoch
-from .errors import BudgetError, BudgetUnreachableError
+from .errors import BudgetError, BudgetUnreachableError, ConfigError
 from .gates import WeightGates
 from .graph import trace_layers
 from .magnitude import GradualMagnitude, top_weights
@@ -27,6 +27,10 @@ from .profiles.counting import count_macs
 from .prune_result import PruneResult
 from .regrow import MaskRegrowth, RegrowConfig
 from .train import TrainConfig, evaluate, train
+
+
+#: what single weights can be pruned by: per-weight gates, or gradual magnitude pruning (magnitude.py)
+UNSTRUCTURED_METHODS = ("autoprune", "l1")
 
 
 class WeightCost:
@@ -80,8 +84,9 @@ def prune_unstructured(model: nn.Module, data: Any, budgets: list[Budget], input
                        method: str = "autoprune") -> PruneResult:
     """method: "autoprune" (per-weight gates trained with the weights) or "l1" (gradual magnitude pruning)."""
     ckpt = ckpt or NONE
-    if method not in ("autoprune", "l1"):
-        raise BudgetError(f"unstructured pruning takes --method autoprune or l1, not {method!r}")
+    if method not in UNSTRUCTURED_METHODS:
+        raise ConfigError(f"unstructured pruning takes --method autoprune (per-weight gates) or l1 (gradual "
+                          f"magnitude pruning), not {method!r}")
     if any(b.kind not in WeightCost.KINDS for b in budgets):
         raise BudgetError("unstructured pruning takes MACs or params budgets (non-zero weights)")
     torch.manual_seed(seed)

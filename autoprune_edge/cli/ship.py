@@ -27,6 +27,7 @@ from ..plan import save_pruned
 from ..pruning import prune
 from ..regrow import RegrowConfig
 from ..tasks import task_for
+from ..unstructured import UNSTRUCTURED_METHODS
 from ..workload import load_workload
 from .modelref import load_model_ref
 from .output import console, emit, parse_shape, parity_args
@@ -43,7 +44,8 @@ class TrainingArgs:
     def from_args(cls, args: argparse.Namespace) -> TrainingArgs:
         criterion = get_criterion(args.method)  # unknown names fail here, in one line
         # l1 on single weights is gradual magnitude pruning: it trains over --epochs like AutoPrune
-        trains = isinstance(criterion, AutoPrune) or (criterion.name == "l1" and args.granularity == "unstructured")
+        trains = isinstance(criterion, AutoPrune) or (args.granularity == "unstructured"
+                                                      and criterion.name in UNSTRUCTURED_METHODS)
         if args.epochs and not trains:
             raise ConfigError(f"--epochs (gate-training epochs) applies to learned methods; method "
                               f"{args.method!r} selects channels in one shot: pass --epochs 0")
