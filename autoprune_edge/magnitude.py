@@ -39,8 +39,7 @@ class GradualMagnitude:
     def __init__(self, named: dict[str, nn.Module], names: list[str], total_steps: int,
                  final_keep: Callable[[list[torch.Tensor]], list[torch.Tensor]],
                  final_count: int, cfg: GradualConfig = GradualConfig()) -> None:
-        self.names = list(names)
-        self.modules = [named[n] for n in self.names]
+        self.modules = [named[n] for n in names]
         self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in self.modules]
         self.dense = sum(k.numel() for k in self.masks)
         self.final_count = final_count
@@ -76,6 +75,9 @@ class GradualMagnitude:
         self.step += 1
         if not self.done and (self.step % self.cfg.every == 0 or self.step >= self.ramp_steps):
             self._update()
+        self._zero_pruned()
+
+    def _zero_pruned(self) -> None:
         for m, k in zip(self.modules, self.masks):
             m.weight.mul_(k.to(m.weight.device, m.weight.dtype))  # momentum can move a pruned weight
 
@@ -93,8 +95,7 @@ class GradualMagnitude:
             self.step = max(self.step, self.ramp_steps)
             with torch.no_grad():
                 self._update()
-                for m, k in zip(self.modules, self.masks):
-                    m.weight.mul_(k.to(m.weight.device, m.weight.dtype))
+                self._zero_pruned()
         return [k.cpu() for k in self.masks]
 
     def state_dict(self) -> dict[str, Any]:
