@@ -192,6 +192,8 @@ ERRORS = [
                 t / "o"], "--granularity unstructured"),
     (lambda t: ["build", "--model", TOY, "--target", "host", "--budget", "1MFLOPs", "--method", "l1", "--epochs",
                 "0", "--regrow", "--out", t / "o"], "--granularity unstructured with"),
+    (lambda t: ["prune", "--model", TOY, "--budget", "5kparams", "--data", "synthetic", "--method", "taylor",
+                "--granularity", "unstructured", "--out", t / "o"], "autoprune (per-weight gates) or l1"),
 ]
 
 
