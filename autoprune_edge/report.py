@@ -123,8 +123,11 @@ def render_report(card: ModelCard) -> str:
                 lines.append(f"| {t}{' (target)' if row.chosen else ''} | {prec} | {p.latency_text} | "
                              f"{p.peak_memory_bytes / 1024:.0f} KiB | {p.model_bytes / 1e6:.2f} MB |")
         lines += ["", "Predicted numbers come from the target profile's cost model; ± is that profile's mean error "
-                      "on measurements held out of its fit (`latency_error_pct`). Host latencies above are "
+                      "on measurements held out of its fit (`latency_error_pct`); ±? where none was measured at this "
+                      "input size (`latency_error_inputs`). Host latencies above are "
                       "measured with the LiteRT interpreter on the machine that ran the build."]
+        warned = [f"- {t}: {w}" for t, row in card.predicted.items() for w in row.warnings]
+        lines += [""] + warned if warned else []
     if card.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in card.notes]
     pre = card.preprocessing

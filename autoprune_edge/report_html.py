@@ -190,8 +190,12 @@ def render_html(card: ModelCard) -> str:
         parts.append("<h2>Predicted on devices</h2>" + _table(
             ["target", "precision", "latency", "peak RAM", "model size", "threads"], rows))
         parts.append("<p class='sub'>Predicted by each target profile's cost model (± its mean error on "
-                     "measurements held out of its fit); host latencies above are "
+                     "measurements held out of its fit; ±? where none was measured at this input size); host latencies "
+                     "above are "
                      "measured with the LiteRT interpreter on the machine that ran the build.</p>")
+        warned = [f"<li>{_e(t)}: {_e(w)}</li>" for t, r in card.predicted.items() for w in r.warnings]
+        if warned:
+            parts.append("<ul class='sub'>" + "".join(warned) + "</ul>")
 
     pre = card.preprocessing
     parts.append("<h2>Using the model</h2>" + _table(["", "value"], [

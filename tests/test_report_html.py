@@ -205,7 +205,8 @@ def _card(n_layers: int = 12, failing: bool = False) -> dict:
                                                  "int8": {"latency_ms": 1.2, "peak_memory_bytes": 150_000,
                                                           "model_bytes": 120_000, "threads": 4}}},
                       "other": {"latency_ms": 30.0, "peak_memory_bytes": 500_000, "model_bytes": 400_000,
-                                "precision": "fp32", "threads": 1},
+                                "precision": "fp32", "threads": 1,
+                                "warnings": ["error measured on 128-300 px <inputs>, not 32 px"]},
                       "broken": {"error": "no cost model"}},
         "notes": ["a <note> with markup"], "versions": {"torch": "2.14.1"},
     }
@@ -245,6 +246,9 @@ def test_failing_artifacts_and_markdown(tmp_path):
     md = render_report(ModelCard.from_dict(card))
     assert "FAIL: top-1 agreement" in md and "diverges" in md and "| board (target) | int8 |" in md
     assert "Edge TPU (model_int8.tflite): not Edge TPU ready" in md
+    # a prediction's warning (here: an error never measured at this input size) is shown under the table
+    assert "| other | fp32 | 30.00 ms ±? |" in md and "- other: error measured on 128-300 px <inputs>, not 32 px" in md
+    assert "other: error measured on 128-300 px &lt;inputs&gt;, not 32 px" in html
 
 
 def test_figure_failure_does_not_lose_the_report():

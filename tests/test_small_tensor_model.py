@@ -3,6 +3,7 @@ thread-pool terms, and the NAS-Bench-201 cell networks they are checked on."""
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 import dataclasses
 
 import pytest
@@ -141,11 +142,34 @@ def test_predictions_carry_the_profiles_held_out_error(capsys):
 
     pi = load_target("raspberrypi4")
     assert pi.latency_error_pct and pi.source("latency_error_pct").startswith("benchmarks/results/arm_fit.md")
-    rows = compare(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval(), (1, 3, 32, 32), ["raspberrypi4", "pixel-7"])
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
+    rows = compare(net, (1, 3, 160, 160), ["raspberrypi4", "pixel-7"])
     assert rows[0].latency_error_pct == pi.latency_error_pct and rows[1].latency_error_pct is None
     assert rows[0].latency_text.endswith(f"±{pi.latency_error_pct:.0f} %") and rows[1].latency_text.endswith("±?")
+    assert not rows[0].warnings
     assert format_latency(12.345, 20.6) == "12.35 ms ±21 %"
+    # the Pi 4's error was measured on 128-300 px networks only: a 32-px input gets no error, and says why
+    lo, hi = pi.latency_error_inputs
+    assert lo <= 160 <= hi and not lo <= 32 <= hi
+    assert pi.source("latency_error_inputs").startswith("benchmarks/results/arm_fit.md")
+    small = compare(net, (1, 3, 32, 32), ["raspberrypi4"])[0]
+    assert small.latency_error_pct is None and small.latency_text.endswith("±?")
+    assert any(f"measured on {lo}-{hi} px inputs, not 32 px" in w for w in small.warnings), small.warnings
     assert main(["profile", "lenet5", "--target", "raspberrypi4", "--json"]) == 0
     import json
 
-    assert json.loads(capsys.readouterr().out)["latency_error_pct"] == pi.latency_error_pct
+    out = json.loads(capsys.readouterr().out)
+    assert out["latency_error_pct"] is None and any("not 28 px" in w for w in out["warnings"])
+    # the host's was measured on 32-224 px (ImageNet-size models and NAS-Bench-201 cells at 32x32)
+    host = load_target("host")
+    assert compare(net, (1, 3, 32, 32), [host])[0].latency_error_pct == host.latency_error_pct
+
+
+def test_latency_error_inputs_is_validated():
+    from autoprune_edge.errors import TargetProfileError
+    from autoprune_edge.targets.schema import parse_target
+
+    text = Path(load_target("raspberrypi4").path).read_text(encoding="utf-8")
+    for bad in ("[300, 128]", "[128]", "[0, 300]", '"128-300"'):
+        with pytest.raises(TargetProfileError, match="latency_error_inputs"):
+            parse_target(text.replace("latency_error_inputs = [128, 300]", f"latency_error_inputs = {bad}"), "pi4")

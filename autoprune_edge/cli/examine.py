@@ -27,6 +27,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                "params": p.params, "latency_ms": p.latency_ms, "latency_error_pct": p.latency_error_pct,
                "peak_memory_bytes": p.peak_memory_bytes,
                "model_bytes": p.model_bytes, "precision": p.precision, "threads": p.threads,
+               "fits": p.fits, "warnings": list(p.warnings),
                "layers": [getattr(r, "__dict__", r) for r in p.layers]}
 
     def human() -> None:
@@ -35,7 +36,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
             t.add_column(col, justify="right")
         t.add_row(f"{p.macs / 1e6:.1f} M", f"{p.params / 1e6:.3f} M", format_latency(p.latency_ms, p.latency_error_pct),
                   f"{p.peak_memory_bytes / 1024:.0f} KiB", f"{p.model_bytes / 1e6:.2f} MB")
-        console().print(t)
+        c = console()
+        c.print(t)
+        for msg in p.warnings:
+            c.print(f"[yellow]{args.target}:[/] {msg}")
 
     emit(args, summary, human)
     return 0

@@ -213,6 +213,12 @@ class TargetPrediction:
             return self.by_precision
         return {self.default.precision or "fp32": self.default}
 
+    @property
+    def warnings(self) -> list[str]:
+        """Every row's warnings, each once (the precisions of one target mostly share them)."""
+        rows = [self.default, *self.by_precision.values()] if self.default is not None else []
+        return list(dict.fromkeys(w for r in rows for w in r.warnings))
+
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None or self.default is None:
             return {"error": self.error}

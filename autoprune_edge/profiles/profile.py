@@ -202,6 +202,19 @@ def _accelerator_warnings(tgt: Target, est: LatencyEstimate, kcs: list[KernelCos
 
 
 @torch.no_grad()
+def _latency_error(tgt: Target, shape: tuple[int, ...]) -> tuple[float | None, str | None]:
+    """The target's held-out latency error for this input, and a warning when the input lies outside the
+    sizes that error was measured on (the error is then unknown, not the stated one)."""
+    side = min(shape[2:]) if len(shape) == 4 else None
+    err = tgt.latency_error_at(side)
+    if err is not None or tgt.latency_error_pct is None or tgt.latency_error_inputs is None:
+        return err, None
+    lo, hi = tgt.latency_error_inputs
+    return None, (f"{tgt.name}'s latency error ({tgt.latency_error_pct:g} %) was measured on {lo}-{hi} px inputs, "
+                  f"not {side} px, so this prediction's error is unknown (±?): run `autoprune-edge measure --suite` "
+                  "on the device and `calibrate` to check it")
+
+
 def model_kernels(model: nn.Module, input_shape: tuple[int, ...] | torch.Tensor,
                   fuse_all_activations: bool = False, converter: str = "onnx2tf") -> tuple[list[KernelCost], int]:
     """Trace and fuse ``model`` once: its kernels and graph input + output elements, for
@@ -326,6 +339,9 @@ def profile(
         where = "flash" if not mem.weights_in_ram else "storage"
         warnings.append(f"model file {_fmt_bytes(model_bytes)} exceeds the device's {_fmt_bytes(tgt.storage_bytes)} of {where}")
     warnings += _accelerator_warnings(tgt, est, kcs)
+    error_pct, error_note = _latency_error(tgt, shape)
+    if error_note:
+        warnings.append(error_note)
 
     extra = {}
     if est.accelerator:
@@ -356,5 +372,5 @@ def profile(
         ram_bytes=mem.ram_bytes,
         storage_bytes=tgt.storage_bytes,
         extra=extra,
-        latency_error_pct=tgt.latency_error_pct,
+        latency_error_pct=error_pct,
     )

@@ -69,6 +69,13 @@ def positive_list(v: Any) -> str | None:
     return "must be a non-empty list of positive numbers"
 
 
+def side_range(v: Any) -> str | None:
+    if (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+            and v[0] <= v[1]):
+        return None
+    return "must be [smallest, largest]: two positive whole numbers of pixels, smallest first"
+
+
 def text_list(v: Any) -> str | None:
     if isinstance(v, list) and v and all(isinstance(x, str) and x for x in v):
         return None
@@ -119,6 +126,9 @@ TOP_LEVEL_KEYS: dict[str, Any] = {
     "channel_multiple": numeric_key(positive_int),
     # mean absolute error (%) of this profile's latency predictions on measurements held out of its fit
     "latency_error_pct": numeric_key(positive_number, required=False),
+    # the input sides (px, shorter side) of the held-out networks that error was measured on; outside them a
+    # prediction's error is unknown (shown as ±?)
+    "latency_error_inputs": numeric_key(side_range, required=False),
     "precisions": Key(text_list),
     "default_formats": Key(text_list),
     "device": {

@@ -113,6 +113,7 @@ def parse_target(text_: str, display: str, path: str = "") -> Target:
         path=path,
         accelerator=accelerator,
         latency_error_pct=float(data["latency_error_pct"]) if "latency_error_pct" in data else None,
+        latency_error_inputs=tuple(data["latency_error_inputs"]) if "latency_error_inputs" in data else None,
     )
 
 

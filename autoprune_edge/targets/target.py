@@ -177,6 +177,15 @@ class Target:
     path: str = field(default="", compare=False)
     accelerator: Accelerator | None = None
     latency_error_pct: float | None = None  # held-out MAPE of the latency predictions; None = unchecked
+    latency_error_inputs: tuple[int, int] | None = None  # input sides (px) that error was measured on
+
+    def latency_error_at(self, side: int | None) -> float | None:
+        """``latency_error_pct`` for a model whose input's shorter side is ``side`` px: None (unknown) outside
+        ``latency_error_inputs``, because a fit checked on 224-px networks says nothing about 32-px cells."""
+        if side is None or self.latency_error_inputs is None:
+            return self.latency_error_pct
+        lo, hi = self.latency_error_inputs
+        return self.latency_error_pct if lo <= side <= hi else None
 
     @property
     def default_precision(self) -> str:
