@@ -271,3 +271,28 @@ def test_measure_missing_file_is_one_line_error(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "nope.tflite")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such .tflite file" in err and "\n" not in err
+
+
+def test_calibrated_profile_states_its_own_held_out_error(tmp_path):
+    """A calibrated profile's ±error is its own fit's error on measurements held out of that fit, not the
+    original profile's (which described another fit); with too few measurements it states none (±?)."""
+    pi = load_target("raspberrypi4")
+    truth = dataclasses.replace(pi, compute=dataclasses.replace(pi.compute, thread_sync_us=12.0))
+    doc = _synthetic_doc(tmp_path, truth)
+    for i, m in enumerate(doc["measurements"]):  # a device that the cost model cannot describe exactly
+        m["median_ms"] *= (1.25, 0.8, 1.1, 0.9, 1.0, 1.3, 0.75)[i % 7]
+    res = calibrate(pi, doc, out=tmp_path / "pi-cal.toml")
+    assert res.cross_validated and res.held_out_error_pct is not None
+    # held-out error is larger than the error on the fitted measurements themselves, and of the noise's size
+    assert res.mape("after") < res.held_out_error_pct < 40
+    t = load_target(str(tmp_path / "pi-cal.toml"))
+    assert t.latency_error_pct == pytest.approx(res.held_out_error_pct, abs=0.05)
+    assert t.latency_error_inputs is None and "held out of the fit" in t.source("latency_error_pct")
+    # the same measurements without the check keep the original's statement (host auto-calibration does this)
+    kept = calibrate(pi, doc, out=tmp_path / "pi-kept.toml", cross_validate=False)
+    assert kept.held_out_error_pct is None
+    assert load_target(str(tmp_path / "pi-kept.toml")).latency_error_pct == pi.latency_error_pct
+    # 8 measurements: too few to hold any out, so no error is claimed
+    few = calibrate(pi, {**doc, "measurements": doc["measurements"][:8]}, out=tmp_path / "pi-few.toml")
+    assert few.cross_validated and few.held_out_error_pct is None
+    assert load_target(str(tmp_path / "pi-few.toml")).latency_error_pct is None

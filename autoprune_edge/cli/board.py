@@ -97,6 +97,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             t.add_row(k, f"{a:.4g}", f"{b:.4g}")
         c.print(t)
         c.print(f"error on the measurements: MAPE {res.mape('before'):.1f}% before, {res.mape('after'):.1f}% after")
+        if res.held_out_error_pct is not None:
+            c.print(f"error on measurements held out of the fit (the profile's latency_error_pct): "
+                    f"{res.held_out_error_pct:.1f}%")
+        elif res.cross_validated:
+            c.print("[yellow]too few measurements to check the fit on held-out ones: its predictions show ±?[/]")
         for s in res.skipped:
             c.print(f"[yellow]skipped:[/] {s}")
         c.print(f"[bold green]wrote[/] {res.out} (use it with --target {res.out})")

@@ -34,6 +34,7 @@ from .kernels import KernelCost, estimate, kernel_bytes, kernel_ms
 from .latency import layer_work, memory_seconds
 from .measure import MeasurementsError, load_measurements
 from .suite import host_microbenchmark, keep_fastest, measure_suite  # noqa: F401 - re-exported
+from .toml_edit import drop_line, set_line
 
 _KC_FIELDS = {f.name for f in dataclasses.fields(KernelCost)}
 MIN_SHARE = 0.03
@@ -55,6 +56,8 @@ class CalibrationResult:
     toml: str = ""  # the new profile text (validated)
     device: dict = field(default_factory=dict)  # the measurements' device record (cpu name, cpu_flags, ...)
     out: str | None = None  # where it was written
+    cross_validated: bool = False  # held_out_error_pct was asked for (None then: too few measurements)
+    held_out_error_pct: float | None = None  # mean |error| on measurements held out of the fit (k-fold)
 
     @property
     def n(self) -> int:
@@ -68,6 +71,7 @@ class CalibrationResult:
                 "measurements": self.n, "mape_before_pct": round(self.mape("before"), 2),
                 "mape_after_pct": round(self.mape("after"), 2),
                 "fitted": {k: {"before": a, "after": b} for k, (a, b) in self.fitted.items()},
+                "held_out_error_pct": None if self.held_out_error_pct is None else round(self.held_out_error_pct, 2),
                 "rows": self.rows, "skipped": self.skipped, "out": self.out}
 
 
@@ -291,44 +295,28 @@ def fit(target: Target | str, doc: dict, *, statistic: str = "median_ms", keys: 
                              date=_dt.date.today().isoformat(), statistic=statistic, skipped=skipped)
 
 
+FOLDS = 5
+
+
+def held_out_error(target: Target, doc: dict, *, statistic: str, folds: int = FOLDS) -> float | None:
+    """Mean absolute error (%) of :func:`fit` on measurements it did not see (``folds``-fold, fold = index mod
+    ``folds``, so a suite's network kinds spread over the folds): what a calibrated profile may state as its
+    ``latency_error_pct``. None with fewer than two measurements per fold."""
+    ms = list(doc["measurements"])
+    if len(ms) < 2 * folds:
+        return None
+    errors = []
+    for k in range(folds):
+        fitted = fit(target, {**doc, "measurements": [m for i, m in enumerate(ms) if i % folds != k]},
+                     statistic=statistic).target
+        cases, _ = _cases(fitted, {**doc, "measurements": ms[k::folds]}, statistic)
+        errors += [abs(_predict(fitted, c) / c.measured_ms - 1) for c in cases]
+    return 100.0 * sum(errors) / len(errors) if errors else None
+
+
 # --------------------------------------------------------------------------------------------------
 # TOML rewriting (keeps comments, order and every other number of the original file)
 # --------------------------------------------------------------------------------------------------
-
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _table_span(lines: list[str], table: str) -> tuple[int, int] | None:
-    start = None
-    for i, line in enumerate(lines):
-        m = _HEADER_RE.match(line)
-        if not m or line.lstrip().startswith("#"):
-            continue
-        if start is not None:
-            return start, i
-        if m.group(1).replace('"', "") == table and not line.lstrip().startswith("[["):
-            start = i
-    return (start, len(lines)) if start is not None else None
-
-
-def _set_line(lines: list[str], table: str, key: str, literal: str, quote_key: bool = False) -> None:
-    span = _table_span(lines, table)
-    written_key = f'"{key}"' if quote_key else key
-    if span is None:
-        lines += ["", f"[{table}]", f"{written_key} = {literal}"]
-        return
-    a, b = span
-    pat = re.compile(r'^\s*"?' + re.escape(key) + r'"?\s*=')
-    for i in range(a + 1, b):
-        if pat.match(lines[i]):
-            lines[i] = f"{written_key} = {literal}"
-            return
-    last = a
-    for i in range(a + 1, b):
-        if lines[i].strip() and not lines[i].lstrip().startswith("#"):
-            last = i
-    lines.insert(last + 1, f"{written_key} = {literal}")
-
 
 def _fmt(key: str, v: float) -> str:
     if key.endswith("gmacs_per_core"):
@@ -352,8 +340,8 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
         for k, v in speedups.items():
             ts[int(k.rsplit(".", 1)[1]) - 1] = v
         ts = [max(ts[:i + 1]) for i in range(len(ts))]  # the schema wants a non-decreasing list
-        _set_line(lines, "compute", "thread_speedup", "[" + ", ".join(f"{x:.3f}" for x in ts) + "]")
-        _set_line(lines, "sources", "compute.thread_speedup", '"' + f"{how} (was {list(original.compute.thread_speedup)})"
+        set_line(lines, "compute", "thread_speedup", "[" + ", ".join(f"{x:.3f}" for x in ts) + "]")
+        set_line(lines, "sources", "compute.thread_speedup", '"' + f"{how} (was {list(original.compute.thread_speedup)})"
                   + '"', quote_key=True)
     for key, (before, after) in result.fitted.items():
         if key in speedups:
@@ -363,11 +351,20 @@ def render_toml(original: Target, result: CalibrationResult, name: str | None = 
         literal = _fmt(key, after)
         if "." not in literal and "e" not in literal:
             literal += ".0"  # keep TOML floats floats
-        _set_line(lines, table, leaf, literal)
-        _set_line(lines, "sources", key, '"' + f"{how} (was {before:.4g})" + '"', quote_key=True)
+        set_line(lines, table, leaf, literal)
+        set_line(lines, "sources", key, '"' + f"{how} (was {before:.4g})" + '"', quote_key=True)
     if result.device.get("cpu_flags") is not None:  # the profile now describes the measured CPU
-        _set_line(lines, "device", "cpu", json.dumps(str(result.device.get("cpu") or original.device.cpu)))
-        _set_line(lines, "device", "cpu_flags", json.dumps([str(f) for f in result.device["cpu_flags"]]))
+        set_line(lines, "device", "cpu", json.dumps(str(result.device.get("cpu") or original.device.cpu)))
+        set_line(lines, "device", "cpu_flags", json.dumps([str(f) for f in result.device["cpu_flags"]]))
+    if result.cross_validated:  # the original's error described the original's fit, not this one
+        for key in ("latency_error_pct", "latency_error_inputs"):
+            drop_line(lines, "", key)
+            drop_line(lines, "sources", key)
+        if result.held_out_error_pct is not None:
+            set_line(lines, "", "latency_error_pct", f"{max(result.held_out_error_pct, 0.1):.1f}")
+            set_line(lines, "sources", "latency_error_pct", json.dumps(
+                f"autoprune-edge calibrate on {result.date}: mean absolute error on measurements held out of the fit "
+                f"({FOLDS}-fold cross-validation over {result.n} measurements: {result.source})"), quote_key=True)
     if name and name != original.name:
         for i, line in enumerate(lines):
             if re.match(r"^\s*name\s*=", line):
@@ -401,10 +398,15 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def calibrate(target: Target | str, measurements: str | Path | dict | None = None, out: str | Path | None = None,
-              *, statistic: str | None = None, quick: bool = False, write: bool = True) -> CalibrationResult:
+              *, statistic: str | None = None, quick: bool = False, write: bool = True,
+              cross_validate: bool = True) -> CalibrationResult:
     """Refit ``target`` to a measurements file (or, for ``host`` with none, to a microbenchmark run
     here) and write the calibrated profile to ``out`` (default ``<name>-calibrated.toml``). ``"host"`` starts
-    from the shipped file, not from this CPU's cached calibration (which would run the suite twice)."""
+    from the shipped file, not from this CPU's cached calibration (which would run the suite twice).
+
+    With ``cross_validate`` the new profile's ``latency_error_pct`` is its error on measurements held out
+    of the fit (:func:`held_out_error`; none, hence ``±?``, with fewer than 10 measurements) instead of the
+    original's, which described another fit."""
     is_host = isinstance(target, str) and target.strip().lower() == "host"
     t = shipped_target("host") if is_host else resolve_target(target)
     if measurements is None:
@@ -425,6 +427,9 @@ def calibrate(target: Target | str, measurements: str | Path | dict | None = Non
         statistic = statistic or doc["suite"].get("statistic", "p10_ms")
     result = fit(t, doc, statistic=statistic or "median_ms", source=source)
     result.device = dict(doc.get("device") or {})
+    if cross_validate:
+        result.cross_validated = True
+        result.held_out_error_pct = held_out_error(t, doc, statistic=result.statistic)
     out_path = Path(out) if out is not None else Path(f"{t.name}-calibrated.toml")
     stem = out_path.stem
     name = t.name if stem == t.name or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", stem) else stem
