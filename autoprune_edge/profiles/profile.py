@@ -201,7 +201,6 @@ def _accelerator_warnings(tgt: Target, est: LatencyEstimate, kcs: list[KernelCos
     return out
 
 
-@torch.no_grad()
 def _latency_error(tgt: Target, shape: tuple[int, ...]) -> tuple[float | None, str | None]:
     """The target's held-out latency error for this input, and a warning when the input lies outside the
     sizes that error was measured on (the error is then unknown, not the stated one)."""
@@ -215,6 +214,7 @@ def _latency_error(tgt: Target, shape: tuple[int, ...]) -> tuple[float | None, s
                   "on the device and `calibrate` to check it")
 
 
+@torch.no_grad()
 def model_kernels(model: nn.Module, input_shape: tuple[int, ...] | torch.Tensor,
                   fuse_all_activations: bool = False, converter: str = "onnx2tf") -> tuple[list[KernelCost], int]:
     """Trace and fuse ``model`` once: its kernels and graph input + output elements, for
