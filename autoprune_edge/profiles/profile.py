@@ -206,7 +206,7 @@ def _latency_error(tgt: Target, shape: tuple[int, ...]) -> tuple[float | None, s
     sizes that error was measured on (the error is then unknown, not the stated one)."""
     side = min(shape[2:]) if len(shape) == 4 else None
     err = tgt.latency_error_at(side)
-    if err is not None or tgt.latency_error_pct is None or tgt.latency_error_inputs is None:
+    if err is not None or tgt.latency_error_pct is None:  # in range, or no error was ever stated
         return err, None
     lo, hi = tgt.latency_error_inputs
     return None, (f"{tgt.name}'s latency error ({tgt.latency_error_pct:g} %) was measured on {lo}-{hi} px inputs, "
